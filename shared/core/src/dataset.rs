@@ -1,0 +1,1 @@
+//! The reference dataset (to be written).

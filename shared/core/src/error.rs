@@ -1,0 +1,183 @@
+//! The errors a caller can see, each with its HTTP status and stable `code`.
+//!
+//! Every error answer of every function is built here, by [`TraceError::body`], so no handler invents
+//! its own JSON. The codes are the wire contract of the existing dashboard client: never rename them.
+
+use serde_json::{json, Value};
+
+use crate::job::JobStatus;
+
+/// An error answered to a caller.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TraceError {
+    /// The body is not JSON.
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The body is JSON of the wrong shape.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// `container_ids` is empty.
+    #[error("container_ids must not be empty")]
+    EmptyContainerIds,
+    /// One id is malformed.
+    #[error("container_ids[{index}] is invalid: {reason}")]
+    InvalidContainerId {
+        /// Position in the request.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A domain name is not known.
+    #[error("unknown domain {0:?}; known domains are history, materials, rejects, holds, jobs")]
+    UnknownDomain(String),
+    /// A profile name is not known.
+    #[error(
+        "unknown profile {0:?}; known profiles are query_tool, query_tool_reverse, mid_section_defect (msd)"
+    )]
+    UnknownProfile(String),
+    /// The body is larger than the limit.
+    #[error("request body of {bytes} bytes is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size received.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A non-MSD request above `TRACE_EVENTS_CID_LIMIT`.
+    #[error("{cid_count} container ids exceed the limit of {limit} for this profile")]
+    CidLimitExceeded {
+        /// Unique ids in the request.
+        cid_count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A path or query parameter is invalid.
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParameter {
+        /// Parameter name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No job with that id (or it has expired).
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    /// The job has not finished, so it has no result yet.
+    #[error("job is {status}: its result is not complete")]
+    JobNotComplete {
+        /// Current status.
+        status: JobStatus,
+    },
+    /// The job finished but its result is gone.
+    #[error("the result of job {0} has expired")]
+    JobResultExpired(String),
+    /// Rate limit hit.
+    #[error("too many requests; retry after {retry_after_seconds} s")]
+    TooManyRequests {
+        /// Seconds until the window resets.
+        retry_after_seconds: u64,
+    },
+    /// A backend (queue, store, database) failed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected state.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl TraceError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TraceError::InvalidJson(_) => "INVALID_JSON",
+            TraceError::InvalidRequest(_) => "INVALID_REQUEST",
+            TraceError::EmptyContainerIds => "EMPTY_CONTAINER_IDS",
+            TraceError::InvalidContainerId { .. } => "INVALID_CONTAINER_ID",
+            TraceError::UnknownDomain(_) => "UNKNOWN_DOMAIN",
+            TraceError::UnknownProfile(_) => "UNKNOWN_PROFILE",
+            TraceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            TraceError::CidLimitExceeded { .. } => "CID_LIMIT_EXCEEDED",
+            TraceError::InvalidParameter { .. } => "INVALID_PARAMETER",
+            TraceError::JobNotFound(_) => "JOB_NOT_FOUND",
+            TraceError::JobNotComplete { .. } => "JOB_NOT_COMPLETE",
+            TraceError::JobResultExpired(_) => "JOB_RESULT_EXPIRED",
+            TraceError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            TraceError::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            TraceError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            TraceError::InvalidJson(_)
+            | TraceError::InvalidRequest(_)
+            | TraceError::EmptyContainerIds
+            | TraceError::InvalidContainerId { .. }
+            | TraceError::UnknownDomain(_)
+            | TraceError::UnknownProfile(_)
+            | TraceError::InvalidParameter { .. } => 400,
+            TraceError::PayloadTooLarge { .. } | TraceError::CidLimitExceeded { .. } => 413,
+            TraceError::JobNotFound(_) | TraceError::JobResultExpired(_) => 404,
+            TraceError::JobNotComplete { .. } => 409,
+            TraceError::TooManyRequests { .. } => 429,
+            TraceError::Unavailable(_) => 503,
+            TraceError::Internal(_) => 500,
+        }
+    }
+
+    /// The JSON body: `{"code", "message", …}` plus the fields the client reads for some codes.
+    pub fn body(&self) -> Value {
+        let mut body = json!({ "code": self.code(), "message": self.to_string() });
+        let extra = match self {
+            TraceError::CidLimitExceeded { cid_count, limit } => {
+                json!({ "cid_count": cid_count, "limit": limit })
+            }
+            TraceError::PayloadTooLarge { bytes, limit } => {
+                json!({ "bytes": bytes, "limit": limit })
+            }
+            TraceError::InvalidContainerId { index, .. } => json!({ "index": index }),
+            TraceError::JobNotComplete { status } => json!({ "status": status }),
+            TraceError::TooManyRequests {
+                retry_after_seconds,
+            } => {
+                json!({ "retry_after_seconds": retry_after_seconds })
+            }
+            TraceError::InvalidParameter { name, .. } => json!({ "parameter": name }),
+            _ => Value::Null,
+        };
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+            body.extend(extra);
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cid_limit_body_is_the_client_contract() {
+        let e = TraceError::CidLimitExceeded {
+            cid_count: 60_000,
+            limit: 50_000,
+        };
+        assert_eq!(e.http_status(), 413);
+        let body = e.body();
+        assert_eq!(body["code"], "CID_LIMIT_EXCEEDED");
+        assert_eq!(body["cid_count"], 60_000);
+        assert_eq!(body["limit"], 50_000);
+        assert!(body["message"].as_str().unwrap().contains("60000"));
+    }
+
+    #[test]
+    fn not_complete_carries_status() {
+        let body = TraceError::JobNotComplete {
+            status: JobStatus::Started,
+        }
+        .body();
+        assert_eq!(body["status"], "started");
+        assert_eq!(body["code"], "JOB_NOT_COMPLETE");
+    }
+}

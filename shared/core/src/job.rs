@@ -1,0 +1,350 @@
+//! Jobs: the status vocabulary, the one table of allowed transitions, and the job metadata.
+//!
+//! Stores persist [`JobMeta`] and apply changes with a compare-and-set on `(status, attempt)`; the
+//! decision whether a change is allowed is made here, by [`JobStatus::can_become`], for every store.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::admission::QueueKind;
+use crate::domain::Domain;
+use crate::ids::JobId;
+use crate::request::Profile;
+
+/// A job's status. The names are the ones the dashboard client understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting in a queue.
+    Queued,
+    /// A worker is running it.
+    Started,
+    /// The result is complete (its manifest is written).
+    Finished,
+    /// It stopped with an error.
+    Failed,
+    /// A caller cancelled it.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Started => "started",
+            JobStatus::Finished => "finished",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Started,
+            Self::Finished,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// Finished, failed and cancelled never change again.
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    /// THE transition table.
+    ///
+    /// | from      | to                                                        |
+    /// |-----------|-----------------------------------------------------------|
+    /// | queued    | started, failed (e.g. the queue send failed), cancelled   |
+    /// | started   | finished, failed, cancelled, queued (released on shutdown), started (a new attempt takes over a crashed one) |
+    /// | terminal  | nothing                                                   |
+    pub const fn can_become(self, next: JobStatus) -> bool {
+        use JobStatus::*;
+        match self {
+            Queued => matches!(next, Started | Failed | Cancelled),
+            Started => matches!(next, Finished | Failed | Cancelled | Queued | Started),
+            Finished | Failed | Cancelled => false,
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How far a running job is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The domain being read now (none before the first and after the last).
+    pub domain: Option<Domain>,
+    /// Records written to the result so far, all domains.
+    pub records_written: u64,
+    /// Container ids whose rows are all written.
+    pub ids_done: u64,
+    /// Container ids in the job.
+    pub ids_total: u64,
+    /// `ids_done / ids_total` in percent, 0–100.
+    pub percent: f64,
+}
+
+impl Progress {
+    /// Progress at the start of a job over `ids_total` ids.
+    pub fn start(ids_total: u64) -> Self {
+        Progress {
+            ids_total,
+            ..Default::default()
+        }
+    }
+
+    /// Sets `ids_done` and recomputes `percent` (rounded to 0.1).
+    pub fn set_ids_done(&mut self, ids_done: u64) {
+        self.ids_done = ids_done.min(self.ids_total);
+        self.percent = if self.ids_total == 0 {
+            100.0
+        } else {
+            (self.ids_done as f64 * 1000.0 / self.ids_total as f64).round() / 10.0
+        };
+    }
+}
+
+/// Why a job failed: a stable code and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Stable code (`JOB_TIMEOUT`, `SOURCE_ERROR`, `QUEUE_SEND_FAILED`, …).
+    pub code: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Everything known about a job: what status answers and what stores persist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMeta {
+    /// Its id.
+    pub job_id: JobId,
+    /// The profile.
+    pub profile: Profile,
+    /// Unique container ids.
+    pub cid_count: u64,
+    /// Domains, in result order.
+    pub domains: Vec<Domain>,
+    /// Current status.
+    pub status: JobStatus,
+    /// Progress of the current run.
+    pub progress: Progress,
+    /// The queue it was sent to.
+    pub queue: QueueKind,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When a worker last started it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<JobError>,
+    /// Number of times a worker has started it; part of the compare-and-set guard.
+    pub attempt: u32,
+    /// Last sign of life of the worker running it.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// The state a change was computed from: a store applies the change only if the job still has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    /// Expected status.
+    pub status: JobStatus,
+    /// Expected attempt.
+    pub attempt: u32,
+}
+
+/// A transition the table does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} job cannot become {to}")]
+pub struct InvalidTransition {
+    /// Current status.
+    pub from: JobStatus,
+    /// Refused status.
+    pub to: JobStatus,
+}
+
+impl JobMeta {
+    /// A new queued job.
+    pub fn new(
+        job_id: JobId,
+        profile: Profile,
+        cid_count: u64,
+        domains: Vec<Domain>,
+        queue: QueueKind,
+        now: DateTime<Utc>,
+    ) -> Self {
+        JobMeta {
+            job_id,
+            profile,
+            cid_count,
+            domains,
+            status: JobStatus::Queued,
+            progress: Progress::start(cid_count),
+            queue,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            error: None,
+            attempt: 0,
+            heartbeat_at: None,
+        }
+    }
+
+    /// The guard for a change computed from this meta.
+    pub fn guard(&self) -> Guard {
+        Guard {
+            status: self.status,
+            attempt: self.attempt,
+        }
+    }
+
+    /// The meta after moving to `to` at `now`, if the table allows it. Starting (again) bumps the
+    /// attempt and resets progress; a terminal status sets `completed_at`; `error` is kept for failed.
+    pub fn transitioned(
+        &self,
+        to: JobStatus,
+        now: DateTime<Utc>,
+        error: Option<JobError>,
+    ) -> Result<JobMeta, InvalidTransition> {
+        if !self.status.can_become(to) {
+            return Err(InvalidTransition {
+                from: self.status,
+                to,
+            });
+        }
+        let mut next = self.clone();
+        next.status = to;
+        match to {
+            JobStatus::Started => {
+                next.attempt += 1;
+                next.started_at = Some(now);
+                next.heartbeat_at = Some(now);
+                next.progress = Progress::start(self.cid_count);
+            }
+            JobStatus::Queued => {
+                next.heartbeat_at = None;
+            }
+            _ => {
+                next.completed_at = Some(now);
+                if to == JobStatus::Finished {
+                    next.progress.domain = None;
+                    next.progress.set_ids_done(next.progress.ids_total);
+                }
+            }
+        }
+        next.error = if to == JobStatus::Failed { error } else { None };
+        Ok(next)
+    }
+
+    /// Seconds from start (or creation) to completion (or `now`).
+    pub fn elapsed_seconds(&self, now: DateTime<Utc>) -> f64 {
+        let from = self.started_at.unwrap_or(self.created_at);
+        let to = self.completed_at.unwrap_or(now);
+        ((to - from).num_milliseconds().max(0) as f64) / 1000.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobStatus::*;
+
+    const ALL: [JobStatus; 5] = [Queued, Started, Finished, Failed, Cancelled];
+
+    #[test]
+    fn terminal_statuses_never_change() {
+        for from in ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in ALL {
+                assert!(!from.can_become(to), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table() {
+        let allowed: Vec<_> = ALL
+            .iter()
+            .flat_map(|f| ALL.iter().map(move |t| (*f, *t)))
+            .filter(|(f, t)| f.can_become(*t))
+            .collect();
+        assert_eq!(
+            allowed,
+            vec![
+                (Queued, Started),
+                (Queued, Failed),
+                (Queued, Cancelled),
+                (Started, Queued),
+                (Started, Started),
+                (Started, Finished),
+                (Started, Failed),
+                (Started, Cancelled),
+            ]
+        );
+    }
+
+    #[test]
+    fn wire_names() {
+        for s in ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(JobStatus::parse("running"), None);
+    }
+
+    #[test]
+    fn transitions_fill_the_timestamps() {
+        let t0 = Utc::now();
+        let meta = JobMeta::new(
+            JobId::new(),
+            Profile::QueryTool,
+            10,
+            vec![],
+            QueueKind::Light,
+            t0,
+        );
+        let started = meta.transitioned(Started, t0, None).unwrap();
+        assert_eq!(started.attempt, 1);
+        assert_eq!(started.started_at, Some(t0));
+        let err = JobError {
+            code: "JOB_TIMEOUT".into(),
+            message: "x".into(),
+        };
+        let failed = started.transitioned(Failed, t0, Some(err.clone())).unwrap();
+        assert_eq!(failed.error, Some(err));
+        assert!(failed.completed_at.is_some());
+        assert_eq!(
+            failed.transitioned(Started, t0, None),
+            Err(InvalidTransition {
+                from: Failed,
+                to: Started
+            })
+        );
+        let finished = started.transitioned(Finished, t0, None).unwrap();
+        assert_eq!(finished.progress.percent, 100.0);
+    }
+
+    #[test]
+    fn progress_percent() {
+        let mut p = Progress::start(3);
+        p.set_ids_done(1);
+        assert_eq!(p.percent, 33.3);
+        p.set_ids_done(9);
+        assert_eq!((p.ids_done, p.percent), (3, 100.0));
+    }
+}

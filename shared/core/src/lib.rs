@@ -1,0 +1,28 @@
+//! Domain core of the trace job system.
+//!
+//! Everything here is pure: no I/O, no AWS, Redis or SQL types. It holds the request and its
+//! validation ([`request`]), admission ([`admission`]), the job state machine ([`job`]), the result
+//! layout and manifest ([`layout`]), the NDJSON line types ([`ndjson`]), the MSD aggregation
+//! ([`aggregation`]), configuration ([`config`]) and the ports adapters implement ([`ports`]).
+
+pub mod admission;
+pub mod aggregation;
+pub mod config;
+pub mod dataset;
+pub mod domain;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod layout;
+pub mod ndjson;
+pub mod ports;
+pub mod record;
+pub mod request;
+
+pub use admission::{Admission, QueueKind};
+pub use config::Config;
+pub use domain::Domain;
+pub use error::TraceError;
+pub use ids::{ContainerId, JobId};
+pub use job::{JobMeta, JobStatus};
+pub use request::{Profile, TraceRequest};

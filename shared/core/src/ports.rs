@@ -1,0 +1,245 @@
+//! The ports: small async traits the services need from the outside world. Adapters implement them
+//! (SQS / in-process queue, S3 / on-disk store, Redis / in-memory job store, PostgreSQL / embedded
+//! source); one contract test suite per trait runs against every implementation.
+//!
+//! Errors are per port and say what the caller can do next: a `Backend` error is transient (retry,
+//! leave the message), the others are answers.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::Domain;
+use crate::ids::{ContainerId, JobId};
+use crate::job::{Guard, JobMeta, JobStatus, Progress};
+use crate::record::RowBatch;
+
+/// Any error from a backend library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A backend call failed (network, service error, timeout). Transient unless proven otherwise.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend} {op} failed: {source}")]
+pub struct BackendError {
+    /// Which backend (`sqs`, `s3`, `redis`, `postgres`, …).
+    pub backend: &'static str,
+    /// Which operation.
+    pub op: &'static str,
+    /// The cause.
+    #[source]
+    pub source: BoxError,
+}
+
+impl BackendError {
+    /// Wraps a backend library's error.
+    pub fn new(backend: &'static str, op: &'static str, source: impl Into<BoxError>) -> Self {
+        BackendError {
+            backend,
+            op,
+            source: source.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job queue
+// ---------------------------------------------------------------------------------------------
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The queue's id of the message (stable across redeliveries).
+    pub message_id: String,
+    /// Handle for delete / visibility changes of this delivery.
+    pub receipt: String,
+    /// The body.
+    pub body: String,
+    /// String attributes sent with it.
+    pub attributes: HashMap<String, String>,
+    /// How many times it has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// Queue errors.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The receipt is unknown or no longer valid (the message was deleted or redelivered).
+    #[error("receipt handle is not valid (any more)")]
+    InvalidReceipt,
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// A job queue with at-least-once delivery and visibility timeouts.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Sends a message; returns its id.
+    async fn send(&self, body: &str, attributes: &[(&str, &str)]) -> Result<String, QueueError>;
+    /// Receives up to `max` messages, waiting up to `wait` for the first; each stays invisible to
+    /// other receivers for `visibility`.
+    async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, QueueError>;
+    /// Deletes a delivered message.
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Sets the delivery's remaining invisibility to `visibility` from now (0 releases it at once).
+    async fn extend_visibility(
+        &self,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunk store
+// ---------------------------------------------------------------------------------------------
+
+/// A listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its key.
+    pub key: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// Chunk store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object at the key.
+    #[error("no object at {0}")]
+    NotFound(String),
+    /// A key the store cannot hold (empty, absolute, `..`).
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// An object store for job inputs, result chunks and manifests.
+#[async_trait]
+pub trait ChunkStore: Send + Sync {
+    /// Writes (or replaces) an object.
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+    /// Reads a whole object.
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    /// Reads bytes `range` of an object (clamped to its end).
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// Deletes every object whose key starts with `prefix`; returns how many.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job store
+// ---------------------------------------------------------------------------------------------
+
+/// Job store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum JobStoreError {
+    /// `create` of an id that exists.
+    #[error("job {0} already exists")]
+    AlreadyExists(JobId),
+    /// Stored metadata that does not decode.
+    #[error("stored metadata of job {job} is corrupt: {reason}")]
+    Corrupt {
+        /// The job.
+        job: JobId,
+        /// What failed.
+        reason: String,
+    },
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Outcome of a compare-and-set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CasOutcome {
+    /// Applied.
+    Applied,
+    /// The job is no longer in the guard's state; here is what it is.
+    Conflict(JobMeta),
+    /// No such job (expired or never created).
+    Missing,
+}
+
+/// Job metadata with TTLs, atomic status changes and a history listing.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates a job that expires after `ttl`.
+    async fn create(&self, meta: &JobMeta, ttl: Duration) -> Result<(), JobStoreError>;
+    /// Reads a job.
+    async fn get(&self, id: &JobId) -> Result<Option<JobMeta>, JobStoreError>;
+    /// Replaces the job with `next` if it is still in the state `guard`: of concurrent callers with the
+    /// same guard, exactly one gets [`CasOutcome::Applied`]. Callers compute `next` with
+    /// [`JobMeta::transitioned`], which enforces the transition table.
+    async fn compare_and_set(
+        &self,
+        guard: Guard,
+        next: &JobMeta,
+    ) -> Result<CasOutcome, JobStoreError>;
+    /// Sets progress and the heartbeat if the job is still in the state `guard` (a cancel or a
+    /// takeover makes this fail, which is how a worker learns to stop).
+    async fn update_progress(
+        &self,
+        id: &JobId,
+        guard: Guard,
+        progress: &Progress,
+    ) -> Result<CasOutcome, JobStoreError>;
+    /// The most recent jobs, newest first, optionally of one status.
+    async fn list_recent(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobMeta>, JobStoreError>;
+    /// Restarts the job's TTL.
+    async fn refresh_ttl(&self, id: &JobId, ttl: Duration) -> Result<bool, JobStoreError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event source
+// ---------------------------------------------------------------------------------------------
+
+/// Event source errors.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A row that does not fit the domain's columns.
+    #[error("{domain}: {reason}")]
+    BadRow {
+        /// The domain.
+        domain: Domain,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Rows of one domain for some containers, fetch by fetch.
+#[async_trait]
+pub trait RowCursor: Send {
+    /// The next fetch (at most the source's fetch size rows), or `None` at the end.
+    async fn next_batch(&mut self) -> Result<Option<RowBatch>, SourceError>;
+}
+
+/// Where events come from.
+#[async_trait]
+pub trait EventSource: Send + Sync {
+    /// Opens a cursor over the rows of `domain` for `ids`, ordered by container then `seq`.
+    async fn open(
+        &self,
+        domain: Domain,
+        ids: &[ContainerId],
+    ) -> Result<Box<dyn RowCursor>, SourceError>;
+}

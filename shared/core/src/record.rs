@@ -1,0 +1,188 @@
+//! Records: one row of a domain, as produced by an event source and written to result chunks.
+//!
+//! A [`RowBatch`] is what a source hands over per fetch: at most `DB_SLOW_FETCHMANY_SIZE` rows of one
+//! domain, stored flat (one `Vec<Value>` with a stride of the domain's column count) so that a batch is
+//! one allocation plus its strings. Rendering to JSON happens here, once, straight into the chunk buffer.
+
+use std::io::Write;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::domain::Domain;
+
+/// One cell of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// Integer.
+    Int(i64),
+    /// Decimal quantity.
+    Float(f64),
+    /// Text.
+    Text(String),
+    /// Instant.
+    Time(DateTime<Utc>),
+}
+
+impl Value {
+    /// The text, if this is a text cell.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is an integer cell.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// Appends this value as JSON.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Int(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Float(v) if v.is_finite() => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Float(_) => out.extend_from_slice(b"null"),
+            Value::Text(s) => write_json_str(out, s),
+            Value::Time(t) => {
+                out.push(b'"');
+                let _ = write!(out, "{}", t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+                out.push(b'"');
+            }
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping is correct and fast; writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Up to one fetch of rows of one domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowBatch {
+    domain: Domain,
+    cells: Vec<Value>,
+}
+
+impl RowBatch {
+    /// An empty batch with room for `rows` rows.
+    pub fn with_capacity(domain: Domain, rows: usize) -> Self {
+        RowBatch {
+            domain,
+            cells: Vec::with_capacity(rows * domain.columns().len()),
+        }
+    }
+
+    /// The domain of every row in the batch.
+    pub fn domain(&self) -> Domain {
+        self.domain
+    }
+
+    /// Appends one row; `row` must have exactly the domain's column count.
+    ///
+    /// # Panics
+    /// On a row of the wrong width: that is a bug in the source, not bad input.
+    pub fn push_row(&mut self, row: impl IntoIterator<Item = Value>) {
+        let before = self.cells.len();
+        self.cells.extend(row);
+        assert_eq!(
+            self.cells.len() - before,
+            self.width(),
+            "row of the wrong width for domain {}",
+            self.domain
+        );
+    }
+
+    fn width(&self) -> usize {
+        self.domain.columns().len()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.cells.len() / self.width()
+    }
+
+    /// Whether the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// The rows, each a slice in the domain's column order.
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = &[Value]> {
+        self.cells.chunks_exact(self.width())
+    }
+
+    /// Appends row `index` as one JSON object (no newline).
+    pub fn write_row_json(&self, index: usize, out: &mut Vec<u8>) {
+        let w = self.width();
+        write_record_json(self.domain, &self.cells[index * w..(index + 1) * w], out);
+    }
+}
+
+/// Appends one record of `domain` as a JSON object, fields in column order.
+pub fn write_record_json(domain: Domain, row: &[Value], out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (column, value)) in domain.columns().iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(column.name.as_bytes());
+        out.extend_from_slice(b"\":");
+        value.write_json(out);
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn renders_a_record_as_json() {
+        let mut batch = RowBatch::with_capacity(Domain::Holds, 1);
+        batch.push_row([
+            Value::Text("CID-\"1\"".into()),
+            Value::Int(2),
+            Value::Text("HR-03".into()),
+            Value::Time(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 5).unwrap()),
+            Value::Null,
+        ]);
+        let mut out = Vec::new();
+        batch.write_row_json(0, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            r#"{"container_id":"CID-\"1\"","seq":2,"hold_reason":"HR-03","hold_at":"2025-01-01T00:00:05Z","release_at":null}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["seq"], 2);
+    }
+
+    #[test]
+    fn floats_render_shortest() {
+        let mut out = Vec::new();
+        Value::Float(123.45).write_json(&mut out);
+        Value::Float(f64::NAN).write_json(&mut out);
+        assert_eq!(out, b"123.45null");
+    }
+
+    #[test]
+    #[should_panic(expected = "wrong width")]
+    fn a_short_row_is_a_bug() {
+        RowBatch::with_capacity(Domain::Holds, 1).push_row([Value::Null]);
+    }
+}
