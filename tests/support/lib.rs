@@ -1,1 +1,86 @@
-//! Test support.
+//! Support for the integration tests: where the local service stack is, unique resource names, and
+//! one contract suite per port (`contract::*`), run against every implementation.
+//!
+//! The stack is brought up by `infra/test.sh` (or `infra/local-stack.sh up`), which exports
+//! `AWS_ENDPOINT_URL`, `REDIS_URL` and `DATABASE_URL`. Tests that need a service and do not find it
+//! fail with a message saying so: they never skip silently.
+
+pub mod contract;
+
+use std::sync::Arc;
+
+use trace_adapters::jobs::redis::RedisJobStore;
+use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
+use trace_adapters::source::postgres::{pool, PgSource};
+use trace_adapters::store::s3::S3Store;
+use trace_adapters::{aws, queue};
+
+/// Ids loaded by `infra/test.sh` into the test database (`trace-bootstrap seed`).
+pub const SEEDED_IDS: u64 = 114_000;
+
+fn required(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{var} is not set: integration tests need the local service stack. Run `infra/test.sh`, \
+             or `infra/local-stack.sh up && eval \"$(infra/local-stack.sh env)\"` before `cargo test`."
+        ),
+    }
+}
+
+/// A short unique name for a test resource.
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The emulator behind `AWS_ENDPOINT_URL` (`localstack` or `moto`), for messages.
+pub fn emulator() -> String {
+    std::env::var("TRACE_EMULATOR").unwrap_or_else(|_| "unknown".into())
+}
+
+/// SDK configuration for the emulator.
+pub async fn sdk() -> aws_config::SdkConfig {
+    aws::sdk_config(Some(&required("AWS_ENDPOINT_URL"))).await
+}
+
+/// A fresh SQS queue (and its DLQ) with a redrive after `max_receive_count` receives.
+pub async fn sqs_queue(max_receive_count: u32) -> (SqsQueue, SqsQueue) {
+    let client = aws::sqs_client(&sdk().await);
+    let (url, dlq) =
+        create_queue_with_dlq(&client, &unique("q"), max_receive_count, std::time::Duration::from_secs(30))
+            .await
+            .expect("create SQS queue");
+    (SqsQueue::new(client.clone(), url), SqsQueue::new(client, dlq))
+}
+
+/// An in-process queue with a DLQ after `max_receive_count` receives.
+pub fn memory_queue(max_receive_count: u32) -> (queue::memory::MemoryQueue, queue::memory::MemoryQueue) {
+    let dlq = queue::memory::MemoryQueue::new();
+    (queue::memory::MemoryQueue::with_dead_letter(dlq.clone(), max_receive_count), dlq)
+}
+
+/// A fresh S3 bucket.
+pub async fn s3_store() -> S3Store {
+    let store = S3Store::new(aws::s3_client(&sdk().await), unique("bucket"));
+    store.ensure_bucket().await.expect("create bucket");
+    store
+}
+
+/// A Redis job store under a fresh key prefix.
+pub async fn redis_store() -> RedisJobStore {
+    RedisJobStore::connect(&required("REDIS_URL"), &unique("test")).await.expect("connect to Redis")
+}
+
+/// The test database's pool.
+pub fn pg_pool() -> deadpool_postgres::Pool {
+    pool(&required("DATABASE_URL"), 4).expect("database pool")
+}
+
+/// A PostgreSQL source over the seeded dataset.
+pub fn pg_source(fetch_size: usize, gauge: Option<Arc<trace_core::record::RowGauge>>) -> PgSource {
+    let source = PgSource::new(pg_pool(), fetch_size, 1000);
+    match gauge {
+        Some(g) => source.with_gauge(g),
+        None => source,
+    }
+}

@@ -45,10 +45,7 @@ pub fn admit(request: &TraceRequest, limits: &Limits) -> Result<Admission, Trace
     let cid_count = request.cid_count();
     if cid_count > limits.events_cid_limit {
         if !request.profile.is_msd() {
-            return Err(TraceError::CidLimitExceeded {
-                cid_count,
-                limit: limits.events_cid_limit,
-            });
+            return Err(TraceError::CidLimitExceeded { cid_count, limit: limits.events_cid_limit });
         }
         tracing::warn!(
             cid_count,
@@ -81,9 +78,7 @@ mod tests {
 
     fn request(n: usize, profile: Profile) -> TraceRequest {
         TraceRequest {
-            ids: (0..n)
-                .map(|i| ContainerId::parse(format!("C{i}")).unwrap())
-                .collect(),
+            ids: (0..n).map(|i| ContainerId::parse(format!("C{i}")).unwrap()).collect(),
             profile,
             domains: crate::Domain::ALL.to_vec(),
             params: Default::default(),
@@ -93,10 +88,7 @@ mod tests {
     #[test]
     fn thresholds() {
         let l = Limits::default();
-        assert_eq!(
-            admit(&request(20_000, Profile::QueryTool), &l).unwrap(),
-            Admission::Inline
-        );
+        assert_eq!(admit(&request(20_000, Profile::QueryTool), &l).unwrap(), Admission::Inline);
         assert_eq!(
             admit(&request(20_001, Profile::QueryTool), &l).unwrap(),
             Admission::Async(QueueKind::Light)
@@ -110,24 +102,12 @@ mod tests {
             Admission::Async(QueueKind::Heavy)
         );
         let err = admit(&request(50_001, Profile::QueryTool), &l).unwrap_err();
-        assert_eq!(
-            err,
-            TraceError::CidLimitExceeded {
-                cid_count: 50_001,
-                limit: 50_000
-            }
-        );
+        assert_eq!(err, TraceError::CidLimitExceeded { cid_count: 50_001, limit: 50_000 });
         assert_eq!(
             admit(&request(60_000, Profile::MidSectionDefect), &l).unwrap(),
             Admission::Async(QueueKind::Heavy)
         );
-        assert_eq!(
-            admit(&request(10, Profile::MidSectionDefect), &l).unwrap(),
-            Admission::Inline
-        );
-        assert_eq!(
-            route(&request(10, Profile::MidSectionDefect), &l),
-            QueueKind::Heavy
-        );
+        assert_eq!(admit(&request(10, Profile::MidSectionDefect), &l).unwrap(), Admission::Inline);
+        assert_eq!(route(&request(10, Profile::MidSectionDefect), &l), QueueKind::Heavy);
     }
 }

@@ -113,16 +113,10 @@ impl MsdAggregator {
                     domain.column_index("qty"),
                 );
                 for row in batch.rows() {
-                    let (Some(c), Some(wc), Some(rc)) =
-                        (text(row, c), text(row, wc), text(row, rc))
-                    else {
+                    let (Some(c), Some(wc), Some(rc)) = (text(row, c), text(row, wc), text(row, rc)) else {
                         continue;
                     };
-                    let entry = self
-                        .batch
-                        .rejects
-                        .entry((wc.to_owned(), rc.to_owned()))
-                        .or_default();
+                    let entry = self.batch.rejects.entry((wc.to_owned(), rc.to_owned())).or_default();
                     entry.0 += int(row, qty).unwrap_or(0);
                     if !entry.1.contains(c) {
                         entry.1.insert(c.to_owned());
@@ -139,11 +133,8 @@ impl MsdAggregator {
                     let (Some(c), Some(wc)) = (text(row, c), text(row, wc)) else {
                         continue;
                     };
-                    *self
-                        .batch
-                        .qty_in
-                        .entry((c.to_owned(), wc.to_owned()))
-                        .or_default() += int(row, qty_in).unwrap_or(0);
+                    *self.batch.qty_in.entry((c.to_owned(), wc.to_owned())).or_default() +=
+                        int(row, qty_in).unwrap_or(0);
                 }
             }
             _ => {}
@@ -155,16 +146,8 @@ impl MsdAggregator {
         let batch = std::mem::take(&mut self.batch);
         let mut rejected: HashSet<&str> = HashSet::new();
         for ((wc, rc), (qty, lots)) in &batch.rejects {
-            let qty_in: i64 = lots
-                .iter()
-                .map(|c| {
-                    batch
-                        .qty_in
-                        .get(&(c.clone(), wc.clone()))
-                        .copied()
-                        .unwrap_or(0)
-                })
-                .sum();
+            let qty_in: i64 =
+                lots.iter().map(|c| batch.qty_in.get(&(c.clone(), wc.clone())).copied().unwrap_or(0)).sum();
             let sums = self.groups.entry((wc.clone(), rc.clone())).or_default();
             sums.reject_qty += qty;
             sums.lots += lots.len() as u64;
@@ -182,10 +165,7 @@ impl MsdAggregator {
             .map(|((wc, rc), s)| (wc.clone(), rc.clone(), s.reject_qty, s.lots, s.qty_in))
             .collect();
         groups.sort();
-        MsdPartial {
-            groups,
-            reject_lot_count: self.reject_lot_count,
-        }
+        MsdPartial { groups, reject_lot_count: self.reject_lot_count }
     }
 
     /// Adds another shard's sums.
@@ -223,12 +203,7 @@ impl MsdAggregator {
                 .then_with(|| a.reason_code.cmp(&b.reason_code))
         });
         groups.truncate(TOP_GROUPS);
-        MsdAggregation {
-            groups,
-            group_count,
-            total_reject_qty,
-            reject_lot_count: self.reject_lot_count,
-        }
+        MsdAggregation { groups, group_count, total_reject_qty, reject_lot_count: self.reject_lot_count }
     }
 }
 
@@ -273,17 +248,8 @@ mod tests {
     fn groups_lots_and_rates() {
         let mut agg = MsdAggregator::new();
         // Order within a batch does not matter: history before rejects here.
-        agg.observe(&history(&[
-            ("A", "W1", 100),
-            ("A", "W1", 50),
-            ("A", "W2", 7),
-            ("B", "W1", 10),
-        ]));
-        agg.observe(&rejects(&[
-            ("A", "W1", "R1", 3),
-            ("A", "W1", "R1", 2),
-            ("B", "W1", "R1", 1),
-        ]));
+        agg.observe(&history(&[("A", "W1", 100), ("A", "W1", 50), ("A", "W2", 7), ("B", "W1", 10)]));
+        agg.observe(&rejects(&[("A", "W1", "R1", 3), ("A", "W1", "R1", 2), ("B", "W1", "R1", 1)]));
         agg.end_batch();
         agg.observe(&rejects(&[("C", "W9", "R2", 4)]));
         let out = agg.finish();
@@ -291,10 +257,7 @@ mod tests {
         assert_eq!(out.total_reject_qty, 10);
         assert_eq!(out.reject_lot_count, 3);
         let g = &out.groups[0];
-        assert_eq!(
-            (g.workcenter.as_str(), g.reason_code.as_str()),
-            ("W1", "R1")
-        );
+        assert_eq!((g.workcenter.as_str(), g.reason_code.as_str()), ("W1", "R1"));
         assert_eq!((g.reject_qty, g.lots, g.qty_in), (6, 2, 160));
         assert_eq!(g.defect_rate, Some(6.0 / 160.0));
         assert_eq!(out.groups[1].defect_rate, None);
@@ -309,11 +272,9 @@ mod tests {
         let h1 = history(&[("A", "W1", 30)]);
         let r2 = rejects(&[("B", "W1", "R1", 5)]);
         let h2 = history(&[("B", "W1", 20)]);
-        for (agg, batches) in [
-            (&mut whole, vec![&r1, &h1, &r2, &h2]),
-            (&mut a, vec![&r1, &h1]),
-            (&mut b, vec![&r2, &h2]),
-        ] {
+        for (agg, batches) in
+            [(&mut whole, vec![&r1, &h1, &r2, &h2]), (&mut a, vec![&r1, &h1]), (&mut b, vec![&r2, &h2])]
+        {
             for batch in batches {
                 agg.observe(batch);
             }
@@ -326,23 +287,14 @@ mod tests {
     #[test]
     fn top_groups_ordering() {
         let mut agg = MsdAggregator::new();
-        let rows: Vec<(String, String)> = (0..150)
-            .map(|i| (format!("W{:03}", i % 7), format!("R{i:03}")))
-            .collect();
-        let refs: Vec<_> = rows
-            .iter()
-            .map(|(w, r)| ("C", w.as_str(), r.as_str(), 1))
-            .collect();
+        let rows: Vec<(String, String)> =
+            (0..150).map(|i| (format!("W{:03}", i % 7), format!("R{i:03}"))).collect();
+        let refs: Vec<_> = rows.iter().map(|(w, r)| ("C", w.as_str(), r.as_str(), 1)).collect();
         agg.observe(&rejects(&refs));
         let out = agg.finish();
         assert_eq!(out.group_count, 150);
         assert_eq!(out.groups.len(), TOP_GROUPS);
-        assert!(out.groups.windows(2).all(|w| (
-            w[0].workcenter.as_str(),
-            w[0].reason_code.as_str()
-        ) < (
-            w[1].workcenter.as_str(),
-            w[1].reason_code.as_str()
-        )));
+        assert!(out.groups.windows(2).all(|w| (w[0].workcenter.as_str(), w[0].reason_code.as_str())
+            < (w[1].workcenter.as_str(), w[1].reason_code.as_str())));
     }
 }

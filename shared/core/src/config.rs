@@ -25,12 +25,7 @@ const fn var(
     meaning: &'static str,
     read_by: &'static str,
 ) -> Variable {
-    Variable {
-        name,
-        default,
-        meaning,
-        read_by,
-    }
+    Variable { name, default, meaning, read_by }
 }
 
 /// Every variable the system reads.
@@ -92,9 +87,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Config::from_lookup(|_| None)
-            .expect("defaults are valid")
-            .limits
+        Config::from_lookup(|_| None).expect("defaults are valid").limits
     }
 }
 
@@ -189,21 +182,12 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         let (value, _) = self.raw(name);
         match value.parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(ConfigError {
-                var: name,
-                value,
-                expected,
-            }),
+            _ => Err(ConfigError { var: name, value, expected }),
         }
     }
 
     fn count(&self, name: &'static str) -> Result<usize, ConfigError> {
-        Ok(self.number(
-            name,
-            1,
-            u32::MAX as u64,
-            "a whole number from 1 to 4294967295",
-        )? as usize)
+        Ok(self.number(name, 1, u32::MAX as u64, "a whole number from 1 to 4294967295")? as usize)
     }
 
     fn seconds(&self, name: &'static str) -> Result<Duration, ConfigError> {
@@ -228,11 +212,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         if schemes.is_empty() || schemes.iter().any(|s| value.starts_with(s)) {
             Ok(Some(value))
         } else {
-            Err(ConfigError {
-                var: name,
-                value,
-                expected,
-            })
+            Err(ConfigError { var: name, value, expected })
         }
     }
 
@@ -292,8 +272,7 @@ impl Config {
         let bucket = r.optional("TRACE_BUCKET", &[], "")?;
         if let Some(b) = &bucket {
             let ok = (3..=63).contains(&b.len())
-                && b.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+                && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
             if !ok {
                 return Err(ConfigError {
                     var: "TRACE_BUCKET",
@@ -306,12 +285,8 @@ impl Config {
             limits,
             stream_batch_size: r.count("TRACE_STREAM_BATCH_SIZE")?,
             fetch_size: r.count("DB_SLOW_FETCHMANY_SIZE")?,
-            id_batch_size: r.number(
-                "TRACE_DB_ID_BATCH_SIZE",
-                1,
-                1000,
-                "a whole number from 1 to 1000",
-            )? as usize,
+            id_batch_size: r.number("TRACE_DB_ID_BATCH_SIZE", 1, 1000, "a whole number from 1 to 1000")?
+                as usize,
             job_ttl: r.seconds("TRACE_JOB_TTL_SECONDS")?,
             job_timeout: r.seconds("TRACE_JOB_TIMEOUT_SECONDS")?,
             worker_visibility: r.seconds("TRACE_WORKER_VISIBILITY_SECONDS")?,
@@ -323,19 +298,14 @@ impl Config {
             light_queue_url: r.optional("TRACE_LIGHT_QUEUE_URL", &["http://", "https://"], url)?,
             bucket,
             local_dir: r.text("TRACE_LOCAL_DIR"),
-            redis_url: r.optional(
-                "REDIS_URL",
-                &["redis://", "rediss://"],
-                "a redis:// or rediss:// URL",
-            )?,
+            redis_url: r.optional("REDIS_URL", &["redis://", "rediss://"], "a redis:// or rediss:// URL")?,
             redis_key_prefix: r.text("REDIS_KEY_PREFIX"),
             database_url: r.optional(
                 "DATABASE_URL",
                 &["postgres://", "postgresql://"],
                 "a postgres:// URL",
             )?,
-            db_pool_size: r.number("DB_POOL_SIZE", 1, 256, "a whole number from 1 to 256")?
-                as usize,
+            db_pool_size: r.number("DB_POOL_SIZE", 1, 256, "a whole number from 1 to 256")? as usize,
             aws_endpoint_url: r.optional("AWS_ENDPOINT_URL", &["http://", "https://"], url)?,
             http_addr,
             log_format,
@@ -365,10 +335,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -408,12 +376,7 @@ mod tests {
 
     #[test]
     fn empty_means_default() {
-        assert_eq!(
-            with(&[("TRACE_STREAM_BATCH_SIZE", "  ")])
-                .unwrap()
-                .stream_batch_size,
-            5_000
-        );
+        assert_eq!(with(&[("TRACE_STREAM_BATCH_SIZE", "  ")]).unwrap().stream_batch_size, 5_000);
     }
 
     #[test]

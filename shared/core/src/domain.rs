@@ -50,19 +50,11 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, kind: ColumnType) -> Column {
-    Column {
-        name,
-        kind,
-        nullable: false,
-    }
+    Column { name, kind, nullable: false }
 }
 
 const fn nullable(name: &'static str, kind: ColumnType) -> Column {
-    Column {
-        name,
-        kind,
-        nullable: true,
-    }
+    Column { name, kind, nullable: true }
 }
 
 use ColumnType::{Float, Int, Text, Time};
@@ -113,13 +105,8 @@ const JOBS: &[Column] = &[
 
 impl Domain {
     /// Every domain, in result order (the order of a request that names no domains).
-    pub const ALL: [Domain; 5] = [
-        Domain::History,
-        Domain::Materials,
-        Domain::Rejects,
-        Domain::Holds,
-        Domain::Jobs,
-    ];
+    pub const ALL: [Domain; 5] =
+        [Domain::History, Domain::Materials, Domain::Rejects, Domain::Holds, Domain::Jobs];
 
     /// The wire name (`"history"`, …), also the table name and the chunk folder.
     pub const fn as_str(self) -> &'static str {
@@ -165,10 +152,7 @@ impl FromStr for Domain {
     type Err = UnknownDomain;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Domain::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| UnknownDomain(s.to_owned()))
+        Domain::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| UnknownDomain(s.to_owned()))
     }
 }
 
@@ -182,10 +166,7 @@ mod tests {
             assert_eq!(d.as_str().parse::<Domain>().unwrap(), d);
             assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{d}\""));
         }
-        assert_eq!(
-            "History".parse::<Domain>(),
-            Err(UnknownDomain("History".into()))
-        );
+        assert_eq!("History".parse::<Domain>(), Err(UnknownDomain("History".into())));
     }
 
     #[test]

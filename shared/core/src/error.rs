@@ -138,9 +138,7 @@ impl TraceError {
             }
             TraceError::InvalidContainerId { index, .. } => json!({ "index": index }),
             TraceError::JobNotComplete { status } => json!({ "status": status }),
-            TraceError::TooManyRequests {
-                retry_after_seconds,
-            } => {
+            TraceError::TooManyRequests { retry_after_seconds } => {
                 json!({ "retry_after_seconds": retry_after_seconds })
             }
             TraceError::InvalidParameter { name, .. } => json!({ "parameter": name }),
@@ -159,10 +157,7 @@ mod tests {
 
     #[test]
     fn cid_limit_body_is_the_client_contract() {
-        let e = TraceError::CidLimitExceeded {
-            cid_count: 60_000,
-            limit: 50_000,
-        };
+        let e = TraceError::CidLimitExceeded { cid_count: 60_000, limit: 50_000 };
         assert_eq!(e.http_status(), 413);
         let body = e.body();
         assert_eq!(body["code"], "CID_LIMIT_EXCEEDED");
@@ -173,10 +168,7 @@ mod tests {
 
     #[test]
     fn not_complete_carries_status() {
-        let body = TraceError::JobNotComplete {
-            status: JobStatus::Started,
-        }
-        .body();
+        let body = TraceError::JobNotComplete { status: JobStatus::Started }.body();
         assert_eq!(body["status"], "started");
         assert_eq!(body["code"], "JOB_NOT_COMPLETE");
     }

@@ -40,9 +40,8 @@ impl ContainerId {
         if s.len() > MAX_CONTAINER_ID_LEN {
             return Err(InvalidContainerId::TooLong);
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
+        if let Some(c) =
+            s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
         {
             return Err(InvalidContainerId::BadChar(c));
         }
@@ -98,9 +97,7 @@ impl FromStr for JobId {
         if s.len() != 36 {
             return Err(InvalidJobId(s.chars().take(64).collect()));
         }
-        Uuid::parse_str(s)
-            .map(JobId)
-            .map_err(|_| InvalidJobId(s.to_owned()))
+        Uuid::parse_str(s).map(JobId).map_err(|_| InvalidJobId(s.to_owned()))
     }
 }
 
@@ -119,14 +116,8 @@ mod tests {
         assert!(ContainerId::parse("CID-0000001").is_ok());
         assert!(ContainerId::parse("lot_7.a:b/c").is_ok());
         assert_eq!(ContainerId::parse(""), Err(InvalidContainerId::Empty));
-        assert_eq!(
-            ContainerId::parse("a b"),
-            Err(InvalidContainerId::BadChar(' '))
-        );
-        assert_eq!(
-            ContainerId::parse("x".repeat(65)),
-            Err(InvalidContainerId::TooLong)
-        );
+        assert_eq!(ContainerId::parse("a b"), Err(InvalidContainerId::BadChar(' ')));
+        assert_eq!(ContainerId::parse("x".repeat(65)), Err(InvalidContainerId::TooLong));
         assert!(ContainerId::parse("x".repeat(64)).is_ok());
         assert!(serde_json::from_str::<ContainerId>("\"a'b\"").is_err());
     }
@@ -137,8 +128,6 @@ mod tests {
         assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
         assert!("not-a-uuid".parse::<JobId>().is_err());
         assert!("3f2b8c1e0d4a4c559a8e2b7f6c1d9e00".parse::<JobId>().is_err());
-        assert!("3f2b8c1e-0d4a-4c55-9a8e-2b7f6c1d9e00"
-            .parse::<JobId>()
-            .is_ok());
+        assert!("3f2b8c1e-0d4a-4c55-9a8e-2b7f6c1d9e00".parse::<JobId>().is_ok());
     }
 }

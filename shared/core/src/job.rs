@@ -43,23 +43,14 @@ impl JobStatus {
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Queued,
-            Self::Started,
-            Self::Finished,
-            Self::Failed,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        [Self::Queued, Self::Started, Self::Finished, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 
     /// Finished, failed and cancelled never change again.
     pub const fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled
-        )
+        matches!(self, JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled)
     }
 
     /// THE transition table.
@@ -103,10 +94,7 @@ pub struct Progress {
 impl Progress {
     /// Progress at the start of a job over `ids_total` ids.
     pub fn start(ids_total: u64) -> Self {
-        Progress {
-            ids_total,
-            ..Default::default()
-        }
+        Progress { ids_total, ..Default::default() }
     }
 
     /// Sets `ids_done` and recomputes `percent` (rounded to 0.1).
@@ -208,10 +196,7 @@ impl JobMeta {
 
     /// The guard for a change computed from this meta.
     pub fn guard(&self) -> Guard {
-        Guard {
-            status: self.status,
-            attempt: self.attempt,
-        }
+        Guard { status: self.status, attempt: self.attempt }
     }
 
     /// The meta after moving to `to` at `now`, if the table allows it. Starting (again) bumps the
@@ -223,10 +208,7 @@ impl JobMeta {
         error: Option<JobError>,
     ) -> Result<JobMeta, InvalidTransition> {
         if !self.status.can_become(to) {
-            return Err(InvalidTransition {
-                from: self.status,
-                to,
-            });
+            return Err(InvalidTransition { from: self.status, to });
         }
         let mut next = self.clone();
         next.status = to;
@@ -310,30 +292,17 @@ mod tests {
     #[test]
     fn transitions_fill_the_timestamps() {
         let t0 = Utc::now();
-        let meta = JobMeta::new(
-            JobId::new(),
-            Profile::QueryTool,
-            10,
-            vec![],
-            QueueKind::Light,
-            t0,
-        );
+        let meta = JobMeta::new(JobId::new(), Profile::QueryTool, 10, vec![], QueueKind::Light, t0);
         let started = meta.transitioned(Started, t0, None).unwrap();
         assert_eq!(started.attempt, 1);
         assert_eq!(started.started_at, Some(t0));
-        let err = JobError {
-            code: "JOB_TIMEOUT".into(),
-            message: "x".into(),
-        };
+        let err = JobError { code: "JOB_TIMEOUT".into(), message: "x".into() };
         let failed = started.transitioned(Failed, t0, Some(err.clone())).unwrap();
         assert_eq!(failed.error, Some(err));
         assert!(failed.completed_at.is_some());
         assert_eq!(
             failed.transitioned(Started, t0, None),
-            Err(InvalidTransition {
-                from: Failed,
-                to: Started
-            })
+            Err(InvalidTransition { from: Failed, to: Started })
         );
         let finished = started.transitioned(Finished, t0, None).unwrap();
         assert_eq!(finished.progress.percent, 100.0);

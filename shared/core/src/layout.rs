@@ -117,22 +117,12 @@ impl Manifest {
     ) -> Self {
         let total_records = domains.iter().map(|d| d.records).sum();
         let checksum = overall_checksum(&domains);
-        Manifest {
-            job_id,
-            profile,
-            domains,
-            aggregation,
-            total_records,
-            checksum,
-            created_at,
-        }
+        Manifest { job_id, profile, domains, aggregation, total_records, checksum, created_at }
     }
 
     /// Whether totals and checksum agree with the chunk entries (a torn or edited manifest fails).
     pub fn is_consistent(&self) -> bool {
-        self.domains
-            .iter()
-            .all(|d| d.records == d.chunks.iter().map(|c| c.records).sum::<u64>())
+        self.domains.iter().all(|d| d.records == d.chunks.iter().map(|c| c.records).sum::<u64>())
             && self.total_records == self.domains.iter().map(|d| d.records).sum::<u64>()
             && self.checksum == overall_checksum(&self.domains)
     }
@@ -222,10 +212,7 @@ impl ChunkBuilder {
         };
         self.next_chunk += 1;
         self.records = 0;
-        SealedChunk {
-            entry,
-            body: bytes::Bytes::from(body),
-        }
+        SealedChunk { entry, body: bytes::Bytes::from(body) }
     }
 }
 
@@ -259,12 +246,8 @@ mod tests {
     fn builder_seals_full_chunks_and_the_rest() {
         let job = JobId::new();
         let mut b = ChunkBuilder::new(job, Domain::Jobs, 0, 2);
-        assert!(b
-            .push_record(|o| o.extend_from_slice(b"{\"a\":1}"))
-            .is_none());
-        let first = b
-            .push_record(|o| o.extend_from_slice(b"{\"a\":2}"))
-            .unwrap();
+        assert!(b.push_record(|o| o.extend_from_slice(b"{\"a\":1}")).is_none());
+        let first = b.push_record(|o| o.extend_from_slice(b"{\"a\":2}")).unwrap();
         assert_eq!(first.body.as_ref(), b"{\"a\":1}\n{\"a\":2}\n");
         assert_eq!(first.entry.records, 2);
         assert_eq!(first.entry.crc32, crc32fast::hash(&first.body));
@@ -279,17 +262,8 @@ mod tests {
     #[test]
     fn manifest_consistency() {
         let job = JobId::new();
-        let chunk = |n| ChunkEntry {
-            key: "k".into(),
-            records: n,
-            bytes: 1,
-            crc32: n as u32,
-        };
-        let d = DomainManifest {
-            domain: Domain::History,
-            records: 5,
-            chunks: vec![chunk(3), chunk(2)],
-        };
+        let chunk = |n| ChunkEntry { key: "k".into(), records: n, bytes: 1, crc32: n as u32 };
+        let d = DomainManifest { domain: Domain::History, records: 5, chunks: vec![chunk(3), chunk(2)] };
         let mut m = Manifest::new(job, Profile::QueryTool, vec![d], None, Utc::now());
         assert_eq!(m.total_records, 5);
         assert!(m.is_consistent());

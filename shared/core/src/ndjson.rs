@@ -90,11 +90,7 @@ impl StreamLine {
 /// parsing the records. Returns the number of records.
 pub fn write_records_line(out: &mut Vec<u8>, domain: Domain, batch: u64, chunk: &[u8]) -> u64 {
     let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-    let count = if body.is_empty() {
-        0
-    } else {
-        body.iter().filter(|b| **b == b'\n').count() as u64 + 1
-    };
+    let count = if body.is_empty() { 0 } else { body.iter().filter(|b| **b == b'\n').count() as u64 + 1 };
     out.reserve(body.len() + 96);
     out.extend_from_slice(b"{\"type\":\"records\",\"domain\":\"");
     out.extend_from_slice(domain.as_str().as_bytes());
@@ -112,12 +108,7 @@ mod tests {
     #[test]
     fn records_line_from_raw_chunk_parses_as_typed_line() {
         let mut out = Vec::new();
-        let n = write_records_line(
-            &mut out,
-            Domain::Holds,
-            3,
-            b"{\"a\":\"x\\ny\"}\n{\"a\":2}\n",
-        );
+        let n = write_records_line(&mut out, Domain::Holds, 3, b"{\"a\":\"x\\ny\"}\n{\"a\":2}\n");
         assert_eq!(n, 2);
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
         let line: StreamLine = serde_json::from_slice(&out).unwrap();
@@ -144,35 +135,20 @@ mod tests {
     fn line_shapes_are_the_client_contract() {
         let cases = [
             (
-                StreamLine::DomainStart {
-                    domain: Domain::History,
-                    total: 7,
-                },
+                StreamLine::DomainStart { domain: Domain::History, total: 7 },
                 r#"{"type":"domain_start","domain":"history","total":7}"#,
             ),
             (
-                StreamLine::DomainEnd {
-                    domain: Domain::History,
-                    count: 7,
-                },
+                StreamLine::DomainEnd { domain: Domain::History, count: 7 },
                 r#"{"type":"domain_end","domain":"history","count":7}"#,
             ),
+            (StreamLine::Complete { total_records: 9 }, r#"{"type":"complete","total_records":9}"#),
             (
-                StreamLine::Complete { total_records: 9 },
-                r#"{"type":"complete","total_records":9}"#,
-            ),
-            (
-                StreamLine::Warning {
-                    code: "PARTIAL".into(),
-                    failed_domains: vec![Domain::Jobs],
-                },
+                StreamLine::Warning { code: "PARTIAL".into(), failed_domains: vec![Domain::Jobs] },
                 r#"{"type":"warning","code":"PARTIAL","failed_domains":["jobs"]}"#,
             ),
             (
-                StreamLine::Error {
-                    code: "X".into(),
-                    message: "m".into(),
-                },
+                StreamLine::Error { code: "X".into(), message: "m".into() },
                 r#"{"type":"error","code":"X","message":"m"}"#,
             ),
         ];

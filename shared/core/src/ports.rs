@@ -36,11 +36,7 @@ pub struct BackendError {
 impl BackendError {
     /// Wraps a backend library's error.
     pub fn new(backend: &'static str, op: &'static str, source: impl Into<BoxError>) -> Self {
-        BackendError {
-            backend,
-            op,
-            source: source.into(),
-        }
+        BackendError { backend, op, source: source.into() }
     }
 }
 
@@ -90,11 +86,7 @@ pub trait JobQueue: Send + Sync {
     /// Deletes a delivered message.
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
     /// Sets the delivery's remaining invisibility to `visibility` from now (0 releases it at once).
-    async fn extend_visibility(
-        &self,
-        receipt: &str,
-        visibility: Duration,
-    ) -> Result<(), QueueError>;
+    async fn extend_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,11 +175,7 @@ pub trait JobStore: Send + Sync {
     /// Replaces the job with `next` if it is still in the state `guard`: of concurrent callers with the
     /// same guard, exactly one gets [`CasOutcome::Applied`]. Callers compute `next` with
     /// [`JobMeta::transitioned`], which enforces the transition table.
-    async fn compare_and_set(
-        &self,
-        guard: Guard,
-        next: &JobMeta,
-    ) -> Result<CasOutcome, JobStoreError>;
+    async fn compare_and_set(&self, guard: Guard, next: &JobMeta) -> Result<CasOutcome, JobStoreError>;
     /// Sets progress and the heartbeat if the job is still in the state `guard` (a cancel or a
     /// takeover makes this fail, which is how a worker learns to stop).
     async fn update_progress(
@@ -237,9 +225,5 @@ pub trait RowCursor: Send {
 #[async_trait]
 pub trait EventSource: Send + Sync {
     /// Opens a cursor over the rows of `domain` for `ids`, ordered by container then `seq`.
-    async fn open(
-        &self,
-        domain: Domain,
-        ids: &[ContainerId],
-    ) -> Result<Box<dyn RowCursor>, SourceError>;
+    async fn open(&self, domain: Domain, ids: &[ContainerId]) -> Result<Box<dyn RowCursor>, SourceError>;
 }

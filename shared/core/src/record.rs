@@ -5,6 +5,8 @@
 //! one allocation plus its strings. Rendering to JSON happens here, once, straight into the chunk buffer.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -69,20 +71,95 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+/// Counts rows alive in [`RowBatch`]es (current and peak), so tests can prove how many rows a
+/// source holds at once without timing anything.
+#[derive(Debug, Default)]
+pub struct RowGauge {
+    current: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl RowGauge {
+    /// A gauge at zero.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Rows alive now.
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::SeqCst)
+    }
+
+    /// Most rows alive at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    fn add(&self, n: usize) {
+        let now = self.current.fetch_add(n, Ordering::SeqCst) + n;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn sub(&self, n: usize) {
+        self.current.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+/// Rows of one batch counted on a gauge until the batch is dropped.
+#[derive(Debug)]
+struct Held {
+    gauge: Arc<RowGauge>,
+    rows: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.sub(self.rows);
+    }
+}
+
 /// Up to one fetch of rows of one domain.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct RowBatch {
     domain: Domain,
     cells: Vec<Value>,
+    held: Option<Held>,
+}
+
+impl Clone for RowBatch {
+    fn clone(&self) -> Self {
+        let mut copy = RowBatch { domain: self.domain, cells: self.cells.clone(), held: None };
+        if let Some(h) = &self.held {
+            copy.count_on(h.gauge.clone());
+        }
+        copy
+    }
+}
+
+impl PartialEq for RowBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.domain == other.domain && self.cells == other.cells
+    }
 }
 
 impl RowBatch {
     /// An empty batch with room for `rows` rows.
     pub fn with_capacity(domain: Domain, rows: usize) -> Self {
-        RowBatch {
-            domain,
-            cells: Vec::with_capacity(rows * domain.columns().len()),
-        }
+        RowBatch { domain, cells: Vec::with_capacity(rows * domain.columns().len()), held: None }
+    }
+
+    /// Counts this batch's rows (as they are now) on `gauge` until it is dropped.
+    pub fn count_on(&mut self, gauge: Arc<RowGauge>) {
+        let rows = self.len();
+        gauge.add(rows);
+        self.held = Some(Held { gauge, rows });
+    }
+
+    /// Appends a copy of row `index` of `other` (same domain).
+    pub fn push_row_from(&mut self, other: &RowBatch, index: usize) {
+        assert_eq!(self.domain, other.domain, "rows of another domain");
+        let w = self.width();
+        self.cells.extend_from_slice(&other.cells[index * w..(index + 1) * w]);
     }
 
     /// The domain of every row in the batch.
@@ -178,6 +255,21 @@ mod tests {
         Value::Float(123.45).write_json(&mut out);
         Value::Float(f64::NAN).write_json(&mut out);
         assert_eq!(out, b"123.45null");
+    }
+
+    #[test]
+    fn gauge_counts_rows_until_dropped() {
+        let gauge = RowGauge::new();
+        let mut a = RowBatch::with_capacity(Domain::Holds, 2);
+        for _ in 0..2 {
+            a.push_row([Value::Null, Value::Null, Value::Null, Value::Null, Value::Null]);
+        }
+        a.count_on(gauge.clone());
+        let b = a.clone();
+        assert_eq!((gauge.current(), gauge.peak()), (4, 4));
+        drop(a);
+        drop(b);
+        assert_eq!((gauge.current(), gauge.peak()), (0, 4));
     }
 
     #[test]

@@ -86,10 +86,7 @@ impl TraceRequest {
     /// Validates a request body of at most `max_body_bytes`.
     pub fn parse(body: &[u8], max_body_bytes: usize) -> Result<Self, TraceError> {
         if body.len() > max_body_bytes {
-            return Err(TraceError::PayloadTooLarge {
-                bytes: body.len(),
-                limit: max_body_bytes,
-            });
+            return Err(TraceError::PayloadTooLarge { bytes: body.len(), limit: max_body_bytes });
         }
         let raw: RawRequest = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
@@ -98,9 +95,9 @@ impl TraceRequest {
                 TraceError::InvalidJson(e.to_string())
             }
         })?;
-        let raw_ids = raw.container_ids.ok_or_else(|| {
-            TraceError::InvalidRequest("missing field `container_ids`".to_owned())
-        })?;
+        let raw_ids = raw
+            .container_ids
+            .ok_or_else(|| TraceError::InvalidRequest("missing field `container_ids`".to_owned()))?;
         if raw_ids.is_empty() {
             return Err(TraceError::EmptyContainerIds);
         }
@@ -108,15 +105,10 @@ impl TraceRequest {
         let mut ids = Vec::with_capacity(raw_ids.len());
         for (index, value) in raw_ids.into_iter().enumerate() {
             let serde_json::Value::String(text) = value else {
-                return Err(TraceError::InvalidContainerId {
-                    index,
-                    reason: "not a string".to_owned(),
-                });
+                return Err(TraceError::InvalidContainerId { index, reason: "not a string".to_owned() });
             };
-            let id = ContainerId::parse(text).map_err(|e| TraceError::InvalidContainerId {
-                index,
-                reason: e.to_string(),
-            })?;
+            let id = ContainerId::parse(text)
+                .map_err(|e| TraceError::InvalidContainerId { index, reason: e.to_string() })?;
             if seen.insert(id.clone()) {
                 ids.push(id);
             }
@@ -141,12 +133,7 @@ impl TraceRequest {
                 domains
             }
         };
-        Ok(TraceRequest {
-            ids,
-            profile,
-            domains,
-            params: raw.params.unwrap_or_default(),
-        })
+        Ok(TraceRequest { ids, profile, domains, params: raw.params.unwrap_or_default() })
     }
 
     /// Number of unique ids: the `cid_count` of admission and job metadata.
@@ -175,14 +162,11 @@ mod tests {
 
     #[test]
     fn profiles_and_domains() {
-        let r = parse(
-            r#"{"container_ids":["A"],"profile":"msd","domains":["rejects","history","rejects"]}"#,
-        )
-        .unwrap();
+        let r = parse(r#"{"container_ids":["A"],"profile":"msd","domains":["rejects","history","rejects"]}"#)
+            .unwrap();
         assert_eq!(r.profile, Profile::MidSectionDefect);
         assert_eq!(r.domains, vec![Domain::Rejects, Domain::History]);
-        let r = parse(r#"{"container_ids":["A"],"profile":"mid_section_defect","params":{"x":1}}"#)
-            .unwrap();
+        let r = parse(r#"{"container_ids":["A"],"profile":"mid_section_defect","params":{"x":1}}"#).unwrap();
         assert!(r.profile.is_msd());
         assert_eq!(r.params["x"], 1);
     }
@@ -195,24 +179,12 @@ mod tests {
         assert_eq!(code("{}"), "INVALID_REQUEST");
         assert_eq!(code(r#"{"container_ids":"A"}"#), "INVALID_REQUEST");
         assert_eq!(code(r#"{"container_ids":[]}"#), "EMPTY_CONTAINER_IDS");
-        assert_eq!(
-            code(r#"{"container_ids":["A",""]}"#),
-            "INVALID_CONTAINER_ID"
-        );
+        assert_eq!(code(r#"{"container_ids":["A",""]}"#), "INVALID_CONTAINER_ID");
         assert_eq!(code(r#"{"container_ids":["A",7]}"#), "INVALID_CONTAINER_ID");
-        assert_eq!(
-            code(r#"{"container_ids":["A"],"profile":"nope"}"#),
-            "UNKNOWN_PROFILE"
-        );
-        assert_eq!(
-            code(r#"{"container_ids":["A"],"domains":["history","x"]}"#),
-            "UNKNOWN_DOMAIN"
-        );
+        assert_eq!(code(r#"{"container_ids":["A"],"profile":"nope"}"#), "UNKNOWN_PROFILE");
+        assert_eq!(code(r#"{"container_ids":["A"],"domains":["history","x"]}"#), "UNKNOWN_DOMAIN");
         let big = format!(r#"{{"container_ids":["{}"]}}"#, "A".repeat(100));
-        assert_eq!(
-            TraceRequest::parse(big.as_bytes(), 50).unwrap_err().code(),
-            "PAYLOAD_TOO_LARGE"
-        );
+        assert_eq!(TraceRequest::parse(big.as_bytes(), 50).unwrap_err().code(), "PAYLOAD_TOO_LARGE");
     }
 
     #[test]

@@ -1,0 +1,248 @@
+//! Job metadata in Redis.
+//!
+//! Keys: `{prefix}:job:{id}:meta`, a hash with fields `status` and `attempt` (plain, compared by the
+//! compare-and-set scripts), `meta` (the JSON of the rest), `progress` and `heartbeat_at` (updated on
+//! their own); `{prefix}:jobs`, a sorted set of job ids by creation time for the history listing.
+//! Every change that depends on the current state is one Lua script, so it is atomic.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use trace_core::job::{Guard, JobMeta, JobStatus, Progress};
+use trace_core::ports::{BackendError, CasOutcome, JobStore, JobStoreError};
+use trace_core::JobId;
+
+/// A Redis-backed job store. Cheap to clone (the connection manager is shared).
+#[derive(Clone)]
+pub struct RedisJobStore {
+    conn: ConnectionManager,
+    prefix: String,
+    create: Script,
+    cas: Script,
+    progress: Script,
+}
+
+impl std::fmt::Debug for RedisJobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisJobStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+fn backend(op: &'static str, e: redis::RedisError) -> JobStoreError {
+    JobStoreError::Backend(BackendError::new("redis", op, e))
+}
+
+/// KEYS: meta, history. ARGV: ttl seconds, score, job id, then field/value pairs.
+const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2] - ARGV[1] * 1000)
+return 1
+"#;
+
+/// KEYS: meta. ARGV: expected status, expected attempt, then field/value pairs.
+/// Returns 0 missing, 1 conflict, 2 applied.
+const CAS: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if not cur[1] then return 0 end
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 1 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 2
+"#;
+
+impl RedisJobStore {
+    /// Connects to `url`; every key starts with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, JobStoreError> {
+        let client = redis::Client::open(url).map_err(|e| backend("open", e))?;
+        let conn = ConnectionManager::new(client).await.map_err(|e| backend("connect", e))?;
+        Ok(Self::from_connection(conn, prefix))
+    }
+
+    /// Uses an existing connection manager (shared with the rate limiter).
+    pub fn from_connection(conn: ConnectionManager, prefix: &str) -> Self {
+        RedisJobStore {
+            conn,
+            prefix: prefix.to_owned(),
+            create: Script::new(CREATE),
+            cas: Script::new(CAS),
+            progress: Script::new(CAS),
+        }
+    }
+
+    fn meta_key(&self, id: &JobId) -> String {
+        format!("{}:job:{id}:meta", self.prefix)
+    }
+
+    fn history_key(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+
+    fn fields(meta: &JobMeta) -> Vec<(&'static str, String)> {
+        vec![
+            ("status", meta.status.as_str().to_owned()),
+            ("attempt", meta.attempt.to_string()),
+            ("meta", to_json(meta)),
+            ("progress", to_json(&meta.progress)),
+            ("heartbeat_at", meta.heartbeat_at.map(|t| t.to_rfc3339()).unwrap_or_default()),
+        ]
+    }
+
+    fn decode(
+        id: &JobId,
+        map: std::collections::HashMap<String, String>,
+    ) -> Result<Option<JobMeta>, JobStoreError> {
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let corrupt = |reason: String| JobStoreError::Corrupt { job: *id, reason };
+        let field = |name: &str| map.get(name).ok_or_else(|| corrupt(format!("missing field {name}")));
+        let mut meta: JobMeta = serde_json::from_str(field("meta")?).map_err(|e| corrupt(e.to_string()))?;
+        meta.status = JobStatus::parse(field("status")?).ok_or_else(|| corrupt("bad status".into()))?;
+        meta.attempt = field("attempt")?.parse().map_err(|_| corrupt("bad attempt".into()))?;
+        meta.progress = serde_json::from_str(field("progress")?).map_err(|e| corrupt(e.to_string()))?;
+        meta.heartbeat_at = match map.get("heartbeat_at").map(String::as_str) {
+            None | Some("") => None,
+            Some(t) => Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| corrupt(e.to_string()))?
+                    .with_timezone(&Utc),
+            ),
+        };
+        Ok(Some(meta))
+    }
+
+    async fn cas_outcome(&self, id: &JobId, code: i64) -> Result<CasOutcome, JobStoreError> {
+        Ok(match code {
+            2 => CasOutcome::Applied,
+            1 => match self.get(id).await? {
+                Some(meta) => CasOutcome::Conflict(meta),
+                None => CasOutcome::Missing,
+            },
+            _ => CasOutcome::Missing,
+        })
+    }
+}
+
+/// JSON of a plain core type (maps with string keys, no custom serialisers: it cannot fail).
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[async_trait]
+impl JobStore for RedisJobStore {
+    async fn create(&self, meta: &JobMeta, ttl: Duration) -> Result<(), JobStoreError> {
+        let mut inv = self.create.key(self.meta_key(&meta.job_id));
+        inv.key(self.history_key())
+            .arg(ttl.as_secs().max(1))
+            .arg(meta.created_at.timestamp_millis())
+            .arg(meta.job_id.to_string());
+        for (k, v) in Self::fields(meta) {
+            inv.arg(k).arg(v);
+        }
+        let created: i64 =
+            inv.invoke_async(&mut self.conn.clone()).await.map_err(|e| backend("create", e))?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(JobStoreError::AlreadyExists(meta.job_id))
+        }
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<JobMeta>, JobStoreError> {
+        let map: std::collections::HashMap<String, String> =
+            self.conn.clone().hgetall(self.meta_key(id)).await.map_err(|e| backend("hgetall", e))?;
+        Self::decode(id, map)
+    }
+
+    async fn compare_and_set(&self, guard: Guard, next: &JobMeta) -> Result<CasOutcome, JobStoreError> {
+        let mut inv = self.cas.key(self.meta_key(&next.job_id));
+        inv.arg(guard.status.as_str()).arg(guard.attempt);
+        for (k, v) in Self::fields(next) {
+            inv.arg(k).arg(v);
+        }
+        let code: i64 =
+            inv.invoke_async(&mut self.conn.clone()).await.map_err(|e| backend("compare_and_set", e))?;
+        self.cas_outcome(&next.job_id, code).await
+    }
+
+    async fn update_progress(
+        &self,
+        id: &JobId,
+        guard: Guard,
+        progress: &Progress,
+    ) -> Result<CasOutcome, JobStoreError> {
+        let code: i64 = self
+            .progress
+            .key(self.meta_key(id))
+            .arg(guard.status.as_str())
+            .arg(guard.attempt)
+            .arg("progress")
+            .arg(to_json(progress))
+            .arg("heartbeat_at")
+            .arg(Utc::now().to_rfc3339())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| backend("update_progress", e))?;
+        self.cas_outcome(id, code).await
+    }
+
+    async fn list_recent(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobMeta>, JobStoreError> {
+        const PAGE: isize = 200;
+        const MAX_SCANNED: isize = 10_000;
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        let mut start: isize = 0;
+        while out.len() < limit && start < MAX_SCANNED {
+            let ids: Vec<String> = conn
+                .zrevrange(self.history_key(), start, start + PAGE - 1)
+                .await
+                .map_err(|e| backend("zrevrange", e))?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hgetall(format!("{}:job:{id}:meta", self.prefix));
+            }
+            let maps: Vec<std::collections::HashMap<String, String>> =
+                pipe.query_async(&mut conn).await.map_err(|e| backend("hgetall", e))?;
+            let mut expired = Vec::new();
+            for (id, map) in ids.iter().zip(maps) {
+                let Ok(job) = id.parse::<JobId>() else {
+                    expired.push(id.clone());
+                    continue;
+                };
+                match Self::decode(&job, map)? {
+                    None => expired.push(id.clone()),
+                    Some(meta) if status.is_none_or(|s| meta.status == s) && out.len() < limit => {
+                        out.push(meta)
+                    }
+                    Some(_) => {}
+                }
+            }
+            if !expired.is_empty() {
+                let _: i64 = conn.zrem(self.history_key(), &expired).await.map_err(|e| backend("zrem", e))?;
+                start -= expired.len() as isize;
+            }
+            start += PAGE;
+        }
+        Ok(out)
+    }
+
+    async fn refresh_ttl(&self, id: &JobId, ttl: Duration) -> Result<bool, JobStoreError> {
+        self.conn
+            .clone()
+            .expire(self.meta_key(id), ttl.as_secs().max(1) as i64)
+            .await
+            .map_err(|e| backend("expire", e))
+    }
+}

@@ -1,0 +1,187 @@
+//! PostgreSQL event source: a server-side cursor per id batch, read `DB_SLOW_FETCHMANY_SIZE` rows per
+//! `FETCH` — the same bounded reads as the original `fetchmany` loop. A cursor holds one pooled
+//! connection and at most one fetch of rows; nothing is prefetched.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Row};
+use trace_core::domain::ColumnType;
+use trace_core::ports::{BackendError, EventSource, RowCursor, SourceError};
+use trace_core::record::{RowBatch, RowGauge, Value};
+use trace_core::{ContainerId, Domain};
+
+use super::catalog;
+
+fn pg(op: &'static str, e: impl Into<trace_core::ports::BoxError>) -> SourceError {
+    SourceError::Backend(BackendError::new("postgres", op, e))
+}
+
+/// A connection pool to the database.
+pub fn pool(url: &str, size: usize) -> Result<Pool, BackendError> {
+    let config: tokio_postgres::Config =
+        url.parse().map_err(|e| BackendError::new("postgres", "parse url", e))?;
+    // A cursor dropped mid-read (cancel, error) leaves its transaction open; every connection is
+    // rolled back when it returns to the pool, so the next user gets a clean session.
+    let recycling_method = RecyclingMethod::Custom("ROLLBACK".to_owned());
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method });
+    Pool::builder(manager).max_size(size.max(1)).build().map_err(|e| BackendError::new("postgres", "pool", e))
+}
+
+/// Applies the schema (idempotent) and loads the reference dataset for containers `1..=n`.
+pub async fn seed(pool: &Pool, n: u32) -> Result<(), BackendError> {
+    let conn = pool.get().await.map_err(|e| BackendError::new("postgres", "connect", e))?;
+    conn.batch_execute(catalog::SCHEMA_SQL).await.map_err(|e| BackendError::new("postgres", "schema", e))?;
+    conn.execute("SELECT trace_seed($1)", &[&(n as i32)])
+        .await
+        .map_err(|e| BackendError::new("postgres", "seed", e))?;
+    Ok(())
+}
+
+/// The PostgreSQL source.
+#[derive(Clone)]
+pub struct PgSource {
+    pool: Pool,
+    fetch_size: usize,
+    id_batch_size: usize,
+    gauge: Option<Arc<RowGauge>>,
+}
+
+impl std::fmt::Debug for PgSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSource")
+            .field("fetch_size", &self.fetch_size)
+            .field("id_batch_size", &self.id_batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgSource {
+    /// A source reading `fetch_size` rows per fetch and querying `id_batch_size` ids at a time.
+    pub fn new(pool: Pool, fetch_size: usize, id_batch_size: usize) -> Self {
+        PgSource {
+            pool,
+            fetch_size: fetch_size.max(1),
+            id_batch_size: id_batch_size.clamp(1, 1000),
+            gauge: None,
+        }
+    }
+
+    /// Counts every fetched row on `gauge` while its batch is alive (for tests and benchmarks).
+    pub fn with_gauge(mut self, gauge: Arc<RowGauge>) -> Self {
+        self.gauge = Some(gauge);
+        self
+    }
+
+    /// The pool (for the benchmark's raw reads and the bootstrap).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl EventSource for PgSource {
+    async fn open(&self, domain: Domain, ids: &[ContainerId]) -> Result<Box<dyn RowCursor>, SourceError> {
+        let conn = self.pool.get().await.map_err(|e| pg("connect", e))?;
+        let batches = ids
+            .chunks(self.id_batch_size)
+            .map(|c| c.iter().map(|id| id.as_str().to_owned()).collect())
+            .rev()
+            .collect();
+        Ok(Box::new(PgCursor {
+            conn,
+            domain,
+            fetch: format!("FETCH {} FROM trace_cursor", self.fetch_size),
+            fetch_size: self.fetch_size,
+            pending: batches,
+            open: false,
+            gauge: self.gauge.clone(),
+        }))
+    }
+}
+
+struct PgCursor {
+    conn: Object,
+    domain: Domain,
+    fetch: String,
+    fetch_size: usize,
+    /// Id batches not yet queried, last first.
+    pending: Vec<Vec<String>>,
+    /// Whether `trace_cursor` is declared (inside a transaction).
+    open: bool,
+    gauge: Option<Arc<RowGauge>>,
+}
+
+impl PgCursor {
+    async fn declare(&mut self, ids: Vec<String>) -> Result<(), SourceError> {
+        self.conn.batch_execute("BEGIN READ ONLY").await.map_err(|e| pg("begin", e))?;
+        let declare = format!("DECLARE trace_cursor NO SCROLL CURSOR FOR {}", catalog::select(self.domain));
+        self.conn.execute(declare.as_str(), &[&ids]).await.map_err(|e| pg("declare", e))?;
+        self.open = true;
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        self.open = false;
+        self.conn.batch_execute("CLOSE trace_cursor; COMMIT").await.map_err(|e| pg("close", e))
+    }
+
+    fn decode(&self, rows: Vec<Row>) -> Result<RowBatch, SourceError> {
+        let columns = self.domain.columns();
+        let mut batch = RowBatch::with_capacity(self.domain, rows.len());
+        for row in &rows {
+            if row.len() != columns.len() {
+                return Err(SourceError::BadRow {
+                    domain: self.domain,
+                    reason: format!("{} columns, expected {}", row.len(), columns.len()),
+                });
+            }
+            let mut cells = Vec::with_capacity(columns.len());
+            for (i, column) in columns.iter().enumerate() {
+                let bad = |e: tokio_postgres::Error| SourceError::BadRow {
+                    domain: self.domain,
+                    reason: format!("column {}: {e}", column.name),
+                };
+                let value = match column.kind {
+                    ColumnType::Text => row.try_get::<_, Option<String>>(i).map_err(bad)?.map(Value::Text),
+                    ColumnType::Int => row.try_get::<_, Option<i64>>(i).map_err(bad)?.map(Value::Int),
+                    ColumnType::Float => row.try_get::<_, Option<f64>>(i).map_err(bad)?.map(Value::Float),
+                    ColumnType::Time => {
+                        row.try_get::<_, Option<DateTime<Utc>>>(i).map_err(bad)?.map(Value::Time)
+                    }
+                };
+                cells.push(value.unwrap_or(Value::Null));
+            }
+            batch.push_row(cells);
+        }
+        if let Some(gauge) = &self.gauge {
+            batch.count_on(gauge.clone());
+        }
+        drop(rows);
+        Ok(batch)
+    }
+}
+
+#[async_trait]
+impl RowCursor for PgCursor {
+    async fn next_batch(&mut self) -> Result<Option<RowBatch>, SourceError> {
+        loop {
+            if !self.open {
+                match self.pending.pop() {
+                    Some(ids) => self.declare(ids).await?,
+                    None => return Ok(None),
+                }
+            }
+            let rows = self.conn.query(self.fetch.as_str(), &[]).await.map_err(|e| pg("fetch", e))?;
+            let full = rows.len() >= self.fetch_size;
+            if !full {
+                self.close().await?;
+            }
+            if !rows.is_empty() {
+                return self.decode(rows).map(Some);
+            }
+        }
+    }
+}

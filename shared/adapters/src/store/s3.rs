@@ -1,0 +1,143 @@
+//! Amazon S3 (or LocalStack / moto) through `aws-sdk-s3`.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use trace_core::ports::{BackendError, ChunkStore, ObjectInfo, StoreError};
+
+use super::{check_key, check_prefix};
+
+/// One bucket.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+fn backend(op: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(BackendError::new("s3", op, e.to_string()))
+}
+
+fn sdk<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    op: &'static str,
+    key: &str,
+    e: SdkError<E>,
+) -> StoreError {
+    let not_found = matches!(e.as_service_error().and_then(|s| s.code()), Some("NoSuchKey" | "NotFound"))
+        || matches!(&e, SdkError::ServiceError(s) if s.raw().status().as_u16() == 404);
+    if not_found {
+        StoreError::NotFound(key.to_owned())
+    } else {
+        backend(op, DisplayErrorContext(e))
+    }
+}
+
+impl S3Store {
+    /// The bucket `bucket` reached through `client`.
+    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        S3Store { client, bucket: bucket.into() }
+    }
+
+    /// Creates the bucket if it does not exist.
+    pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+            return Ok(());
+        }
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+            Err(e) => Err(backend("create_bucket", DisplayErrorContext(e))),
+        }
+    }
+
+    async fn read(&self, key: &str, range: Option<String>) -> Result<Bytes, StoreError> {
+        check_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| sdk("get_object", key, e))?;
+        let body = out.body.collect().await.map_err(|e| backend("get_object", e))?;
+        Ok(body.into_bytes())
+    }
+}
+
+#[async_trait]
+impl ChunkStore for S3Store {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        check_key(key)?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk("put_object", key, e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.read(key, None).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        if range.start >= range.end {
+            check_key(key)?;
+            return Ok(Bytes::new());
+        }
+        match self.read(key, Some(format!("bytes={}-{}", range.start, range.end - 1))).await {
+            // A range starting past the end is "not satisfiable": that is an empty read.
+            Err(StoreError::Backend(e)) if e.source.to_string().contains("InvalidRange") => Ok(Bytes::new()),
+            other => other,
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        check_prefix(prefix)?;
+        let mut out = Vec::new();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| backend("list_objects_v2", DisplayErrorContext(e)))?;
+            out.extend(page.contents().iter().filter_map(|o| {
+                Some(ObjectInfo { key: o.key()?.to_owned(), size: o.size().unwrap_or(0).max(0) as u64 })
+            }));
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let objects = self.list(prefix).await?;
+        for batch in objects.chunks(1000) {
+            let ids = batch
+                .iter()
+                .map(|o| ObjectIdentifier::builder().key(&o.key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| backend("delete_objects", e))?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| backend("delete_objects", e))?;
+            self.client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| backend("delete_objects", DisplayErrorContext(e)))?;
+        }
+        Ok(objects.len() as u64)
+    }
+}

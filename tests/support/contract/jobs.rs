@@ -1,0 +1,138 @@
+//! The `JobStore` contract.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Duration as Span, Utc};
+use trace_core::job::{JobError, JobMeta, JobStatus, Progress};
+use trace_core::ports::{CasOutcome, JobStore, JobStoreError};
+use trace_core::{Domain, JobId, Profile, QueueKind};
+
+const TTL: Duration = Duration::from_secs(600);
+
+fn job(created_offset_ms: i64) -> JobMeta {
+    JobMeta::new(
+        JobId::new(),
+        Profile::MidSectionDefect,
+        25_000,
+        vec![Domain::History, Domain::Rejects],
+        QueueKind::Heavy,
+        Utc::now() + Span::milliseconds(created_offset_ms),
+    )
+}
+
+/// Create, read, compare-and-set, progress, history, TTL.
+pub async fn run(s: &dyn JobStore) {
+    let meta = job(0);
+    s.create(&meta, TTL).await.expect("create");
+    assert_eq!(s.get(&meta.job_id).await.expect("get"), Some(meta.clone()));
+    assert!(matches!(s.create(&meta, TTL).await, Err(JobStoreError::AlreadyExists(id)) if id == meta.job_id));
+    assert_eq!(s.get(&JobId::new()).await.expect("get"), None);
+
+    // queued -> started with the right guard applies, a second time with the same guard conflicts.
+    let now = Utc::now();
+    let started = meta.transitioned(JobStatus::Started, now, None).expect("allowed");
+    assert_eq!(s.compare_and_set(meta.guard(), &started).await.expect("cas"), CasOutcome::Applied);
+    match s.compare_and_set(meta.guard(), &started).await.expect("cas") {
+        CasOutcome::Conflict(current) => assert_eq!(current.status, JobStatus::Started),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(s.get(&meta.job_id).await.expect("get"), Some(started.clone()));
+
+    // Progress under the right guard; refused under a stale one.
+    let mut progress = Progress::start(25_000);
+    progress.domain = Some(Domain::Rejects);
+    progress.records_written = 12_345;
+    progress.set_ids_done(5_000);
+    assert_eq!(
+        s.update_progress(&meta.job_id, started.guard(), &progress).await.expect("progress"),
+        CasOutcome::Applied
+    );
+    let read = s.get(&meta.job_id).await.expect("get").expect("exists");
+    assert_eq!(read.progress, progress);
+    assert!(read.heartbeat_at.is_some());
+    assert!(matches!(
+        s.update_progress(&meta.job_id, meta.guard(), &progress).await.expect("progress"),
+        CasOutcome::Conflict(_)
+    ));
+    assert_eq!(
+        s.update_progress(&JobId::new(), started.guard(), &progress).await.expect("progress"),
+        CasOutcome::Missing
+    );
+
+    // A cancel makes the worker's next progress update fail: that is how it learns to stop.
+    let cancelled = read.transitioned(JobStatus::Cancelled, Utc::now(), None).expect("allowed");
+    assert_eq!(s.compare_and_set(read.guard(), &cancelled).await.expect("cas"), CasOutcome::Applied);
+    match s.update_progress(&meta.job_id, started.guard(), &progress).await.expect("progress") {
+        CasOutcome::Conflict(current) => assert_eq!(current.status, JobStatus::Cancelled),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    // Failed keeps its error.
+    let other = job(5);
+    s.create(&other, TTL).await.expect("create");
+    let error = JobError { code: "JOB_TIMEOUT".into(), message: "ran 900 s".into() };
+    let failed = other.transitioned(JobStatus::Failed, Utc::now(), Some(error.clone())).expect("allowed");
+    assert_eq!(s.compare_and_set(other.guard(), &failed).await.expect("cas"), CasOutcome::Applied);
+    assert_eq!(s.get(&other.job_id).await.expect("get").expect("exists").error, Some(error));
+    let missing = job(0);
+    assert_eq!(s.compare_and_set(missing.guard(), &missing).await.expect("cas"), CasOutcome::Missing);
+
+    // History: newest first, filtered, limited.
+    let third = job(10);
+    s.create(&third, TTL).await.expect("create");
+    let recent: Vec<_> = s.list_recent(None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
+    assert_eq!(recent, [third.job_id, other.job_id, meta.job_id]);
+    let queued: Vec<_> = s
+        .list_recent(Some(JobStatus::Queued), 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.job_id)
+        .collect();
+    assert_eq!(queued, [third.job_id]);
+    assert_eq!(s.list_recent(None, 2).await.expect("list").len(), 2);
+    assert!(s.list_recent(Some(JobStatus::Finished), 10).await.expect("list").is_empty());
+}
+
+/// Jobs expire after their TTL, a refresh restarts it, and expired jobs leave the history.
+pub async fn ttl(s: &dyn JobStore) {
+    let short = job(0);
+    let kept = job(1);
+    s.create(&short, Duration::from_secs(1)).await.expect("create");
+    s.create(&kept, Duration::from_secs(1)).await.expect("create");
+    assert!(s.refresh_ttl(&kept.job_id, Duration::from_secs(60)).await.expect("refresh"));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(s.get(&short.job_id).await.expect("get"), None, "job outlived its TTL");
+    assert!(s.get(&kept.job_id).await.expect("get").is_some(), "refreshed job expired");
+    assert!(!s.refresh_ttl(&short.job_id, TTL).await.expect("refresh"));
+    let listed: Vec<_> = s.list_recent(None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
+    assert_eq!(listed, [kept.job_id]);
+}
+
+/// Of `contenders` concurrent `queued → started` transitions with the same guard, exactly one
+/// applies; repeated `rounds` times.
+pub async fn exactly_one_starts(s: Arc<dyn JobStore>, rounds: usize, contenders: usize) {
+    for round in 0..rounds {
+        let meta = job(0);
+        s.create(&meta, TTL).await.expect("create");
+        let tasks: Vec<_> = (0..contenders)
+            .map(|_| {
+                let (s, meta) = (s.clone(), meta.clone());
+                tokio::spawn(async move {
+                    let next = meta.transitioned(JobStatus::Started, Utc::now(), None).expect("allowed");
+                    s.compare_and_set(meta.guard(), &next).await.expect("cas")
+                })
+            })
+            .collect();
+        let mut applied = 0;
+        for t in tasks {
+            if t.await.expect("task") == CasOutcome::Applied {
+                applied += 1;
+            }
+        }
+        assert_eq!(applied, 1, "round {round}: {applied} of {contenders} transitions applied");
+        let stored = s.get(&meta.job_id).await.expect("get").expect("exists");
+        assert_eq!((stored.status, stored.attempt), (JobStatus::Started, 1));
+    }
+}

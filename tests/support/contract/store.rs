@@ -1,0 +1,58 @@
+//! The `ChunkStore` contract.
+
+use bytes::Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
+use trace_core::ports::{ChunkStore, StoreError};
+
+/// Put/get, ranges, listing (with more than one S3 page), prefix deletes and key checks.
+pub async fn run(s: &dyn ChunkStore) {
+    s.put("jobs/a/input.json", Bytes::from_static(b"[1,2,3]")).await.expect("put");
+    assert_eq!(s.get("jobs/a/input.json").await.expect("get"), Bytes::from_static(b"[1,2,3]"));
+    s.put("jobs/a/input.json", Bytes::from_static(b"replaced")).await.expect("overwrite");
+    assert_eq!(s.get("jobs/a/input.json").await.expect("get"), Bytes::from_static(b"replaced"));
+
+    // Binary and empty objects survive.
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    s.put("jobs/a/bin", Bytes::from(binary.clone())).await.expect("put binary");
+    assert_eq!(s.get("jobs/a/bin").await.expect("get").as_ref(), binary.as_slice());
+    s.put("jobs/a/empty", Bytes::new()).await.expect("put empty");
+    assert!(s.get("jobs/a/empty").await.expect("get").is_empty());
+
+    // Ranges: inside, clamped at the end, past the end.
+    assert_eq!(s.get_range("jobs/a/bin", 10..20).await.expect("range").as_ref(), &binary[10..20]);
+    assert_eq!(s.get_range("jobs/a/bin", 69_990..80_000).await.expect("range").as_ref(), &binary[69_990..]);
+    assert!(s.get_range("jobs/a/bin", 90_000..90_010).await.expect("range").is_empty());
+
+    match s.get("jobs/a/missing").await {
+        Err(StoreError::NotFound(key)) => assert_eq!(key, "jobs/a/missing"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(matches!(s.get_range("jobs/a/missing", 0..1).await, Err(StoreError::NotFound(_))));
+    for bad in ["", "/abs", "a/../b", "a//b"] {
+        assert!(matches!(s.put(bad, Bytes::new()).await, Err(StoreError::InvalidKey(_))), "{bad:?}");
+    }
+
+    // Listing: sorted, by prefix (also a partial name), across pages.
+    let keys: Vec<String> = (0..1005).map(|i| format!("jobs/b/result/history/0000-{i:06}.ndjson")).collect();
+    stream::iter(keys.iter().cloned())
+        .map(|k| async move { s.put(&k, Bytes::from(k.clone())).await })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("put many");
+    s.put("jobs/b/result/jobs/0000-000000.ndjson", Bytes::from_static(b"x")).await.expect("put");
+    s.put("jobs/b/manifest.json", Bytes::from_static(b"{}")).await.expect("put");
+    let listed = s.list("jobs/b/result/history/").await.expect("list");
+    assert_eq!(listed.iter().map(|o| o.key.clone()).collect::<Vec<_>>(), keys);
+    assert_eq!(listed[7].size, keys[7].len() as u64);
+    assert_eq!(s.list("jobs/b/res").await.expect("list").len(), 1006);
+    assert_eq!(s.list("jobs/b/").await.expect("list").len(), 1007);
+    assert!(s.list("jobs/zzz/").await.expect("list").is_empty());
+
+    // Prefix delete removes exactly the prefix.
+    assert_eq!(s.delete_prefix("jobs/b/result/").await.expect("delete"), 1006);
+    let rest: Vec<_> = s.list("jobs/").await.expect("list").into_iter().map(|o| o.key).collect();
+    assert_eq!(rest, ["jobs/a/bin", "jobs/a/empty", "jobs/a/input.json", "jobs/b/manifest.json"]);
+    assert_eq!(s.delete_prefix("jobs/").await.expect("delete"), 4);
+    assert!(s.list("").await.expect("list").is_empty());
+}
