@@ -5,7 +5,7 @@ use trace_adapters::source::embedded::DatasetSource;
 use trace_core::dataset;
 use trace_core::record::RowGauge;
 use trace_core::{ContainerId, Domain};
-use trace_integration::{contract::source, pg_pool, pg_source, SEEDED_IDS};
+use trace_integration::{contract::source, pg_pool, pg_source, seeded_ids};
 
 #[tokio::test]
 async fn embedded_source_contract() {
@@ -23,10 +23,10 @@ async fn postgres_source_contract() {
 #[tokio::test]
 async fn postgres_dataset_matches_the_check_figures() {
     let conn = pg_pool().get().await.expect("connect");
-    let expected = dataset::totals(SEEDED_IDS);
+    let expected = dataset::totals(seeded_ids());
     for (domain, want) in Domain::ALL.iter().zip(expected) {
         let row = conn.query_one(&format!("SELECT count(*) FROM {domain}"), &[]).await.expect("count");
-        assert_eq!(row.get::<_, i64>(0) as u64, want, "{domain} rows for {SEEDED_IDS} ids");
+        assert_eq!(row.get::<_, i64>(0) as u64, want, "{domain} rows for {seeded_ids()} ids");
     }
 }
 
@@ -35,7 +35,7 @@ async fn postgres_dataset_matches_the_check_figures() {
 async fn postgres_streams_114k_ids_holding_one_fetch() {
     const FETCH: usize = 5_000;
     let ids: Vec<ContainerId> =
-        (1..=SEEDED_IDS).map(|i| ContainerId::parse(dataset::container_id(i)).expect("id")).collect();
+        (1..=seeded_ids()).map(|i| ContainerId::parse(dataset::container_id(i)).expect("id")).collect();
     let conn = pg_pool().get().await.expect("connect");
     for domain in Domain::ALL {
         let gauge = RowGauge::new();

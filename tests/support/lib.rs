@@ -15,8 +15,11 @@ use trace_adapters::source::postgres::{pool, PgSource};
 use trace_adapters::store::s3::S3Store;
 use trace_adapters::{aws, queue};
 
-/// Ids loaded by `infra/test.sh` into the test database (`trace-bootstrap seed`).
-pub const SEEDED_IDS: u64 = 114_000;
+/// Container ids loaded by `infra/test.sh` into the test database (`trace-bootstrap seed`):
+/// `TRACE_TEST_IDS`, default 114,000.
+pub fn seeded_ids() -> u64 {
+    std::env::var("TRACE_TEST_IDS").ok().and_then(|v| v.parse().ok()).unwrap_or(114_000)
+}
 
 fn required(var: &str) -> String {
     match std::env::var(var) {

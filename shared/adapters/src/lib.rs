@@ -13,5 +13,6 @@
 pub mod aws;
 pub mod jobs;
 pub mod queue;
+pub mod runtime;
 pub mod source;
 pub mod store;
