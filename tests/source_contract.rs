@@ -26,7 +26,7 @@ async fn postgres_dataset_matches_the_check_figures() {
     let expected = dataset::totals(seeded_ids());
     for (domain, want) in Domain::ALL.iter().zip(expected) {
         let row = conn.query_one(&format!("SELECT count(*) FROM {domain}"), &[]).await.expect("count");
-        assert_eq!(row.get::<_, i64>(0) as u64, want, "{domain} rows for {seeded_ids()} ids");
+        assert_eq!(row.get::<_, i64>(0) as u64, want, "{domain} rows for {} ids", seeded_ids());
     }
 }
 
