@@ -14,8 +14,7 @@ use trace_adapters::runtime::{config_or_exit, init_logging};
 use trace_adapters::store::s3::S3Store;
 use trace_adapters::{aws, source::postgres};
 
-/// Receives before a message moves to its dead-letter queue.
-const MAX_RECEIVE_COUNT: u32 = 3;
+
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,11 +30,11 @@ async fn main() -> anyhow::Result<()> {
             // Visibility: the worker extends it while it works; this is only the initial lease.
             let visibility = config.worker_visibility;
             let (heavy, _) =
-                create_queue_with_dlq(&sqs, &format!("{prefix}-heavy"), MAX_RECEIVE_COUNT, visibility)
+                create_queue_with_dlq(&sqs, &format!("{prefix}-heavy"), config.max_receive_count, visibility)
                     .await
                     .context("creating the heavy queue")?;
             let (light, _) =
-                create_queue_with_dlq(&sqs, &format!("{prefix}-light"), MAX_RECEIVE_COUNT, visibility)
+                create_queue_with_dlq(&sqs, &format!("{prefix}-light"), config.max_receive_count, visibility)
                     .await
                     .context("creating the light queue")?;
             let bucket = format!("{prefix}-results");

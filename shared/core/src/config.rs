@@ -42,6 +42,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_JOB_TIMEOUT_SECONDS", "900", "A job running longer than this fails with JOB_TIMEOUT.", "worker"),
     var("TRACE_WORKER_VISIBILITY_SECONDS", "120", "Visibility timeout the worker keeps extending on the message in hand; also the age of a heartbeat after which another worker may take over the job.", "worker"),
     var("TRACE_WORKER_HEARTBEAT_SECONDS", "20", "How often the worker extends the message's visibility and refreshes the job heartbeat.", "worker"),
+    var("TRACE_MAX_RECEIVE_COUNT", "3", "Deliveries of a message before it moves to the dead-letter queue (the queues' redrive policy); the worker marks the job failed on the last one.", "worker, bootstrap"),
     var("TRACE_WORKER_QUEUE", "light", "Which queue a worker process polls: heavy or light.", "worker"),
     var("TRACE_RATE_LIMIT_REQUESTS", "60", "Requests per window per caller on status, result and stream (429 above).", "status, stream"),
     var("TRACE_RATE_LIMIT_WINDOW_SECONDS", "60", "The rate-limit window.", "status, stream"),
@@ -113,6 +114,8 @@ pub struct Config {
     pub worker_visibility: Duration,
     /// `TRACE_WORKER_HEARTBEAT_SECONDS`.
     pub worker_heartbeat: Duration,
+    /// `TRACE_MAX_RECEIVE_COUNT`.
+    pub max_receive_count: u32,
     /// `TRACE_WORKER_QUEUE`.
     pub worker_queue: QueueKind,
     /// `TRACE_RATE_LIMIT_REQUESTS`.
@@ -291,6 +294,7 @@ impl Config {
             job_timeout: r.seconds("TRACE_JOB_TIMEOUT_SECONDS")?,
             worker_visibility: r.seconds("TRACE_WORKER_VISIBILITY_SECONDS")?,
             worker_heartbeat: r.seconds("TRACE_WORKER_HEARTBEAT_SECONDS")?,
+            max_receive_count: r.number("TRACE_MAX_RECEIVE_COUNT", 1, 1000, "a whole number from 1 to 1000")? as u32,
             worker_queue,
             rate_limit_requests: r.count("TRACE_RATE_LIMIT_REQUESTS")? as u64,
             rate_limit_window: r.seconds("TRACE_RATE_LIMIT_WINDOW_SECONDS")?,

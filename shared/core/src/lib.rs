@@ -14,6 +14,7 @@ pub mod error;
 pub mod ids;
 pub mod job;
 pub mod layout;
+pub mod message;
 pub mod ndjson;
 pub mod ports;
 pub mod record;

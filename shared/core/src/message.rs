@@ -1,0 +1,67 @@
+//! The queue message: which job, and which part of it (a shard), a worker runs.
+//!
+//! SQS messages are small (256 KiB): a message carries references only; the ids are in the object
+//! store (`layout::input_key`). A job is split into `shards` messages over disjoint ranges of its
+//! input ids; today submit sends one shard per job.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Domain;
+use crate::ids::JobId;
+use crate::request::Profile;
+
+/// One unit of work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMessage {
+    /// The job.
+    pub job_id: JobId,
+    /// This shard's number, from 0.
+    pub shard: u32,
+    /// How many shards the job has.
+    pub shards: u32,
+    /// First input id (index into `input.json`'s ids) of this shard.
+    pub ids_from: u64,
+    /// One past its last input id.
+    pub ids_to: u64,
+    /// The job's profile.
+    pub profile: Profile,
+    /// The job's domains, in result order.
+    pub domains: Vec<Domain>,
+}
+
+impl ShardMessage {
+    /// The single shard covering a whole job of `cid_count` ids.
+    pub fn whole(job_id: JobId, profile: Profile, domains: Vec<Domain>, cid_count: u64) -> Self {
+        ShardMessage { job_id, shard: 0, shards: 1, ids_from: 0, ids_to: cid_count, profile, domains }
+    }
+
+    /// The message body.
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a message body.
+    pub fn parse(body: &str) -> Result<Self, String> {
+        let m: ShardMessage = serde_json::from_str(body).map_err(|e| format!("malformed shard message: {e}"))?;
+        if m.shards == 0 || m.shard >= m.shards || m.ids_from > m.ids_to {
+            return Err(format!("inconsistent shard message: shard {}/{}, ids {}..{}", m.shard, m.shards, m.ids_from, m.ids_to));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_checks() {
+        let m = ShardMessage::whole(JobId::new(), Profile::QueryTool, vec![Domain::Holds], 10);
+        assert_eq!(ShardMessage::parse(&m.to_body()).unwrap(), m);
+        assert!(ShardMessage::parse("{").is_err());
+        let bad = ShardMessage { shard: 1, ..m.clone() };
+        assert!(ShardMessage::parse(&bad.to_body()).is_err());
+        let bad = ShardMessage { ids_from: 11, ..m };
+        assert!(ShardMessage::parse(&bad.to_body()).is_err());
+    }
+}
