@@ -23,6 +23,9 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
         assert_eq!(code, Some(2), "{var}={value}: exit code; stderr: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{var}={value}: expected one line, got {stderr:?}");
         assert!(stderr.contains(var), "{var}={value}: the line does not name the variable: {stderr:?}");
-        assert!(stderr.contains("expected"), "{var}={value}: the line does not say what is expected: {stderr:?}");
+        assert!(
+            stderr.contains("expected"),
+            "{var}={value}: the line does not say what is expected: {stderr:?}"
+        );
     }
 }

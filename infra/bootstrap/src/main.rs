@@ -14,8 +14,6 @@ use trace_adapters::runtime::{config_or_exit, init_logging};
 use trace_adapters::store::s3::S3Store;
 use trace_adapters::{aws, source::postgres};
 
-
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config_or_exit("trace-bootstrap");

@@ -294,7 +294,12 @@ impl Config {
             job_timeout: r.seconds("TRACE_JOB_TIMEOUT_SECONDS")?,
             worker_visibility: r.seconds("TRACE_WORKER_VISIBILITY_SECONDS")?,
             worker_heartbeat: r.seconds("TRACE_WORKER_HEARTBEAT_SECONDS")?,
-            max_receive_count: r.number("TRACE_MAX_RECEIVE_COUNT", 1, 1000, "a whole number from 1 to 1000")? as u32,
+            max_receive_count: r.number(
+                "TRACE_MAX_RECEIVE_COUNT",
+                1,
+                1000,
+                "a whole number from 1 to 1000",
+            )? as u32,
             worker_queue,
             rate_limit_requests: r.count("TRACE_RATE_LIMIT_REQUESTS")? as u64,
             rate_limit_window: r.seconds("TRACE_RATE_LIMIT_WINDOW_SECONDS")?,

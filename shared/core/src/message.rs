@@ -42,9 +42,13 @@ impl ShardMessage {
 
     /// Parses and checks a message body.
     pub fn parse(body: &str) -> Result<Self, String> {
-        let m: ShardMessage = serde_json::from_str(body).map_err(|e| format!("malformed shard message: {e}"))?;
+        let m: ShardMessage =
+            serde_json::from_str(body).map_err(|e| format!("malformed shard message: {e}"))?;
         if m.shards == 0 || m.shard >= m.shards || m.ids_from > m.ids_to {
-            return Err(format!("inconsistent shard message: shard {}/{}, ids {}..{}", m.shard, m.shards, m.ids_from, m.ids_to));
+            return Err(format!(
+                "inconsistent shard message: shard {}/{}, ids {}..{}",
+                m.shard, m.shards, m.ids_from, m.ids_to
+            ));
         }
         Ok(m)
     }
