@@ -1,12 +1,15 @@
-//! The `stream` function. (Its handler arrives with the functions issue; today it checks its
-//! configuration and backends and exits.)
+//! The `stream` function: the NDJSON stream and paginated results of finished jobs (streaming responses in Lambda).
+//! Lambda when `AWS_LAMBDA_RUNTIME_API` is set, otherwise a local HTTP process on `TRACE_HTTP_ADDR`.
 
 use trace_adapters::runtime::{config_or_exit, init_logging, Backends};
+use trace_service::http::{router, Part};
+use trace_service::{serve, App};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config_or_exit("stream");
     init_logging(config.log_format);
-    Backends::from_config(&config).await?;
-    Ok(())
+    let backends = Backends::from_config(&config).await?;
+    let app = App::new(config, backends);
+    serve::http(&app, router(app.clone(), &[Part::Stream]), true).await.map_err(|e| anyhow::anyhow!(e))
 }

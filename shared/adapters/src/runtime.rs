@@ -38,7 +38,9 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => in_lambda(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if json {
         builder.json().flatten_event(true).with_current_span(true).without_time().try_init()
     } else {

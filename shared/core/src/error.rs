@@ -68,6 +68,12 @@ pub enum TraceError {
         /// Current status.
         status: JobStatus,
     },
+    /// Cancel of a job that has already ended.
+    #[error("job is {status}: only queued or started jobs can be cancelled")]
+    JobNotCancellable {
+        /// Current status.
+        status: JobStatus,
+    },
     /// The job finished but its result is gone.
     #[error("the result of job {0} has expired")]
     JobResultExpired(String),
@@ -100,6 +106,7 @@ impl TraceError {
             TraceError::InvalidParameter { .. } => "INVALID_PARAMETER",
             TraceError::JobNotFound(_) => "JOB_NOT_FOUND",
             TraceError::JobNotComplete { .. } => "JOB_NOT_COMPLETE",
+            TraceError::JobNotCancellable { .. } => "JOB_NOT_CANCELLABLE",
             TraceError::JobResultExpired(_) => "JOB_RESULT_EXPIRED",
             TraceError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             TraceError::Unavailable(_) => "SERVICE_UNAVAILABLE",
@@ -119,7 +126,7 @@ impl TraceError {
             | TraceError::InvalidParameter { .. } => 400,
             TraceError::PayloadTooLarge { .. } | TraceError::CidLimitExceeded { .. } => 413,
             TraceError::JobNotFound(_) | TraceError::JobResultExpired(_) => 404,
-            TraceError::JobNotComplete { .. } => 409,
+            TraceError::JobNotComplete { .. } | TraceError::JobNotCancellable { .. } => 409,
             TraceError::TooManyRequests { .. } => 429,
             TraceError::Unavailable(_) => 503,
             TraceError::Internal(_) => 500,
@@ -137,7 +144,9 @@ impl TraceError {
                 json!({ "bytes": bytes, "limit": limit })
             }
             TraceError::InvalidContainerId { index, .. } => json!({ "index": index }),
-            TraceError::JobNotComplete { status } => json!({ "status": status }),
+            TraceError::JobNotComplete { status } | TraceError::JobNotCancellable { status } => {
+                json!({ "status": status })
+            }
             TraceError::TooManyRequests { retry_after_seconds } => {
                 json!({ "retry_after_seconds": retry_after_seconds })
             }

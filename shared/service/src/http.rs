@@ -1,0 +1,196 @@
+//! HTTP: the routes of each function, the rate-limit layer, and the one place a [`TraceError`]
+//! becomes an answer (status, JSON body with its `code`, `Retry-After`).
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use trace_core::TraceError;
+
+use crate::{results, status, submit, App};
+
+/// A [`TraceError`] as an HTTP answer.
+#[derive(Debug)]
+pub struct ApiError(pub TraceError);
+
+impl From<TraceError> for ApiError {
+    fn from(e: TraceError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(code = self.0.code(), error = %self.0, "request failed");
+        }
+        let mut response = (status, Json(self.0.body())).into_response();
+        if let TraceError::TooManyRequests { retry_after_seconds } = self.0 {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        response
+    }
+}
+
+/// Which routes a router serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `POST /api/trace/events`.
+    Submit,
+    /// Job status, history, cancel.
+    Status,
+    /// Stream and result pages.
+    Stream,
+}
+
+/// The router of the given parts (each function serves one; the local run serves all), plus
+/// `GET /health`.
+pub fn router(app: App, parts: &[Part]) -> Router {
+    let mut limited = Router::new();
+    let mut open = Router::new().route("/health", get(health));
+    for part in parts {
+        match part {
+            Part::Submit => {
+                open = open.route(
+                    "/api/trace/events",
+                    post(submit_handler).layer(axum::extract::DefaultBodyLimit::disable()),
+                );
+            }
+            Part::Status => {
+                limited = limited
+                    .route("/api/trace/job/{id}", get(status_handler).delete(cancel_handler))
+                    .route("/api/trace/jobs", get(list_handler));
+            }
+            Part::Stream => {
+                limited = limited
+                    .route("/api/trace/job/{id}/stream", get(stream_handler))
+                    .route("/api/trace/job/{id}/result", get(result_handler));
+            }
+        }
+    }
+    let limited = limited.route_layer(middleware::from_fn_with_state(app.clone(), rate_limit));
+    open.merge(limited)
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({"code": "NOT_FOUND", "message": "no such route"})),
+            )
+        })
+        .with_state(app)
+}
+
+/// Who is calling: the API key when one is sent, else the client address (API Gateway's source IP,
+/// the first `X-Forwarded-For` hop, or the socket peer).
+pub fn caller(request: &Request) -> String {
+    let headers = request.headers();
+    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
+        return format!("key:{key}");
+    }
+    if let Some(ip) = lambda_source_ip(request) {
+        return format!("ip:{ip}");
+    }
+    if let Some(ip) = forwarded_for(headers) {
+        return format!("ip:{ip}");
+    }
+    match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
+        None => "unknown".to_owned(),
+    }
+}
+
+fn forwarded_for(headers: &HeaderMap) -> Option<String> {
+    let first = headers.get("x-forwarded-for")?.to_str().ok()?.split(',').next()?.trim();
+    (!first.is_empty()).then(|| first.to_owned())
+}
+
+fn lambda_source_ip(request: &Request) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    match request.extensions().get::<RequestContext>()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.clone(),
+        RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.clone(),
+        _ => None,
+    }
+}
+
+async fn rate_limit(State(app): State<App>, request: Request, next: Next) -> Response {
+    let who = caller(&request);
+    match app.limiter.check(&who).await {
+        Ok(()) => next.run(request).await,
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn submit_handler(State(app): State<App>, request: Request) -> Response {
+    // Read at most one byte past the limit ourselves, so an oversized body gets our JSON answer.
+    let limit = app.config.limits.max_body_bytes;
+    let body = match axum::body::to_bytes(request.into_body(), limit.saturating_add(1)).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ApiError(TraceError::PayloadTooLarge { bytes: limit.saturating_add(1), limit })
+                .into_response()
+        }
+    };
+    match submit::submit(&app, &body).await {
+        Ok(submit::Answer::Inline(json)) => {
+            ([(header::CONTENT_TYPE, "application/json")], Body::from(json)).into_response()
+        }
+        Ok(submit::Answer::Accepted(accepted)) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+async fn status_handler(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(status::status(&app, &id).await?).into_response())
+}
+
+async fn cancel_handler(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(status::cancel(&app, &id).await?).into_response())
+}
+
+/// Query of `GET /api/trace/jobs`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_handler(State(app): State<App>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    Ok(Json(status::list(&app, q.status.as_deref(), q.limit.as_deref()).await?).into_response())
+}
+
+async fn stream_handler(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let body = results::stream(&app, &id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Query of `GET /api/trace/job/{id}/result`.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    domain: Option<String>,
+    offset: Option<String>,
+    limit: Option<String>,
+}
+
+async fn result_handler(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let page = results::page(&app, &id, q.domain.as_deref(), q.offset.as_deref(), q.limit.as_deref()).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from(page)).into_response())
+}

@@ -1,0 +1,24 @@
+//! The services of the trace job system, over the ports of `trace-core`:
+//!
+//! - [`submit`]: validate, admit, answer inline or enqueue a job;
+//! - [`status`]: job status, history, cancel;
+//! - [`results`]: the NDJSON stream and paginated pages of a finished job;
+//! - [`worker`]: run one queue message (a shard of a job) into result chunks;
+//! - [`engine`]: the trace itself — domains × id batches from the event source into a sink;
+//! - [`http`]: the axum routers and the one place errors become HTTP answers;
+//! - [`serve`]: run a router or the worker in Lambda or as a local process.
+//!
+//! Function binaries only parse their event, call into here and shape the answer.
+
+pub mod app;
+pub mod engine;
+pub mod http;
+pub mod inline;
+pub mod ratelimit;
+pub mod results;
+pub mod serve;
+pub mod status;
+pub mod submit;
+pub mod worker;
+
+pub use app::App;

@@ -1,0 +1,233 @@
+//! Reading a finished job's result: the NDJSON stream and paginated pages.
+//!
+//! Both start from the manifest (its presence means the result is complete). The stream reads one
+//! chunk at a time and turns it into one `records` line without parsing a record; a page reads only
+//! the chunks that cover it.
+
+use bytes::Bytes;
+use futures::stream::{self, Stream};
+use trace_core::layout::{self, ChunkEntry, Manifest};
+use trace_core::ndjson::{write_records_line, StreamLine};
+use trace_core::ports::StoreError;
+use trace_core::{Domain, JobStatus, TraceError};
+
+use crate::status::parse_job_id;
+use crate::App;
+
+/// Most records one page returns.
+pub const MAX_PAGE: usize = 5000;
+
+/// The manifest of a finished job, or the error the caller should see.
+pub async fn finished_manifest(app: &App, id: &str) -> Result<Manifest, TraceError> {
+    let job_id = parse_job_id(id)?;
+    let meta = app
+        .backends
+        .jobs
+        .get(&job_id)
+        .await
+        .map_err(|e| TraceError::Unavailable(format!("job store: {e}")))?;
+    if let Some(meta) = &meta {
+        if meta.status != JobStatus::Finished {
+            return Err(TraceError::JobNotComplete { status: meta.status });
+        }
+    }
+    let bytes = match app.backends.store.get(&layout::manifest_key(&job_id)).await {
+        Ok(b) => b,
+        // Metadata says finished but the objects are gone: expired. Neither: unknown (or long gone).
+        Err(StoreError::NotFound(_)) if meta.is_some() => {
+            return Err(TraceError::JobResultExpired(id.to_owned()))
+        }
+        Err(StoreError::NotFound(_)) => return Err(TraceError::JobNotFound(id.to_owned())),
+        Err(e) => return Err(TraceError::Unavailable(format!("object store: {e}"))),
+    };
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| TraceError::Internal(format!("manifest of {id} is unreadable: {e}")))?;
+    if !manifest.is_consistent() || manifest.job_id != job_id {
+        return Err(TraceError::Internal(format!("manifest of {id} is inconsistent")));
+    }
+    Ok(manifest)
+}
+
+/// Reads one chunk and checks it against its manifest entry.
+async fn read_chunk(app: &App, entry: &ChunkEntry) -> Result<Bytes, (String, String)> {
+    let body = app.backends.store.get(&entry.key).await.map_err(|e| match e {
+        StoreError::NotFound(k) => ("CHUNK_MISSING".to_owned(), format!("result chunk {k} is missing")),
+        e => ("STORE_ERROR".to_owned(), e.to_string()),
+    })?;
+    if body.len() as u64 != entry.bytes || crc32fast::hash(&body) != entry.crc32 {
+        return Err((
+            "CHUNK_CORRUPT".to_owned(),
+            format!("result chunk {} does not match its checksum", entry.key),
+        ));
+    }
+    Ok(body)
+}
+
+fn line(l: &StreamLine) -> Bytes {
+    let mut out = Vec::with_capacity(128);
+    l.write_to(&mut out);
+    Bytes::from(out)
+}
+
+enum Step {
+    Meta,
+    DomainStart(usize),
+    Chunk(usize, usize),
+    DomainEnd(usize),
+    Aggregation,
+    Complete,
+    Done,
+}
+
+/// The NDJSON stream of a finished job: `meta`, per domain `domain_start` / `records`… /
+/// `domain_end`, `aggregation` (MSD), `complete`. A chunk that cannot be read ends the stream with an
+/// `error` line.
+pub async fn stream(
+    app: &App,
+    id: &str,
+) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static, TraceError> {
+    let manifest = finished_manifest(app, id).await?;
+    let app = app.clone();
+    Ok(stream::unfold((Step::Meta, app, manifest), |(step, app, m)| async move {
+        let (out, next) = match step {
+            Step::Done => return None,
+            Step::Meta => {
+                let domains = m.domains.iter().map(|d| d.domain).collect();
+                (
+                    line(&StreamLine::Meta { job_id: m.job_id, profile: m.profile, domains }),
+                    Step::DomainStart(0),
+                )
+            }
+            Step::DomainStart(d) if d >= m.domains.len() => {
+                let next = if m.aggregation.is_some() { Step::Aggregation } else { Step::Complete };
+                return Some((Ok(Bytes::new()), (next, app, m)));
+            }
+            Step::DomainStart(d) => {
+                let dm = &m.domains[d];
+                (line(&StreamLine::DomainStart { domain: dm.domain, total: dm.records }), Step::Chunk(d, 0))
+            }
+            Step::Chunk(d, c) if c >= m.domains[d].chunks.len() => {
+                return Some((Ok(Bytes::new()), (Step::DomainEnd(d), app, m)));
+            }
+            Step::Chunk(d, c) => {
+                let dm = &m.domains[d];
+                match read_chunk(&app, &dm.chunks[c]).await {
+                    Ok(body) => {
+                        let mut out = Vec::new();
+                        write_records_line(&mut out, dm.domain, c as u64, &body);
+                        (Bytes::from(out), Step::Chunk(d, c + 1))
+                    }
+                    Err((code, message)) => {
+                        tracing::error!(job_id = %m.job_id, code, message, "stream stopped");
+                        (line(&StreamLine::Error { code, message }), Step::Done)
+                    }
+                }
+            }
+            Step::DomainEnd(d) => {
+                let dm = &m.domains[d];
+                (
+                    line(&StreamLine::DomainEnd { domain: dm.domain, count: dm.records }),
+                    Step::DomainStart(d + 1),
+                )
+            }
+            Step::Aggregation => {
+                let data = m.aggregation.clone().unwrap_or_default();
+                (line(&StreamLine::Aggregation { data }), Step::Complete)
+            }
+            Step::Complete => (line(&StreamLine::Complete { total_records: m.total_records }), Step::Done),
+        };
+        Some((Ok(out), (next, app, m)))
+    }))
+}
+
+fn parse_number(
+    name: &'static str,
+    value: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, TraceError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => {
+            v.parse::<usize>().ok().filter(|n| *n <= max).ok_or_else(|| TraceError::InvalidParameter {
+                name,
+                reason: format!("{v:?} is not a whole number from 0 to {max}"),
+            })
+        }
+    }
+}
+
+/// `GET /api/trace/job/{id}/result?domain=&offset=&limit=`: records `offset..offset+limit` of one
+/// domain (the job's first when none is named; limit 1–5000, default 5000), reading only the chunks
+/// that cover the page.
+pub async fn page(
+    app: &App,
+    id: &str,
+    domain: Option<&str>,
+    offset: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Vec<u8>, TraceError> {
+    let offset = parse_number("offset", offset, 0, usize::MAX)? as u64;
+    let limit = parse_number("limit", limit, MAX_PAGE, MAX_PAGE)?;
+    if limit == 0 {
+        return Err(TraceError::InvalidParameter { name: "limit", reason: "must be at least 1".into() });
+    }
+    let requested = match domain.filter(|d| !d.is_empty()) {
+        Some(d) => {
+            Some(d.parse::<Domain>().map_err(|_| TraceError::UnknownDomain(d.chars().take(64).collect()))?)
+        }
+        None => None,
+    };
+    let manifest = finished_manifest(app, id).await?;
+    let dm = match requested {
+        Some(d) => manifest.domain(d).ok_or_else(|| TraceError::InvalidParameter {
+            name: "domain",
+            reason: format!("job {id} has no domain {d}"),
+        })?,
+        None => {
+            manifest.domains.first().ok_or_else(|| TraceError::Internal("manifest has no domains".into()))?
+        }
+    };
+    let end = (offset + limit as u64).min(dm.records);
+    let mut data = Vec::new();
+    let mut count = 0u64;
+    let mut first = 0u64;
+    for entry in &dm.chunks {
+        let last = first + entry.records;
+        if last > offset && first < end {
+            let body = read_chunk(app, entry).await.map_err(|(code, message)| match code.as_str() {
+                "STORE_ERROR" => TraceError::Unavailable(message),
+                _ => TraceError::Internal(message),
+            })?;
+            let skip = offset.saturating_sub(first) as usize;
+            let take = (end.min(last) - first.max(offset)) as usize;
+            for record in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).skip(skip).take(take) {
+                if count > 0 {
+                    data.push(b',');
+                }
+                data.extend_from_slice(record);
+                count += 1;
+            }
+        }
+        if last >= end {
+            break;
+        }
+        first = last;
+    }
+    let mut out = Vec::with_capacity(data.len() + 256);
+    out.extend_from_slice(format!(r#"{{"stage":"events","results":{{"{}":{{"data":["#, dm.domain).as_bytes());
+    out.extend_from_slice(&data);
+    out.extend_from_slice(
+        format!(
+            r#"],"count":{count},"total":{},"offset":{offset},"limit":{limit}}}}},"aggregation":"#,
+            dm.records
+        )
+        .as_bytes(),
+    );
+    match &manifest.aggregation {
+        Some(a) => out.extend_from_slice(&serde_json::to_vec(a).unwrap_or_default()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    Ok(out)
+}

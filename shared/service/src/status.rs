@@ -1,0 +1,151 @@
+//! Job status, history and cancel.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use trace_core::job::{JobError, JobMeta, JobStatus, Progress};
+use trace_core::ports::CasOutcome;
+use trace_core::{Domain, JobId, Profile, QueueKind, TraceError};
+
+use crate::App;
+
+/// Most jobs one history page returns.
+pub const MAX_LIST: usize = 200;
+
+/// What `GET /api/trace/job/{id}` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusBody {
+    /// The job.
+    pub job_id: JobId,
+    /// `queued|started|finished|failed|cancelled`.
+    pub status: JobStatus,
+    /// Its profile.
+    pub profile: Profile,
+    /// Unique ids.
+    pub cid_count: u64,
+    /// Domains.
+    pub domains: Vec<Domain>,
+    /// Progress.
+    pub progress: Progress,
+    /// Queue.
+    pub queue: QueueKind,
+    /// Submitted.
+    pub created_at: DateTime<Utc>,
+    /// Started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Seconds run so far (or in all).
+    pub elapsed_seconds: f64,
+    /// Why it failed.
+    pub error: Option<JobError>,
+    /// Worker attempts.
+    pub attempt: u32,
+}
+
+impl StatusBody {
+    /// The answer for a job at `now`.
+    pub fn of(meta: JobMeta, now: DateTime<Utc>) -> Self {
+        StatusBody {
+            elapsed_seconds: meta.elapsed_seconds(now),
+            job_id: meta.job_id,
+            status: meta.status,
+            profile: meta.profile,
+            cid_count: meta.cid_count,
+            domains: meta.domains,
+            progress: meta.progress,
+            queue: meta.queue,
+            created_at: meta.created_at,
+            started_at: meta.started_at,
+            completed_at: meta.completed_at,
+            error: meta.error,
+            attempt: meta.attempt,
+        }
+    }
+}
+
+/// Parses a job id from a path.
+pub fn parse_job_id(id: &str) -> Result<JobId, TraceError> {
+    id.parse().map_err(|e: trace_core::ids::InvalidJobId| TraceError::InvalidParameter {
+        name: "job_id",
+        reason: e.to_string(),
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> TraceError {
+    TraceError::Unavailable(format!("job store: {e}"))
+}
+
+/// Reads a job, or `JOB_NOT_FOUND`.
+pub async fn load(app: &App, id: &str) -> Result<JobMeta, TraceError> {
+    let job_id = parse_job_id(id)?;
+    app.backends
+        .jobs
+        .get(&job_id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| TraceError::JobNotFound(job_id.to_string()))
+}
+
+/// `GET /api/trace/job/{id}`.
+pub async fn status(app: &App, id: &str) -> Result<StatusBody, TraceError> {
+    Ok(StatusBody::of(load(app, id).await?, Utc::now()))
+}
+
+/// `GET /api/trace/jobs?status=&limit=`: newest first.
+pub async fn list(
+    app: &App,
+    status: Option<&str>,
+    limit: Option<&str>,
+) -> Result<serde_json::Value, TraceError> {
+    let status = match status.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| TraceError::InvalidParameter {
+            name: "status",
+            reason: format!("{s:?} is not one of queued, started, finished, failed, cancelled"),
+        })?),
+    };
+    let limit = match limit.filter(|s| !s.is_empty()) {
+        None => 20,
+        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=MAX_LIST).contains(n)).ok_or_else(|| {
+            TraceError::InvalidParameter {
+                name: "limit",
+                reason: format!("{l:?} is not a whole number from 1 to {MAX_LIST}"),
+            }
+        })?,
+    };
+    let now = Utc::now();
+    let jobs: Vec<StatusBody> = app
+        .backends
+        .jobs
+        .list_recent(status, limit)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|m| StatusBody::of(m, now))
+        .collect();
+    Ok(serde_json::json!({ "jobs": jobs, "count": jobs.len() }))
+}
+
+/// `DELETE /api/trace/job/{id}`: a queued or running job becomes cancelled (a running worker stops at
+/// its next batch and writes no manifest); a finished, failed or cancelled one is answered 409.
+pub async fn cancel(app: &App, id: &str) -> Result<StatusBody, TraceError> {
+    let mut meta = load(app, id).await?;
+    // Retry on races with the worker's own transitions (started, a takeover).
+    for _ in 0..10 {
+        if meta.status.is_terminal() {
+            return Err(TraceError::JobNotCancellable { status: meta.status });
+        }
+        let cancelled = meta
+            .transitioned(JobStatus::Cancelled, Utc::now(), None)
+            .map_err(|e| TraceError::Internal(e.to_string()))?;
+        match app.backends.jobs.compare_and_set(meta.guard(), &cancelled).await.map_err(unavailable)? {
+            CasOutcome::Applied => {
+                tracing::info!(job_id = %cancelled.job_id, "job cancelled");
+                return Ok(StatusBody::of(cancelled, Utc::now()));
+            }
+            CasOutcome::Conflict(current) => meta = current,
+            CasOutcome::Missing => return Err(TraceError::JobNotFound(id.to_owned())),
+        }
+    }
+    Err(TraceError::Unavailable("the job kept changing; cancel again".into()))
+}

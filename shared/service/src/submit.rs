@@ -1,0 +1,121 @@
+//! `POST /api/trace/events`: validate, admit, then answer inline or enqueue a job.
+//!
+//! The rule: a non-MSD request above `TRACE_EVENTS_CID_LIMIT` ids is refused (413); at or below
+//! `TRACE_ASYNC_CID_THRESHOLD` ids it runs inline (200) unless its answer would pass
+//! `TRACE_INLINE_MAX_BYTES`, in which case it becomes a job after all (202); above the threshold it
+//! is a job (202) on the heavy queue (MSD, or more than `TRACE_HEAVY_CID_THRESHOLD` ids) or the light one.
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Serialize;
+use trace_core::admission::{self, Admission};
+use trace_core::job::{JobError, JobMeta, JobStatus};
+use trace_core::layout::{self, JobInput};
+use trace_core::message::ShardMessage;
+use trace_core::{JobId, QueueKind, TraceError, TraceRequest};
+
+use crate::engine::RunError;
+use crate::{inline, App};
+
+/// What submit answers.
+#[derive(Debug)]
+pub enum Answer {
+    /// 200: the whole result.
+    Inline(Vec<u8>),
+    /// 202: a job was created.
+    Accepted(Accepted),
+}
+
+/// The 202 body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    /// Always `events`.
+    pub stage: &'static str,
+    /// Always true.
+    #[serde(rename = "async")]
+    pub is_async: bool,
+    /// The job.
+    pub job_id: JobId,
+    /// Its status (`queued`).
+    pub status: JobStatus,
+    /// The queue it went to.
+    pub queue: QueueKind,
+    /// Where to poll.
+    pub status_url: String,
+    /// Where to page through the result.
+    pub result_url: String,
+    /// Where to stream the result.
+    pub stream_url: String,
+}
+
+/// Handles one submit body.
+pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
+    let request = TraceRequest::parse(body, app.config.limits.max_body_bytes)?;
+    match admission::admit(&request, &app.config.limits)? {
+        Admission::Inline => match inline::run(app, &request).await {
+            Ok(json) => Ok(Answer::Inline(json)),
+            Err(RunError::TooLarge(budget)) => {
+                tracing::info!(
+                    cid_count = request.cid_count(),
+                    budget,
+                    "inline answer over budget: running as a job"
+                );
+                let queue = admission::route(&request, &app.config.limits);
+                enqueue(app, &request, queue).await.map(Answer::Accepted)
+            }
+            Err(e) => Err(TraceError::Unavailable(e.to_string())),
+        },
+        Admission::Async(queue) => enqueue(app, &request, queue).await.map(Answer::Accepted),
+    }
+}
+
+/// Creates a job: input ids to the object store, metadata (queued, with TTL), one shard message.
+/// If the message cannot be sent the job is marked failed (`QUEUE_SEND_FAILED`), never left queued.
+pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Result<Accepted, TraceError> {
+    let backends = &app.backends;
+    let job_id = JobId::new();
+    let input = JobInput {
+        job_id,
+        profile: request.profile,
+        domains: request.domains.clone(),
+        params: request.params.clone(),
+        container_ids: request.ids.clone(),
+    };
+    let input = serde_json::to_vec(&input).map_err(|e| TraceError::Internal(e.to_string()))?;
+    backends
+        .store
+        .put(&layout::input_key(&job_id), Bytes::from(input))
+        .await
+        .map_err(|e| TraceError::Unavailable(format!("storing the job input failed: {e}")))?;
+    let cid_count = request.cid_count() as u64;
+    let meta = JobMeta::new(job_id, request.profile, cid_count, request.domains.clone(), queue, Utc::now());
+    backends
+        .jobs
+        .create(&meta, app.config.job_ttl)
+        .await
+        .map_err(|e| TraceError::Unavailable(format!("creating the job failed: {e}")))?;
+    let message = ShardMessage::whole(job_id, request.profile, request.domains.clone(), cid_count);
+    let id = job_id.to_string();
+    if let Err(e) = backends.queue(queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await {
+        let error = JobError { code: "QUEUE_SEND_FAILED".into(), message: e.to_string() };
+        if let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(error)) {
+            if let Err(e) = backends.jobs.compare_and_set(meta.guard(), &failed).await {
+                tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
+            }
+        }
+        return Err(TraceError::Unavailable(format!(
+            "queueing job {id} failed ({e}); the job is marked failed"
+        )));
+    }
+    tracing::info!(job_id = %id, cid_count, queue = queue.as_str(), profile = %request.profile, "job queued");
+    Ok(Accepted {
+        stage: "events",
+        is_async: true,
+        job_id,
+        status: JobStatus::Queued,
+        queue,
+        status_url: format!("/api/trace/job/{id}"),
+        result_url: format!("/api/trace/job/{id}/result"),
+        stream_url: format!("/api/trace/job/{id}/stream"),
+    })
+}
