@@ -75,15 +75,14 @@ pub fn router(app: App, parts: &[Part]) -> Router {
             }
         }
     }
-    let limited = limited.route_layer(middleware::from_fn_with_state(app.clone(), rate_limit));
-    open.merge(limited)
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Json(serde_json::json!({"code": "NOT_FOUND", "message": "no such route"})),
-            )
-        })
-        .with_state(app)
+    // Status, result and stream are rate limited; submit and health are not.
+    if parts.iter().any(|p| matches!(p, Part::Status | Part::Stream)) {
+        open = open.merge(limited.route_layer(middleware::from_fn_with_state(app.clone(), rate_limit)));
+    }
+    open.fallback(|| async {
+        (StatusCode::NOT_FOUND, Json(serde_json::json!({"code": "NOT_FOUND", "message": "no such route"})))
+    })
+    .with_state(app)
 }
 
 /// Who is calling: the API key when one is sent, else the client address (API Gateway's source IP,
@@ -193,4 +192,59 @@ async fn result_handler(
 ) -> Result<Response, ApiError> {
     let page = results::page(&app, &id, q.domain.as_deref(), q.offset.as_deref(), q.limit.as_deref()).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from(page)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    use trace_adapters::runtime::Backends;
+    use trace_core::Config;
+
+    async fn app() -> App {
+        let config = Config::from_lookup(|name| {
+            (name == "TRACE_LOCAL_DIR")
+                .then(|| std::env::temp_dir().join("trace-http-test").display().to_string())
+        })
+        .unwrap();
+        let backends = Backends::from_config(&config).await.unwrap();
+        App::new(config, backends)
+    }
+
+    async fn get(router: &Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = axum::http::Request::get(path).body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn every_function_s_router_builds_and_answers_health() {
+        let app = app().await;
+        for parts in [
+            &[Part::Submit][..],
+            &[Part::Status],
+            &[Part::Stream],
+            &[Part::Submit, Part::Status, Part::Stream],
+        ] {
+            let router = router(app.clone(), parts);
+            assert_eq!(get(&router, "/health").await.0, StatusCode::OK, "{parts:?}");
+            let (status, body) = get(&router, "/nowhere").await;
+            assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_function_serves_only_its_routes() {
+        let app = app().await;
+        let submit_only = router(app.clone(), &[Part::Submit]);
+        assert_eq!(get(&submit_only, "/api/trace/jobs").await.0, StatusCode::NOT_FOUND);
+        let status_only = router(app, &[Part::Status]);
+        let (status, body) = get(&status_only, "/api/trace/jobs").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["jobs"], serde_json::json!([]));
+    }
 }

@@ -45,23 +45,26 @@ impl SqsQueue {
         &self.url
     }
 
-    /// Messages waiting (approximate, as SQS reports it).
-    pub async fn approximate_visible(&self) -> Result<u64, QueueError> {
+    /// Messages (visible, in flight), approximately, as SQS reports them.
+    pub async fn approximate_counts(&self) -> Result<(u64, u64), QueueError> {
         let out = self
             .client
             .get_queue_attributes()
             .queue_url(&self.url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
             .map_err(|e| {
                 backend("get_queue_attributes", aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
             })?;
-        Ok(out
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+        let count = |name: &QueueAttributeName| -> u64 {
+            out.attributes().and_then(|a| a.get(name)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        Ok((
+            count(&QueueAttributeName::ApproximateNumberOfMessages),
+            count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        ))
     }
 }
 

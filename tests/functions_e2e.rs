@@ -1,0 +1,560 @@
+//! Issue 3's acceptance, black-box over HTTP: the submit, status, stream and worker binaries run as
+//! local processes on SQS/S3 (LocalStack or moto), Redis and PostgreSQL; results are checked against
+//! the database itself.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use trace_core::dataset::container_id;
+use trace_core::message::ShardMessage;
+use trace_core::ports::{ChunkStore, JobQueue, StoreError};
+use trace_core::{Domain, JobId, Profile};
+use trace_integration::database::{count, digest_db, digest_json, msd_by_sql};
+use trace_integration::pg_pool;
+use trace_integration::system::{Options, System};
+
+fn ids(n: u64) -> Vec<String> {
+    (1..=n).map(container_id).collect()
+}
+
+fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// Checks the documented line order and returns the records per domain, in stream order.
+fn check_stream(
+    job_id: &str,
+    lines: &[Value],
+    domains: &[Domain],
+    msd: bool,
+) -> BTreeMap<Domain, Vec<Value>> {
+    let mut it = lines.iter();
+    let meta = it.next().expect("a meta line");
+    assert_eq!(meta["type"], "meta");
+    assert_eq!(meta["job_id"], job_id);
+    let names: Vec<&str> = domains.iter().map(|d| d.as_str()).collect();
+    assert_eq!(meta["domains"], json!(names));
+    let mut out = BTreeMap::new();
+    let mut total = 0u64;
+    for domain in domains {
+        let start = it.next().expect("domain_start");
+        assert_eq!(
+            (start["type"].as_str(), start["domain"].as_str()),
+            (Some("domain_start"), Some(domain.as_str()))
+        );
+        let expected_total = start["total"].as_u64().expect("total");
+        let mut records = Vec::new();
+        let mut batch = 0;
+        let end = loop {
+            let line = it.next().expect("records or domain_end");
+            if line["type"] != "records" {
+                break line;
+            }
+            assert_eq!(line["domain"], domain.as_str());
+            assert_eq!(line["batch"], batch, "batches count from 0 without gaps");
+            let data = line["data"].as_array().expect("data");
+            assert_eq!(line["count"].as_u64(), Some(data.len() as u64));
+            assert!(data.len() <= 5000, "a records line holds at most one chunk");
+            records.extend(data.iter().cloned());
+            batch += 1;
+        };
+        assert_eq!(
+            (end["type"].as_str(), end["domain"].as_str()),
+            (Some("domain_end"), Some(domain.as_str()))
+        );
+        assert_eq!(end["count"].as_u64(), Some(records.len() as u64));
+        assert_eq!(expected_total, records.len() as u64, "{domain}: domain_start total");
+        total += records.len() as u64;
+        out.insert(*domain, records);
+    }
+    if msd {
+        assert_eq!(it.next().expect("aggregation")["type"], "aggregation");
+    }
+    let complete = it.next().expect("complete");
+    assert_eq!(complete["type"], "complete");
+    assert_eq!(complete["total_records"].as_u64(), Some(total));
+    assert!(it.next().is_none(), "lines after complete");
+    out
+}
+
+async fn assert_matches_database(records: &BTreeMap<Domain, Vec<Value>>, ids: &[String]) {
+    let pool = pg_pool();
+    let domains: Vec<Domain> = records.keys().copied().collect();
+    let streamed = digest_json(records.iter().flat_map(|(d, rs)| rs.iter().map(move |r| (*d, r))));
+    let expected = digest_db(&pool, &domains, ids).await;
+    for d in &domains {
+        assert_eq!(
+            streamed.get(d).map(|x| x.count).unwrap_or(0),
+            count(&pool, *d, ids).await,
+            "{d}: records vs SQL count"
+        );
+        assert_eq!(
+            streamed.get(d).copied().unwrap_or_default(),
+            expected[d],
+            "{d}: checksum of streamed records vs database"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_25k_job_runs_async_and_streams_exactly_the_database_rows() {
+    let system = System::start(Options::default()).await;
+    let ids = ids(25_000);
+    let (code, accepted) = system.submit(&json!({ "container_ids": ids, "profile": "query_tool" })).await;
+    assert_eq!(code, 202, "{accepted}");
+    assert_eq!(accepted["async"], true);
+    assert_eq!(accepted["stage"], "events");
+    assert_eq!(accepted["queue"], "light");
+    let job = accepted["job_id"].as_str().expect("job_id").to_owned();
+    for (field, suffix) in [("status_url", ""), ("result_url", "/result"), ("stream_url", "/stream")] {
+        assert_eq!(accepted[field], format!("/api/trace/job/{job}{suffix}"));
+    }
+    let status = system.wait_terminal(&job, Duration::from_secs(600)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+    assert_eq!(status["progress"]["percent"], 100.0);
+    assert_eq!(status["progress"]["ids_done"], 25_000);
+    assert_eq!(status["cid_count"], 25_000);
+    assert!(status["completed_at"].is_string() && status["started_at"].is_string());
+    assert!(status["elapsed_seconds"].as_f64().expect("elapsed") > 0.0);
+
+    let (code, ctype, lines) = system.stream_lines(&job).await;
+    assert_eq!((code, ctype.as_str()), (200, "application/x-ndjson"));
+    let records = check_stream(&job, &lines, &Domain::ALL, false);
+    let total: usize = records.values().map(Vec::len).sum();
+    assert_eq!(status["progress"]["records_written"].as_u64(), Some(total as u64));
+    assert_matches_database(&records, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_answer_has_exactly_the_records_of_the_async_path() {
+    let mut system = System::start(Options::default()).await;
+    let ids = ids(500);
+    let request = json!({ "container_ids": ids });
+    let (code, inline) = system.submit(&request).await;
+    assert_eq!(code, 200, "500 ids run inline");
+    assert_eq!(inline["stage"], "events");
+    assert_eq!(inline["aggregation"], Value::Null);
+    // The same request through a submit whose threshold makes it a job.
+    let async_submit = system.spawn_http("submit", &[("TRACE_ASYNC_CID_THRESHOLD", "100")]).await;
+    let r = system
+        .http
+        .post(format!("{async_submit}/api/trace/events"))
+        .json(&request)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status().as_u16(), 202);
+    let job = r.json::<Value>().await.expect("json")["job_id"].as_str().expect("job").to_owned();
+    assert_eq!(system.wait_terminal(&job, Duration::from_secs(300)).await["status"], "finished");
+    let (_, _, lines) = system.stream_lines(&job).await;
+    let streamed = check_stream(&job, &lines, &Domain::ALL, false);
+    let pool = pg_pool();
+    for d in Domain::ALL {
+        let data = inline["results"][d.as_str()]["data"].as_array().expect("inline data");
+        assert_eq!(inline["results"][d.as_str()]["count"].as_u64(), Some(data.len() as u64));
+        assert_eq!(data.len() as u64, count(&pool, d, &ids).await, "{d}: inline vs SQL");
+        assert_eq!(data, &streamed[&d], "{d}: inline records differ from the async path's");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_inline_answer_becomes_a_job_instead() {
+    let system =
+        System::start(Options { env: env(&[("TRACE_INLINE_MAX_BYTES", "200000")]), ..Default::default() })
+            .await;
+    let (code, body) = system.submit(&json!({ "container_ids": ids(2_000), "domains": ["history"] })).await;
+    assert_eq!(code, 202, "an answer over the byte budget runs as a job: {body}");
+    let job = body["job_id"].as_str().expect("job");
+    assert_eq!(system.wait_terminal(job, Duration::from_secs(300)).await["status"], "finished");
+    let (code, small) = system.submit(&json!({ "container_ids": ids(20), "domains": ["holds"] })).await;
+    assert_eq!(code, 200, "{small}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cid_limit_refuses_non_msd_and_msd_bypasses_it_with_a_correct_aggregation() {
+    let system = System::start(Options::default()).await;
+    let ids = ids(60_000);
+    let (code, refused) = system.submit(&json!({ "container_ids": ids, "profile": "query_tool" })).await;
+    assert_eq!(code, 413);
+    assert_eq!(refused["code"], "CID_LIMIT_EXCEEDED");
+    assert_eq!((refused["cid_count"].as_u64(), refused["limit"].as_u64()), (Some(60_000), Some(50_000)));
+
+    let (code, accepted) = system
+        .submit(&json!({ "container_ids": ids, "profile": "mid_section_defect", "domains": ["rejects"] }))
+        .await;
+    assert_eq!(code, 202, "{accepted}");
+    assert_eq!(accepted["queue"], "heavy");
+    let job = accepted["job_id"].as_str().expect("job").to_owned();
+    assert_eq!(system.wait_terminal(&job, Duration::from_secs(600)).await["status"], "finished");
+    let (_, _, lines) = system.stream_lines(&job).await;
+    let records = check_stream(&job, &lines, &[Domain::Rejects], true);
+    assert_matches_database(&records, &ids).await;
+
+    let agg = &lines.iter().find(|l| l["type"] == "aggregation").expect("aggregation line")["data"];
+    let (groups, lots) = msd_by_sql(&pg_pool(), &ids).await;
+    assert_eq!(agg["group_count"].as_u64(), Some(groups.len() as u64));
+    assert_eq!(agg["total_reject_qty"].as_i64(), Some(groups.values().map(|g| g.0).sum::<i64>()));
+    assert_eq!(agg["reject_lot_count"].as_i64(), Some(lots));
+    let top = agg["groups"].as_array().expect("groups");
+    assert_eq!(top.len(), groups.len().min(100));
+    let mut expected: Vec<_> = groups.iter().collect();
+    expected.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(b.0)));
+    for (g, ((wc, rc), (reject_qty, lots, qty_in))) in top.iter().zip(expected) {
+        assert_eq!(
+            (g["workcenter"].as_str(), g["reason_code"].as_str()),
+            (Some(wc.as_str()), Some(rc.as_str()))
+        );
+        assert_eq!(
+            (g["reject_qty"].as_i64(), g["lots"].as_i64(), g["qty_in"].as_i64()),
+            (Some(*reject_qty), Some(*lots), Some(*qty_in)),
+            "{wc}/{rc}"
+        );
+        let rate = g["defect_rate"].as_f64().expect("rate");
+        assert!((rate - *reject_qty as f64 / *qty_in as f64).abs() < 1e-12);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_across_chunk_boundaries_concatenate_to_the_whole_domain() {
+    let system =
+        System::start(Options { env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "100")]), ..Default::default() })
+            .await;
+    let (code, accepted) =
+        system.submit(&json!({ "container_ids": ids(1_500), "domains": ["history", "holds"] })).await;
+    assert_eq!(code, 202);
+    let job = accepted["job_id"].as_str().expect("job").to_owned();
+    assert_eq!(system.wait_terminal(&job, Duration::from_secs(300)).await["status"], "finished");
+    let (_, _, lines) = system.stream_lines(&job).await;
+    let streamed = check_stream(&job, &lines, &[Domain::History, Domain::Holds], false);
+    let total = streamed[&Domain::History].len();
+    assert!(total > 3 * 5000, "the domain spans several chunks ({total})");
+    let mut paged = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (code, page) = system
+            .get_stream(&format!("/api/trace/job/{job}/result?domain=history&offset={offset}&limit=1234"))
+            .await;
+        assert_eq!(code, 200, "{page}");
+        let h = &page["results"]["history"];
+        assert_eq!(h["total"].as_u64(), Some(total as u64));
+        let data = h["data"].as_array().expect("data").clone();
+        assert_eq!(h["count"].as_u64(), Some(data.len() as u64));
+        if data.is_empty() {
+            break;
+        }
+        offset += data.len();
+        paged.extend(data);
+    }
+    assert_eq!(paged, streamed[&Domain::History], "pages concatenated differ from the stream");
+    // Without a domain: the job's first; bad parameters: 400 with a code.
+    let (code, first) = system.get_stream(&format!("/api/trace/job/{job}/result?limit=3")).await;
+    assert_eq!(code, 200);
+    assert_eq!(first["results"]["history"]["data"].as_array().map(Vec::len), Some(3));
+    for (query, code) in [
+        ("limit=0", "INVALID_PARAMETER"),
+        ("limit=5001", "INVALID_PARAMETER"),
+        ("offset=-1", "INVALID_PARAMETER"),
+        ("domain=nope", "UNKNOWN_DOMAIN"),
+        ("domain=jobs", "INVALID_PARAMETER"),
+    ] {
+        let (status, body) = system.get_stream(&format!("/api/trace/job/{job}/result?{query}")).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some(code)), "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn status_errors_and_unfinished_results_have_their_codes() {
+    let system = System::start(Options {
+        no_workers: true,
+        env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "1")]),
+        ..Default::default()
+    })
+    .await;
+    let (code, body) = system.get_status("/api/trace/job/not-a-uuid").await;
+    assert_eq!((code, body["code"].as_str()), (400, Some("INVALID_PARAMETER")));
+    let unknown = JobId::new();
+    let (code, body) = system.get_status(&format!("/api/trace/job/{unknown}")).await;
+    assert_eq!((code, body["code"].as_str()), (404, Some("JOB_NOT_FOUND")));
+    let (code, body) = system.get_stream(&format!("/api/trace/job/{unknown}/stream")).await;
+    assert_eq!((code, body["code"].as_str()), (404, Some("JOB_NOT_FOUND")));
+    let (code, body) = system.get_status("/api/trace/jobs?status=running").await;
+    assert_eq!((code, body["code"].as_str()), (400, Some("INVALID_PARAMETER")));
+
+    // A queued job: stream is 409 with its status; history lists it.
+    let (_, accepted) = system.submit(&json!({ "container_ids": ["CID-0000001", "CID-0000002"] })).await;
+    let job = accepted["job_id"].as_str().expect("job");
+    let (code, body) = system.get_stream(&format!("/api/trace/job/{job}/stream")).await;
+    assert_eq!(
+        (code, body["code"].as_str(), body["status"].as_str()),
+        (409, Some("JOB_NOT_COMPLETE"), Some("queued"))
+    );
+    let (code, list) = system.get_status("/api/trace/jobs?status=queued&limit=5").await;
+    assert_eq!(code, 200);
+    assert_eq!(list["jobs"][0]["job_id"], job);
+
+    // Malformed bodies.
+    for (body, code) in [
+        (json!({ "container_ids": [] }), "EMPTY_CONTAINER_IDS"),
+        (json!({ "container_ids": ["ok", "not ok"] }), "INVALID_CONTAINER_ID"),
+        (json!({ "container_ids": ["A"], "domains": ["x"] }), "UNKNOWN_DOMAIN"),
+        (json!({ "container_ids": ["A"], "profile": "x" }), "UNKNOWN_PROFILE"),
+        (json!({ "ids": ["A"] }), "INVALID_REQUEST"),
+    ] {
+        let (status, answer) = system.submit(&body).await;
+        assert_eq!((status, answer["code"].as_str()), (400, Some(code)), "{body}");
+    }
+    let r = system
+        .http
+        .post(format!("{}/api/trace/events", system.submit))
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["code"], "INVALID_JSON");
+    let huge = format!(r#"{{"container_ids":["{}"]}}"#, "A".repeat(9 * 1024 * 1024));
+    let r = system
+        .http
+        .post(format!("{}/api/trace/events", system.submit))
+        .body(huge)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(r.json::<Value>().await.expect("json")["code"], "PAYLOAD_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn the_61st_status_request_in_a_minute_is_refused() {
+    let system = System::start(Options {
+        no_workers: true,
+        env: env(&[("TRACE_RATE_LIMIT_REQUESTS", "60")]),
+        ..Default::default()
+    })
+    .await;
+    let path = format!("/api/trace/job/{}", JobId::new());
+    for i in 1..=60 {
+        let (code, _) = system.get_status(&path).await;
+        assert_eq!(code, 404, "request {i}");
+    }
+    let r = system.http.get(format!("{}{path}", system.status)).send().await.expect("get");
+    assert_eq!(r.status().as_u16(), 429);
+    let retry_after: u64 = r.headers()["retry-after"].to_str().expect("header").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after));
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["code"], "TOO_MANY_REQUESTS");
+    assert_eq!(body["retry_after_seconds"].as_u64(), Some(retry_after));
+    // Another caller (by API key) has its own count.
+    let r = system
+        .http
+        .get(format!("{}{path}", system.status))
+        .header("x-api-key", "other")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_a_run_leaves_a_cancelled_job_and_no_manifest() {
+    let system = System::start(Options::default()).await;
+    let (code, accepted) = system.submit(&json!({ "container_ids": ids(40_000) })).await;
+    assert_eq!(code, 202);
+    let job = accepted["job_id"].as_str().expect("job").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+        if s["status"] == "started" && s["progress"]["records_written"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert_ne!(s["status"], "finished", "the job finished before it could be cancelled");
+        assert!(Instant::now() < deadline, "job did not start: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r =
+        system.http.delete(format!("{}/api/trace/job/{job}", system.status)).send().await.expect("cancel");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json")["status"], "cancelled");
+    // The worker stops at its next batch and removes what it wrote; no manifest ever appears.
+    let job_id: JobId = job.parse().expect("id");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = system.store.list(&format!("jobs/{job}/result/")).await.expect("list");
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} result chunks still there", left.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let manifest = system.store.get(&trace_core::layout::manifest_key(&job_id)).await;
+    assert!(matches!(manifest, Err(StoreError::NotFound(_))), "a cancelled job has a manifest");
+    let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+    assert_eq!(s["status"], "cancelled");
+    let (code, body) = system.get_stream(&format!("/api/trace/job/{job}/stream")).await;
+    assert_eq!((code, body["status"].as_str()), (409, Some("cancelled")));
+    let r =
+        system.http.delete(format!("{}/api/trace/job/{job}", system.status)).send().await.expect("cancel");
+    assert_eq!(r.status().as_u16(), 409);
+    assert_eq!(r.json::<Value>().await.expect("json")["code"], "JOB_NOT_CANCELLABLE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_delivered_twice_gives_one_result_counted_once() {
+    let system = System::start(Options {
+        env: env(&[
+            ("TRACE_ASYNC_CID_THRESHOLD", "100"),
+            ("TRACE_WORKER_VISIBILITY_SECONDS", "6"),
+            ("TRACE_WORKER_HEARTBEAT_SECONDS", "2"),
+        ]),
+        workers_per_queue: 2,
+        ..Default::default()
+    })
+    .await;
+    let ids = ids(5_000);
+    let (code, accepted) =
+        system.submit(&json!({ "container_ids": ids, "domains": ["materials", "holds"] })).await;
+    assert_eq!(code, 202);
+    let job = accepted["job_id"].as_str().expect("job").to_owned();
+    let job_id: JobId = job.parse().expect("id");
+    // The duplicate: the same shard message again, as SQS's at-least-once delivery may do.
+    let duplicate =
+        ShardMessage::whole(job_id, Profile::QueryTool, vec![Domain::Materials, Domain::Holds], 5_000);
+    system
+        .light
+        .0
+        .send(&duplicate.to_body(), &[("job_id", &job), ("shard", "0")])
+        .await
+        .expect("send duplicate");
+    let status = system.wait_terminal(&job, Duration::from_secs(300)).await;
+    assert_eq!(status["status"], "finished");
+    // Both deliveries get consumed, and neither runs the job a second time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while system.light.0.approximate_counts().await.expect("counts") != (0, 0) {
+        assert!(Instant::now() < deadline, "the duplicate was never consumed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, status) = system.get_status(&format!("/api/trace/job/{job}")).await;
+    assert_eq!(
+        (status["status"].as_str(), status["attempt"].as_u64()),
+        (Some("finished"), Some(1)),
+        "{status}"
+    );
+    let (_, _, lines) = system.stream_lines(&job).await;
+    let records = check_stream(&job, &lines, &[Domain::Materials, Domain::Holds], false);
+    assert_matches_database(&records, &ids).await;
+    let chunks = system.store.list(&format!("jobs/{job}/result/")).await.expect("list");
+    let manifest: Value = serde_json::from_slice(
+        &system.store.get(&format!("jobs/{job}/manifest.json")).await.expect("manifest"),
+    )
+    .expect("json");
+    let listed: usize = manifest["domains"]
+        .as_array()
+        .expect("domains")
+        .iter()
+        .map(|d| d["chunks"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(chunks.len(), listed, "stored chunks vs manifest");
+    assert_eq!(status["progress"]["records_written"], manifest["total_records"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_ends_in_the_dead_letter_queue_and_its_job_fails() {
+    let mut system = System::start(Options {
+        env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "1"), ("TRACE_MAX_RECEIVE_COUNT", "2")]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    // A worker whose database is unreachable: every delivery fails.
+    system.spawn_worker("light", &[("DATABASE_URL", "postgres://postgres@127.0.0.1:9/trace")]);
+    let (code, accepted) = system.submit(&json!({ "container_ids": ["CID-0000001", "CID-0000002"] })).await;
+    assert_eq!(code, 202);
+    let job = accepted["job_id"].as_str().expect("job").to_owned();
+    let status = system.wait_terminal(&job, Duration::from_secs(120)).await;
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["error"]["code"], "SOURCE_ERROR");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let got =
+            system.light.1.receive(1, Duration::from_secs(2), Duration::from_secs(30)).await.expect("dlq");
+        if let Some(d) = got.into_iter().next() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the message never reached the dead-letter queue");
+    };
+    assert_eq!(dead.attributes.get("job_id"), Some(&job));
+    assert_eq!(ShardMessage::parse(&dead.body).expect("shard message").job_id.to_string(), job);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_job_releases_it_and_another_finishes_it() {
+    let mut system = System::start(Options {
+        env: env(&[("TRACE_WORKER_VISIBILITY_SECONDS", "8"), ("TRACE_WORKER_HEARTBEAT_SECONDS", "2")]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    let first = system.spawn_worker("light", &[]);
+    let ids = ids(30_000);
+    let (code, accepted) =
+        system.submit(&json!({ "container_ids": ids, "domains": ["history", "jobs"] })).await;
+    assert_eq!(code, 202);
+    let job = accepted["job_id"].as_str().expect("job").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+        if s["status"] == "started" && s["progress"]["records_written"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline && s["status"] != "finished", "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGTERM: the worker releases the job (back to queued, message visible) and exits cleanly.
+    let exit = system.terminate(first, Duration::from_secs(30)).expect("worker exits after SIGTERM");
+    assert!(exit.success(), "worker exit status {exit:?}");
+    let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+    assert_eq!((s["status"].as_str(), s["attempt"].as_u64()), (Some("queued"), Some(1)), "{s}");
+    // A new worker picks it up from the start and finishes it.
+    system.spawn_worker("light", &[]);
+    let status = system.wait_terminal(&job, Duration::from_secs(600)).await;
+    assert_eq!((status["status"].as_str(), status["attempt"].as_u64()), (Some("finished"), Some(2)));
+    let (_, _, lines) = system.stream_lines(&job).await;
+    let records = check_stream(&job, &lines, &[Domain::History, Domain::Jobs], false);
+    assert_matches_database(&records, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_worker_s_job_is_taken_over_after_its_heartbeat_stops() {
+    let mut system = System::start(Options {
+        env: env(&[("TRACE_WORKER_VISIBILITY_SECONDS", "6"), ("TRACE_WORKER_HEARTBEAT_SECONDS", "2")]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    let first = system.spawn_worker("light", &[]);
+    let ids = ids(30_000);
+    let (_, accepted) = system.submit(&json!({ "container_ids": ids, "domains": ["history"] })).await;
+    let job = accepted["job_id"].as_str().expect("job").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+        if s["status"] == "started" && s["progress"]["records_written"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline && s["status"] != "finished", "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::process::Command::new("kill").arg("-KILL").arg(first.to_string()).status();
+    system.spawn_worker("light", &[]);
+    let status = system.wait_terminal(&job, Duration::from_secs(600)).await;
+    assert_eq!(
+        (status["status"].as_str(), status["attempt"].as_u64()),
+        (Some("finished"), Some(2)),
+        "{status}"
+    );
+    let (_, _, lines) = system.stream_lines(&job).await;
+    let records = check_stream(&job, &lines, &[Domain::History], false);
+    assert_matches_database(&records, &ids).await;
+}

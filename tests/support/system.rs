@@ -1,0 +1,274 @@
+//! The system under test: the function binaries started as local processes against the service
+//! stack, each test with its own queues (and DLQs), bucket and Redis key prefix, so tests never share
+//! state. Processes are killed when the [`System`] is dropped; their logs go to files named on start.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use trace_adapters::aws;
+use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
+use trace_adapters::store::s3::S3Store;
+
+use crate::{required, unique};
+
+/// Where the workspace's binaries are (next to the test executable's `deps` folder).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` (infra/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// How to start a system.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Extra environment for every process.
+    pub env: Vec<(&'static str, String)>,
+    /// Worker processes per queue (default 1).
+    pub workers_per_queue: usize,
+    /// Don't start workers (the test starts its own).
+    pub no_workers: bool,
+}
+
+/// A running system.
+pub struct System {
+    /// Base URL of submit.
+    pub submit: String,
+    /// Base URL of status.
+    pub status: String,
+    /// Base URL of stream.
+    pub stream: String,
+    /// The environment every process got.
+    pub env: Vec<(String, String)>,
+    /// The heavy queue and its DLQ.
+    pub heavy: (SqsQueue, SqsQueue),
+    /// The light queue and its DLQ.
+    pub light: (SqsQueue, SqsQueue),
+    /// The bucket.
+    pub store: S3Store,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    children: Vec<(String, Child)>,
+    logs: PathBuf,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl System {
+    /// Creates fresh resources and starts submit, status, stream and one worker per queue.
+    pub async fn start(options: Options) -> System {
+        let sdk = crate::sdk().await;
+        let sqs = aws::sqs_client(&sdk);
+        let name = unique("sys");
+        let max_receive: u32 = options
+            .env
+            .iter()
+            .find(|(k, _)| *k == "TRACE_MAX_RECEIVE_COUNT")
+            .map(|(_, v)| v.parse().expect("TRACE_MAX_RECEIVE_COUNT"))
+            .unwrap_or(3);
+        let visibility = Duration::from_secs(60);
+        let (heavy, heavy_dlq) =
+            create_queue_with_dlq(&sqs, &format!("{name}-heavy"), max_receive, visibility)
+                .await
+                .expect("queue");
+        let (light, light_dlq) =
+            create_queue_with_dlq(&sqs, &format!("{name}-light"), max_receive, visibility)
+                .await
+                .expect("queue");
+        let store = S3Store::new(aws::s3_client(&sdk), name.clone());
+        store.ensure_bucket().await.expect("bucket");
+        let mut env: Vec<(String, String)> = vec![
+            ("AWS_ENDPOINT_URL".into(), required("AWS_ENDPOINT_URL")),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ("REDIS_URL".into(), required("REDIS_URL")),
+            ("REDIS_KEY_PREFIX".into(), name.clone()),
+            ("DATABASE_URL".into(), required("DATABASE_URL")),
+            ("TRACE_HEAVY_QUEUE_URL".into(), heavy.clone()),
+            ("TRACE_LIGHT_QUEUE_URL".into(), light.clone()),
+            ("TRACE_BUCKET".into(), name.clone()),
+            ("TRACE_RATE_LIMIT_REQUESTS".into(), "100000".into()),
+            ("TRACE_WORKER_VISIBILITY_SECONDS".into(), "30".into()),
+            ("TRACE_WORKER_HEARTBEAT_SECONDS".into(), "5".into()),
+            ("RUST_LOG".into(), "info".into()),
+            ("LOG_FORMAT".into(), "text".into()),
+        ];
+        for (k, v) in &options.env {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.clone()));
+        }
+        let logs = std::env::temp_dir().join("trace-e2e").join(&name);
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
+        let mut system = System {
+            submit: String::new(),
+            status: String::new(),
+            stream: String::new(),
+            env,
+            heavy: (SqsQueue::new(sqs.clone(), heavy), SqsQueue::new(sqs.clone(), heavy_dlq)),
+            light: (SqsQueue::new(sqs.clone(), light), SqsQueue::new(sqs, light_dlq)),
+            store,
+            http,
+            children: Vec::new(),
+            logs,
+        };
+        system.submit = system.spawn_http("submit", &[]).await;
+        system.status = system.spawn_http("status", &[]).await;
+        system.stream = system.spawn_http("stream", &[]).await;
+        if !options.no_workers {
+            for _ in 0..options.workers_per_queue.max(1) {
+                system.spawn_worker("heavy", &[]);
+                system.spawn_worker("light", &[]);
+            }
+        }
+        eprintln!("system {name}: logs in {}", system.logs.display());
+        system
+    }
+
+    /// Starts a binary with the system's environment plus `extra`.
+    pub fn spawn(&mut self, binary_name: &str, label: &str, extra: &[(&str, &str)]) -> u32 {
+        let log = std::fs::File::create(self.logs.join(format!("{label}-{}.log", self.children.len())))
+            .expect("log file");
+        let mut cmd = Command::new(binary(binary_name));
+        cmd.env_remove("AWS_LAMBDA_RUNTIME_API").envs(self.env.iter().map(|(k, v)| (k, v)));
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn");
+        let pid = child.id();
+        self.children.push((label.to_owned(), child));
+        pid
+    }
+
+    /// Starts an HTTP function on a free port and waits for `/health`; returns its base URL.
+    pub async fn spawn_http(&mut self, binary_name: &str, extra: &[(&str, &str)]) -> String {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut env: Vec<(&str, &str)> = vec![("TRACE_HTTP_ADDR", &addr)];
+        env.extend_from_slice(extra);
+        self.spawn(binary_name, binary_name, &env);
+        let base = format!("http://{addr}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{base}/health")).send().await {
+                if r.status().is_success() {
+                    return base;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{binary_name} did not answer /health; see {}",
+                self.logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts a worker process on `queue` (`heavy` or `light`); returns its pid.
+    pub fn spawn_worker(&mut self, queue: &str, extra: &[(&str, &str)]) -> u32 {
+        let mut env = vec![("TRACE_WORKER_QUEUE", queue)];
+        env.extend_from_slice(extra);
+        self.spawn("worker", &format!("worker-{queue}"), &env)
+    }
+
+    /// Sends SIGTERM to a child and waits for it (up to `within`); its exit status.
+    pub fn terminate(&mut self, pid: u32, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let (_, child) = self.children.iter_mut().find(|(_, c)| c.id() == pid)?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// POSTs a trace request; (HTTP status, JSON body).
+    pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/trace/events", self.submit))
+            .json(body)
+            .send()
+            .await
+            .expect("submit");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("submit answers JSON"))
+    }
+
+    /// GETs a status-function path; (HTTP status, JSON body).
+    pub async fn get_status(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.status)).send().await.expect("status");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("status answers JSON"))
+    }
+
+    /// Polls a job until it reaches a terminal status; the last status body.
+    pub async fn wait_terminal(&self, job_id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (code, body) = self.get_status(&format!("/api/trace/job/{job_id}")).await;
+            assert_eq!(code, 200, "status of {job_id}: {body}");
+            let status = body["status"].as_str().unwrap_or_default().to_owned();
+            if matches!(status.as_str(), "finished" | "failed" | "cancelled") {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} still {status} after {timeout:?}: {body}; logs in {}",
+                self.logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Reads a job's whole NDJSON stream: (HTTP status, content type, lines).
+    pub async fn stream_lines(&self, job_id: &str) -> (u16, String, Vec<Value>) {
+        let r = self
+            .http
+            .get(format!("{}/api/trace/job/{job_id}/stream", self.stream))
+            .send()
+            .await
+            .expect("stream");
+        let status = r.status().as_u16();
+        let ctype =
+            r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let text = r.text().await.expect("stream body");
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:.200}: {e}")))
+            .collect();
+        (status, ctype, lines)
+    }
+
+    /// GETs a stream-function path; (HTTP status, JSON body).
+    pub async fn get_stream(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.stream)).send().await.expect("stream fn");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON"))
+    }
+}
