@@ -6,6 +6,8 @@
 //! fail with a message saying so: they never skip silently.
 
 pub mod contract;
+pub mod database;
+pub mod system;
 
 use std::sync::Arc;
 
@@ -21,7 +23,8 @@ pub fn seeded_ids() -> u64 {
     std::env::var("TRACE_TEST_IDS").ok().and_then(|v| v.parse().ok()).unwrap_or(114_000)
 }
 
-fn required(var: &str) -> String {
+/// The value of a variable the stack exports; panics with instructions when missing.
+pub fn required(var: &str) -> String {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => v,
         _ => panic!(
