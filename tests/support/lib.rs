@@ -7,6 +7,7 @@
 
 pub mod contract;
 pub mod database;
+pub mod lambda;
 pub mod system;
 
 use std::sync::Arc;
