@@ -78,6 +78,20 @@ fn check_stream(
     out
 }
 
+/// Waits until a job is started and has written records (and has not finished yet).
+async fn wait_running(system: &System, job: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+        if s["status"] == "started" && s["progress"]["records_written"].as_u64().unwrap_or(0) > 0 {
+            return;
+        }
+        assert_ne!(s["status"], "finished", "the job finished before the test could act on it");
+        assert!(Instant::now() < deadline, "job did not start: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn assert_matches_database(records: &BTreeMap<Domain, Vec<Value>>, ids: &[String]) {
     let pool = pg_pool();
     let domains: Vec<Domain> = records.keys().copied().collect();
@@ -362,16 +376,7 @@ async fn cancel_during_a_run_leaves_a_cancelled_job_and_no_manifest() {
     let (code, accepted) = system.submit(&json!({ "container_ids": ids(40_000) })).await;
     assert_eq!(code, 202);
     let job = accepted["job_id"].as_str().expect("job").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
-        if s["status"] == "started" && s["progress"]["records_written"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert_ne!(s["status"], "finished", "the job finished before it could be cancelled");
-        assert!(Instant::now() < deadline, "job did not start: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_running(&system, &job).await;
     let r =
         system.http.delete(format!("{}/api/trace/job/{job}", system.status)).send().await.expect("cancel");
     assert_eq!(r.status().as_u16(), 200);
@@ -502,15 +507,7 @@ async fn a_worker_stopped_mid_job_releases_it_and_another_finishes_it() {
         system.submit(&json!({ "container_ids": ids, "domains": ["history", "jobs"] })).await;
     assert_eq!(code, 202);
     let job = accepted["job_id"].as_str().expect("job").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
-        if s["status"] == "started" && s["progress"]["records_written"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline && s["status"] != "finished", "{s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_running(&system, &job).await;
     // SIGTERM: the worker releases the job (back to queued, message visible) and exits cleanly.
     let exit = system.terminate(first, Duration::from_secs(30)).expect("worker exits after SIGTERM");
     assert!(exit.success(), "worker exit status {exit:?}");
@@ -537,15 +534,7 @@ async fn a_crashed_worker_s_job_is_taken_over_after_its_heartbeat_stops() {
     let ids = ids(30_000);
     let (_, accepted) = system.submit(&json!({ "container_ids": ids, "domains": ["history"] })).await;
     let job = accepted["job_id"].as_str().expect("job").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
-        if s["status"] == "started" && s["progress"]["records_written"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline && s["status"] != "finished", "{s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_running(&system, &job).await;
     let _ = std::process::Command::new("kill").arg("-KILL").arg(first.to_string()).status();
     system.spawn_worker("light", &[]);
     let status = system.wait_terminal(&job, Duration::from_secs(600)).await;
@@ -557,4 +546,28 @@ async fn a_crashed_worker_s_job_is_taken_over_after_its_heartbeat_stops() {
     let (_, _, lines) = system.stream_lines(&job).await;
     let records = check_stream(&job, &lines, &[Domain::History], false);
     assert_matches_database(&records, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_timeout_fails_with_job_timeout_and_no_result() {
+    let system =
+        System::start(Options { env: env(&[("TRACE_JOB_TIMEOUT_SECONDS", "2")]), ..Default::default() })
+            .await;
+    let (code, accepted) = system.submit(&json!({ "container_ids": ids(45_000) })).await;
+    assert_eq!(code, 202);
+    let job = accepted["job_id"].as_str().expect("job").to_owned();
+    let status = system.wait_terminal(&job, Duration::from_secs(120)).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!(status["error"]["code"], "JOB_TIMEOUT");
+    let elapsed = status["elapsed_seconds"].as_f64().expect("elapsed");
+    assert!(elapsed >= 2.0, "failed after {elapsed} s, before its timeout");
+    let job_id: JobId = job.parse().expect("id");
+    assert!(matches!(
+        system.store.get(&trace_core::layout::manifest_key(&job_id)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        system.store.list(&format!("jobs/{job}/result/")).await.expect("list").is_empty(),
+        "partial result left"
+    );
 }

@@ -131,3 +131,100 @@ mod tests {
         assert!("3f2b8c1e-0d4a-4c55-9a8e-2b7f6c1d9e00".parse::<JobId>().is_ok());
     }
 }
+
+/// A compact list of container ids: one text buffer and the end offset of each id, instead of one
+/// allocation per id. A 114,000-id job holds ~1.7 MB of ids this way instead of ~6.5 MB.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdList {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl IdList {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends an id.
+    pub fn push(&mut self, id: &ContainerId) {
+        self.text.push_str(id.as_str());
+        self.ends.push(self.text.len() as u32);
+    }
+
+    /// Number of ids.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Id `i` as text.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.text[start..end])
+    }
+
+    /// Ids `range` as owned ids (one id batch at a time).
+    pub fn batch(&self, range: std::ops::Range<usize>) -> Vec<ContainerId> {
+        range.filter_map(|i| self.get(i)).map(|s| ContainerId(s.to_owned())).collect()
+    }
+
+    /// Keeps only ids `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> IdList {
+        let mut out = IdList::new();
+        for i in range {
+            if let Some(s) = self.get(i) {
+                out.text.push_str(s);
+                out.ends.push(out.text.len() as u32);
+            }
+        }
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for IdList {
+    /// Reads a JSON array of ids straight into the buffer, checking each.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = IdList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of container ids")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<IdList, A::Error> {
+                let mut list = IdList::new();
+                if let Some(n) = seq.size_hint() {
+                    list.ends.reserve(n);
+                }
+                while let Some(id) = seq.next_element::<ContainerId>()? {
+                    list.push(&id);
+                }
+                list.text.shrink_to_fit();
+                list.ends.shrink_to_fit();
+                Ok(list)
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod id_list_tests {
+    use super::*;
+
+    #[test]
+    fn compact_list_round_trips_and_slices() {
+        let list: IdList = serde_json::from_str(r#"["A","BB","CCC"]"#).unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!((list.get(0), list.get(2), list.get(3)), (Some("A"), Some("CCC"), None));
+        let batch: Vec<_> = list.batch(1..3).iter().map(|i| i.as_str().to_owned()).collect();
+        assert_eq!(batch, ["BB", "CCC"]);
+        assert_eq!(list.slice(1..2).get(0), Some("BB"));
+        assert!(serde_json::from_str::<IdList>(r#"["ok","not ok"]"#).is_err());
+    }
+}

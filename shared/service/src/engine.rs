@@ -3,8 +3,11 @@
 //! hands each fetch to a [`RecordSink`]. The MSD aggregation is computed on the way, so no domain's
 //! rows are ever held beyond one fetch.
 
+use std::ops::Range;
+
 use async_trait::async_trait;
 use trace_core::aggregation::{MsdAggregation, MsdAggregator};
+use trace_core::ids::IdList;
 use trace_core::ports::{EventSource, JobStoreError, QueueError, SourceError, StoreError};
 use trace_core::record::RowBatch;
 use trace_core::{ContainerId, Domain, Profile};
@@ -53,12 +56,38 @@ pub trait RecordSink: Send {
     async fn ids_done(&mut self, ids_done: u64, next: Option<Domain>) -> Result<(), RunError>;
 }
 
+/// Ids the engine reads in batches: a request's `Vec` or a job's compact [`IdList`].
+pub trait Ids: Sync {
+    /// Number of ids.
+    fn count(&self) -> usize;
+    /// Ids `range` as owned ids.
+    fn batch(&self, range: Range<usize>) -> Vec<ContainerId>;
+}
+
+impl Ids for Vec<ContainerId> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn batch(&self, range: Range<usize>) -> Vec<ContainerId> {
+        self[range].to_vec()
+    }
+}
+
+impl Ids for IdList {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn batch(&self, range: Range<usize>) -> Vec<ContainerId> {
+        IdList::batch(self, range)
+    }
+}
+
 /// Reads `domains` for `ids` into `sink`; returns the MSD aggregation for the MSD profile.
 ///
 /// For MSD, `rejects` and `history` are read even when not requested (for the aggregation only).
 pub async fn run(
     source: &dyn EventSource,
-    ids: &[ContainerId],
+    ids: &dyn Ids,
     profile: Profile,
     domains: &[Domain],
     id_batch_size: usize,
@@ -73,8 +102,12 @@ pub async fn run(
             }
         }
     }
+    let total = ids.count();
+    let step = id_batch_size.max(1);
     let mut done = 0u64;
-    for id_batch in ids.chunks(id_batch_size.max(1)) {
+    for start in (0..total).step_by(step) {
+        let id_batch = ids.batch(start..(start + step).min(total));
+        let id_batch = id_batch.as_slice();
         for &domain in &order {
             let wanted = domains.contains(&domain);
             let needed = aggregator.is_some() && MsdAggregator::needs(domain);
@@ -92,7 +125,7 @@ pub async fn run(
             agg.end_batch();
         }
         done += id_batch.len() as u64;
-        let next = (done < ids.len() as u64).then(|| order[0]);
+        let next = (done < total as u64).then(|| order[0]);
         sink.ids_done(done, next).await?;
     }
     Ok(aggregator.map(MsdAggregator::finish))

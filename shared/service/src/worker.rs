@@ -16,8 +16,9 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use trace_core::ids::IdList;
 use trace_core::job::{Guard, JobError, JobMeta, JobStatus, Progress};
-use trace_core::layout::{self, ChunkBuilder, ChunkEntry, DomainManifest, JobInput, Manifest, SealedChunk};
+use trace_core::layout::{self, ChunkBuilder, ChunkEntry, DomainManifest, Manifest, SealedChunk};
 use trace_core::message::ShardMessage;
 use trace_core::ports::{CasOutcome, Delivery, JobQueue, StoreError};
 use trace_core::record::RowBatch;
@@ -69,13 +70,18 @@ impl Lease {
     }
 }
 
+/// Time kept back from a Lambda invocation's deadline to record the outcome.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
+
 /// Handles one delivery of `queue`. `shutdown` turning true makes a running job release its message
-/// (back to queued, visible at once) at the next batch.
+/// (back to queued, visible at once) at the next batch. `time_left` is the invocation's remaining time
+/// in Lambda: the run stops (failed, `JOB_TIMEOUT`) before Lambda would kill it unrecorded.
 pub async fn handle(
     app: &App,
     queue: &Arc<dyn JobQueue>,
     delivery: &Delivery,
     shutdown: watch::Receiver<bool>,
+    time_left: Option<Duration>,
 ) -> Disposition {
     let message = match ShardMessage::parse(&delivery.body) {
         Ok(m) => m,
@@ -86,7 +92,7 @@ pub async fn handle(
         }
     };
     let span = tracing::info_span!("job", job_id = %message.job_id, shard = message.shard, attempt = tracing::field::Empty);
-    handle_shard(app, queue, delivery, message, shutdown).instrument(span).await
+    handle_shard(app, queue, delivery, message, shutdown, time_left).instrument(span).await
 }
 
 async fn handle_shard(
@@ -95,6 +101,7 @@ async fn handle_shard(
     delivery: &Delivery,
     message: ShardMessage,
     shutdown: watch::Receiver<bool>,
+    time_left: Option<Duration>,
 ) -> Disposition {
     let retry = Disposition::Retry { after: app.config.worker_visibility };
     let meta = match claim(app, &message).await {
@@ -124,7 +131,8 @@ async fn handle_shard(
     });
     let heartbeat =
         tokio::spawn(heartbeat(app.clone(), queue.clone(), delivery.receipt.clone(), lease.clone()));
-    let outcome = run(app, &message, &meta, &lease, lost_rx, shutdown).await;
+    let limit = time_left.map(|t| t.saturating_sub(DEADLINE_MARGIN));
+    let outcome = run(app, &message, &meta, &lease, lost_rx, shutdown, limit).await;
     heartbeat.abort();
     let elapsed = started.elapsed().as_secs_f64();
     settle(app, delivery, &meta, &lease, outcome, elapsed).await
@@ -296,16 +304,48 @@ async fn run(
     lease: &Lease,
     lost: watch::Receiver<Option<JobStatus>>,
     shutdown: watch::Receiver<bool>,
+    limit: Option<Duration>,
 ) -> Result<u64, RunError> {
+    // The clock runs from this attempt's start (the claim just now).
     let timeout = app.config.job_timeout;
-    // The clock runs from the first start of the job, across retries and takeovers.
-    let first_start = meta.started_at.unwrap_or(meta.created_at);
-    let spent = (Utc::now() - first_start).to_std().unwrap_or_default();
-    let remaining = timeout.saturating_sub(spent.min(timeout));
-    let work = run_inner(app, message, meta, lease, lost, shutdown, Instant::now() + remaining);
+    let mut remaining = timeout;
+    if let Some(limit) = limit.filter(|l| *l < remaining) {
+        tracing::info!(
+            limit_s = limit.as_secs(),
+            "the invocation ends before the job timeout: run bounded by it"
+        );
+        remaining = limit;
+    }
+    let stops = Stops { lost, shutdown, deadline: Instant::now() + remaining, timeout: timeout.as_secs() };
+    let work = run_inner(app, message, meta, lease, stops);
     match tokio::time::timeout(remaining + Duration::from_secs(5), work).await {
         Ok(result) => result,
         Err(_) => Err(RunError::Timeout(timeout.as_secs())),
+    }
+}
+
+/// What makes a run stop early: a cancel or takeover seen by the heartbeat, a shutdown, the deadline.
+struct Stops {
+    lost: watch::Receiver<Option<JobStatus>>,
+    shutdown: watch::Receiver<bool>,
+    deadline: Instant,
+    timeout: u64,
+}
+
+impl Stops {
+    fn check(&self) -> Result<(), RunError> {
+        match *self.lost.borrow() {
+            Some(JobStatus::Cancelled) => return Err(RunError::Cancelled),
+            Some(_) => return Err(RunError::Superseded),
+            None => {}
+        }
+        if *self.shutdown.borrow() {
+            return Err(RunError::Shutdown);
+        }
+        if Instant::now() >= self.deadline {
+            return Err(RunError::Timeout(self.timeout));
+        }
+        Ok(())
     }
 }
 
@@ -314,9 +354,7 @@ async fn run_inner(
     message: &ShardMessage,
     meta: &JobMeta,
     lease: &Lease,
-    lost: watch::Receiver<Option<JobStatus>>,
-    shutdown: watch::Receiver<bool>,
-    deadline: Instant,
+    stops: Stops,
 ) -> Result<u64, RunError> {
     let store = &app.backends.store;
     if meta.attempt > 1 {
@@ -328,15 +366,23 @@ async fn run_inner(
         Err(StoreError::NotFound(k)) => return Err(RunError::BadInput(format!("{k} is missing"))),
         Err(e) => return Err(e.into()),
     };
-    let input: JobInput =
-        serde_json::from_slice(&input).map_err(|e| RunError::BadInput(format!("input.json: {e}")))?;
+    // Only the ids, compactly (one buffer, not one allocation per id); the raw JSON is dropped at once.
+    #[derive(serde::Deserialize)]
+    struct InputIds {
+        container_ids: IdList,
+    }
+    let all = serde_json::from_slice::<InputIds>(&input)
+        .map_err(|e| RunError::BadInput(format!("input.json: {e}")))?
+        .container_ids;
+    drop(input);
     let (from, to) = (message.ids_from as usize, message.ids_to as usize);
-    let ids = input.container_ids.get(from..to).ok_or_else(|| {
-        RunError::BadInput(format!(
+    if from > to || to > all.len() {
+        return Err(RunError::BadInput(format!(
             "shard ids {from}..{to} outside the {} input ids",
-            input.container_ids.len()
-        ))
-    })?;
+            all.len()
+        )));
+    }
+    let ids = if (from, to) == (0, all.len()) { all } else { all.slice(from..to) };
     let mut sink = ChunkSink {
         app,
         lease,
@@ -348,14 +394,11 @@ async fn run_inner(
         entries: BTreeMap::new(),
         uploads: JoinSet::new(),
         progress: lease.progress(),
-        lost,
-        shutdown,
-        deadline,
-        timeout: app.config.job_timeout.as_secs(),
+        stops,
     };
     let aggregation = engine::run(
         app.backends.source.as_ref(),
-        ids,
+        &ids,
         message.profile,
         &message.domains,
         app.config.id_batch_size,
@@ -388,28 +431,10 @@ struct ChunkSink<'a> {
     entries: BTreeMap<Domain, Vec<ChunkEntry>>,
     uploads: JoinSet<Result<(Domain, ChunkEntry), StoreError>>,
     progress: Progress,
-    lost: watch::Receiver<Option<JobStatus>>,
-    shutdown: watch::Receiver<bool>,
-    deadline: Instant,
-    timeout: u64,
+    stops: Stops,
 }
 
 impl ChunkSink<'_> {
-    fn check(&self) -> Result<(), RunError> {
-        match *self.lost.borrow() {
-            Some(JobStatus::Cancelled) => return Err(RunError::Cancelled),
-            Some(_) => return Err(RunError::Superseded),
-            None => {}
-        }
-        if *self.shutdown.borrow() {
-            return Err(RunError::Shutdown);
-        }
-        if Instant::now() >= self.deadline {
-            return Err(RunError::Timeout(self.timeout));
-        }
-        Ok(())
-    }
-
     async fn collect_one(&mut self) -> Result<(), RunError> {
         if let Some(joined) = self.uploads.join_next().await {
             let (domain, entry) = joined.map_err(|e| RunError::BadInput(format!("upload task: {e}")))??;
@@ -455,7 +480,7 @@ impl ChunkSink<'_> {
 #[async_trait]
 impl RecordSink for ChunkSink<'_> {
     async fn rows(&mut self, batch: &RowBatch) -> Result<(), RunError> {
-        self.check()?;
+        self.stops.check()?;
         let domain = batch.domain();
         self.progress.domain = Some(domain);
         let mut sealed = Vec::new();
@@ -474,7 +499,7 @@ impl RecordSink for ChunkSink<'_> {
     }
 
     async fn ids_done(&mut self, ids_done: u64, _next: Option<Domain>) -> Result<(), RunError> {
-        self.check()?;
+        self.stops.check()?;
         self.progress.set_ids_done(ids_done);
         self.lease.publish(self.app, self.progress.clone()).await
     }
@@ -502,7 +527,7 @@ pub async fn run_loop(app: App, kind: QueueKind, mut shutdown: watch::Receiver<b
             }
         };
         for delivery in deliveries {
-            let disposition = handle(&app, &queue, &delivery, shutdown.clone()).await;
+            let disposition = handle(&app, &queue, &delivery, shutdown.clone(), None).await;
             apply(queue.as_ref(), &delivery, disposition).await;
         }
     }

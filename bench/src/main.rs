@@ -1,0 +1,532 @@
+//! `trace-bench`: measures the system on the local service stack and prints one table (and writes the
+//! same figures as JSON).
+//!
+//! ```text
+//! infra/bench.sh [--ids 114000] [--small 10000] [--out bench-results.json]
+//! ```
+//! (`infra/bench.sh` brings the stack up, builds in release mode and runs this binary.)
+//!
+//! - **dataset**: loads the reference dataset for `--ids` containers and reports its rows;
+//! - **floor**: the workers' SQL (same queries, id batches, fetch size) streamed and discarded;
+//! - **worker**: one job run by the `worker` binary as its own process — wall time, records/s, NDJSON
+//!   MB/s, object-store writes and the process's peak RSS (`VmHWM` from `/proc`), at `--small` and `--ids`;
+//! - **stream**: time to first byte, MB/s and peak RSS of the `stream` process while a client reads the
+//!   whole `--ids` result;
+//! - **status under load**: p50 / p99 of `GET /api/trace/job/{id}` at a steady 200 requests/s while an
+//!   `--ids` job runs in the worker;
+//! - **sync path**: `POST /api/trace/events` with 20,000 ids: latency and peak RSS of the `submit` process.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use trace_adapters::queue::sqs::create_queue_with_dlq;
+use trace_adapters::runtime::Backends;
+use trace_adapters::source::postgres::{self, PgSource};
+use trace_adapters::store::s3::S3Store;
+use trace_core::dataset::container_id;
+use trace_core::layout::{self, Manifest};
+use trace_core::ports::EventSource;
+use trace_core::{Config, ContainerId, Domain, JobId, JobStatus, Profile, QueueKind, TraceRequest};
+use trace_service::{submit, App};
+
+struct Args {
+    ids: u64,
+    small: u64,
+    out: PathBuf,
+    skip_seed: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a =
+        Args { ids: 114_000, small: 10_000, out: PathBuf::from("bench-results.json"), skip_seed: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--ids" => a.ids = value()?.parse()?,
+            "--small" => a.small = value()?.parse()?,
+            "--out" => a.out = value()?.into(),
+            "--skip-seed" => a.skip_seed = true,
+            _ => bail!("usage: trace-bench [--ids N] [--small N] [--out FILE] [--skip-seed]"),
+        }
+    }
+    Ok(a)
+}
+
+/// A child process of the benchmark, killed on drop.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    /// Peak resident set size so far (`VmHWM`), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds used so far by groups of processes: the stack's PostgreSQL, emulator and Redis, this
+/// process, and the given child pids.
+fn cpu_snapshot(children: &[(&'static str, u32)]) -> std::collections::BTreeMap<&'static str, f64> {
+    let tick = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    let cpu = |pid: &str| -> Option<(String, f64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1.to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some((comm, ticks / tick))
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|p| p.chars().all(|c| c.is_ascii_digit())) else { continue };
+        let Some((comm, secs)) = cpu(pid) else { continue };
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let group = if comm == "postgres" {
+            "postgres"
+        } else if comm.starts_with("redis-server") {
+            "redis"
+        } else if cmdline.contains("localstack") || cmdline.contains("moto_server") {
+            "emulator"
+        } else {
+            continue;
+        };
+        *out.entry(group).or_insert(0.0) += secs;
+    }
+    if let Some((_, secs)) = cpu("self") {
+        out.insert("bench", secs);
+    }
+    for (name, pid) in children {
+        if let Some((_, secs)) = cpu(&pid.to_string()) {
+            out.insert(name, secs);
+        }
+    }
+    out
+}
+
+fn cpu_delta(
+    before: &std::collections::BTreeMap<&'static str, f64>,
+    after: &std::collections::BTreeMap<&'static str, f64>,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    for (k, v) in after {
+        out.insert(
+            k.to_string(),
+            json!(((v - before.get(k).copied().unwrap_or(0.0)) * 100.0).round() / 100.0),
+        );
+    }
+    Value::Object(out)
+}
+
+struct Bench {
+    env: Vec<(String, String)>,
+    app: App,
+    pool: deadpool_postgres::Pool,
+    http: reqwest::Client,
+    bin_dir: PathBuf,
+    logs: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn ids(n: u64) -> Vec<ContainerId> {
+    (1..=n).filter_map(|i| ContainerId::parse(container_id(i)).ok()).collect()
+}
+
+impl Bench {
+    fn spawn(&self, name: &'static str, extra: &[(&str, String)]) -> anyhow::Result<Proc> {
+        let log = std::fs::File::create(self.logs.join(format!("{name}.log")))?;
+        let mut cmd = Command::new(self.bin_dir.join(name));
+        cmd.env_remove("AWS_LAMBDA_RUNTIME_API").envs(self.env.iter().map(|(k, v)| (k, v)));
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child =
+            cmd.stdout(Stdio::null()).stderr(log).spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Proc { child })
+    }
+
+    async fn spawn_http(
+        &self,
+        name: &'static str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<(Proc, String)> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut env = vec![("TRACE_HTTP_ADDR", addr.clone())];
+        env.extend_from_slice(extra);
+        let proc = self.spawn(name, &env)?;
+        let base = format!("http://{addr}");
+        for _ in 0..200 {
+            if self.http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok((proc, base));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{name} did not start; see {}", self.logs.display())
+    }
+
+    async fn wait(&self, job: &JobId) -> anyhow::Result<Instant> {
+        loop {
+            let meta = self.app.backends.jobs.get(job).await?.context("job vanished")?;
+            match meta.status {
+                JobStatus::Finished => return Ok(Instant::now()),
+                JobStatus::Failed | JobStatus::Cancelled => {
+                    bail!("job {job} ended {}: {:?}", meta.status, meta.error)
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn enqueue(&self, n: u64) -> anyhow::Result<JobId> {
+        let request = TraceRequest {
+            ids: ids(n),
+            profile: Profile::QueryTool,
+            domains: Domain::ALL.to_vec(),
+            params: Default::default(),
+        };
+        let accepted = submit::enqueue(&self.app, &request, QueueKind::Light).await?;
+        Ok(accepted.job_id)
+    }
+
+    async fn manifest(&self, job: &JobId) -> anyhow::Result<Manifest> {
+        Ok(serde_json::from_slice(&self.app.backends.store.get(&layout::manifest_key(job)).await?)?)
+    }
+
+    /// The same SQL the workers run, streamed and discarded.
+    async fn floor(&self, n: u64) -> anyhow::Result<Value> {
+        let source =
+            PgSource::new(self.pool.clone(), self.app.config.fetch_size, self.app.config.id_batch_size);
+        let ids = ids(n);
+        let cpu0 = cpu_snapshot(&[]);
+        let started = Instant::now();
+        let mut rows = 0u64;
+        for batch in ids.chunks(self.app.config.id_batch_size) {
+            for domain in Domain::ALL {
+                let mut cursor = source.open(domain, batch).await?;
+                while let Some(b) = cursor.next_batch().await? {
+                    rows += b.len() as u64;
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let cpu = cpu_delta(&cpu0, &cpu_snapshot(&[]));
+        Ok(json!({ "ids": n, "rows": rows, "seconds": secs, "rows_per_s": rows as f64 / secs, "cpu_s": cpu }))
+    }
+
+    /// One job of `n` ids in a fresh worker process.
+    async fn worker(&self, n: u64) -> anyhow::Result<(Value, JobId)> {
+        let worker = self.spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into())])?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle_rss = worker.peak_rss_mib();
+        let pids = [("worker", worker.child.id())];
+        let cpu0 = cpu_snapshot(&pids);
+        let started = Instant::now();
+        let job = self.enqueue(n).await?;
+        let done = self.wait(&job).await?;
+        let secs = (done - started).as_secs_f64();
+        let cpu = cpu_delta(&cpu0, &cpu_snapshot(&pids));
+        let peak = worker.peak_rss_mib();
+        drop(worker);
+        let m = self.manifest(&job).await?;
+        let bytes: u64 = m.domains.iter().flat_map(|d| &d.chunks).map(|c| c.bytes).sum();
+        let chunks: usize = m.domains.iter().map(|d| d.chunks.len()).sum();
+        Ok((
+            json!({
+                "ids": n, "records": m.total_records, "seconds": secs,
+                "records_per_s": m.total_records as f64 / secs,
+                "ndjson_mb": bytes as f64 / 1e6, "ndjson_mb_per_s": bytes as f64 / 1e6 / secs,
+                "object_store_writes": chunks + 1, "chunks": chunks,
+                "peak_rss_mib": peak, "idle_rss_mib": idle_rss, "cpu_s": cpu,
+            }),
+            job,
+        ))
+    }
+
+    async fn stream(&self, job: &JobId) -> anyhow::Result<Value> {
+        let (stream, base) = self.spawn_http("stream", &[]).await?;
+        let started = Instant::now();
+        let response = self.http.get(format!("{base}/api/trace/job/{job}/stream")).send().await?;
+        if !response.status().is_success() {
+            bail!("stream answered {}", response.status());
+        }
+        let mut body = response.bytes_stream();
+        let mut first_byte = None;
+        let mut bytes = 0u64;
+        let mut lines = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            first_byte.get_or_insert_with(|| started.elapsed());
+            bytes += chunk.len() as u64;
+            lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        Ok(json!({
+            "bytes": bytes, "lines": lines, "seconds": secs, "mb_per_s": bytes as f64 / 1e6 / secs,
+            "first_byte_ms": first_byte.unwrap_or_default().as_secs_f64() * 1e3,
+            "peak_rss_mib": stream.peak_rss_mib(),
+        }))
+    }
+
+    /// Status latency at a steady `rate` while an `n`-id job runs.
+    async fn status_under_load(&self, n: u64, rate: u32) -> anyhow::Result<Value> {
+        let (status, base) = self.spawn_http("status", &[]).await?;
+        let worker = self.spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into())])?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let job = self.enqueue(n).await?;
+        let url = Arc::new(format!("{base}/api/trace/job/{job}"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let wait = self.wait(&job);
+        tokio::pin!(wait);
+        let done = loop {
+            tokio::select! {
+                done = &mut wait => break done?,
+                _ = tick.tick() => {
+                    let (http, url, tx) = (self.http.clone(), url.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let t = Instant::now();
+                        let ok = http.get(url.as_str()).send().await.is_ok_and(|r| r.status().is_success());
+                        let _ = tx.send((t.elapsed(), ok));
+                    });
+                }
+            }
+        };
+        drop(tx);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut latencies = Vec::new();
+        let mut errors = 0u64;
+        while let Ok((d, ok)) = rx.try_recv() {
+            if ok {
+                latencies.push(d.as_secs_f64() * 1e3);
+            } else {
+                errors += 1;
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+        };
+        let secs = (done - started).as_secs_f64();
+        Ok(json!({
+            "rate_per_s": rate, "requests": latencies.len() as u64 + errors, "errors": errors,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last(),
+            "job_ids": n, "job_seconds": secs, "status_peak_rss_mib": status.peak_rss_mib(),
+            "worker_peak_rss_mib": worker.peak_rss_mib(),
+        }))
+    }
+
+    /// `POST /api/trace/events` with `n` ids of `domains` in a fresh submit process.
+    async fn sync_path(&self, n: u64, domains: &[&str]) -> anyhow::Result<Value> {
+        let (submit, base) = self.spawn_http("submit", &[]).await?;
+        let ids: Vec<String> = (1..=n).map(container_id).collect();
+        let body = serde_json::to_vec(&json!({ "container_ids": ids, "domains": domains }))?;
+        let started = Instant::now();
+        let response = self.http.post(format!("{base}/api/trace/events")).body(body).send().await?;
+        let code = response.status().as_u16();
+        let bytes = response.bytes().await?.len();
+        let secs = started.elapsed().as_secs_f64();
+        Ok(json!({
+            "ids": n, "domains": domains, "http_status": code, "answer_bytes": bytes,
+            "latency_ms": secs * 1e3, "peak_rss_mib": submit.peak_rss_mib(),
+        }))
+    }
+}
+
+fn env_or(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: run through infra/bench.sh (or bring up infra/local-stack.sh)")
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let (endpoint, redis, database) =
+        (env_or("AWS_ENDPOINT_URL")?, env_or("REDIS_URL")?, env_or("DATABASE_URL")?);
+    let pool = postgres::pool(&database, 4)?;
+    let mut results = serde_json::Map::new();
+
+    // Dataset.
+    if !args.skip_seed {
+        let t = Instant::now();
+        postgres::seed(&pool, args.ids as u32).await?;
+        eprintln!("seeded {} ids in {:.1} s", args.ids, t.elapsed().as_secs_f64());
+    }
+    let conn = pool.get().await?;
+    let mut rows = serde_json::Map::new();
+    let mut total = 0i64;
+    for d in Domain::ALL {
+        let n: i64 = conn.query_one(&format!("SELECT count(*) FROM {d}"), &[]).await?.get(0);
+        total += n;
+        rows.insert(d.to_string(), n.into());
+    }
+    drop(conn);
+    rows.insert("total".into(), total.into());
+    results.insert("dataset".into(), json!({ "ids": args.ids, "rows": rows }));
+
+    // Resources of this run.
+    let name = format!("bench-{}", &JobId::new().to_string()[..8]);
+    let sdk = trace_adapters::aws::sdk_config(Some(&endpoint)).await;
+    let sqs = trace_adapters::aws::sqs_client(&sdk);
+    let visibility = Duration::from_secs(120);
+    let (heavy, _) = create_queue_with_dlq(&sqs, &format!("{name}-heavy"), 3, visibility).await?;
+    let (light, _) = create_queue_with_dlq(&sqs, &format!("{name}-light"), 3, visibility).await?;
+    S3Store::new(trace_adapters::aws::s3_client(&sdk), &name).ensure_bucket().await?;
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("REDIS_URL", redis),
+        ("REDIS_KEY_PREFIX", name.clone()),
+        ("DATABASE_URL", database),
+        ("TRACE_HEAVY_QUEUE_URL", heavy),
+        ("TRACE_LIGHT_QUEUE_URL", light),
+        ("TRACE_BUCKET", name.clone()),
+        ("TRACE_RATE_LIMIT_REQUESTS", "1000000000".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let lookup: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+    let config = Config::from_lookup(|k| lookup.get(k).cloned().or_else(|| std::env::var(k).ok()))?;
+    let backends = Backends::from_config(&config).await?;
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe.parent().context("binary dir")?.to_path_buf();
+    let logs = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&logs)?;
+    let bench = Bench {
+        env,
+        app: App::new(config, backends),
+        pool,
+        http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+        bin_dir,
+        logs,
+    };
+    eprintln!("bench {name}: process logs in {}", bench.logs.display());
+
+    for n in [args.small, args.ids] {
+        let floor = bench.floor(n).await?;
+        eprintln!("floor {n}: {floor}");
+        results.insert(format!("floor_{n}"), floor);
+        let (worker, job) = bench.worker(n).await?;
+        eprintln!("worker {n}: {worker}");
+        results.insert(format!("worker_{n}"), worker);
+        if n == args.ids {
+            let stream = bench.stream(&job).await?;
+            eprintln!("stream {n}: {stream}");
+            results.insert(format!("stream_{n}"), stream);
+        }
+    }
+    let load = bench.status_under_load(args.ids, 200).await?;
+    eprintln!("status under load: {load}");
+    results.insert("status_under_load".into(), load);
+    for domains in [&["history", "materials", "rejects", "holds", "jobs"][..], &["holds"]] {
+        let sync = bench.sync_path(20_000, domains).await?;
+        eprintln!("sync: {sync}");
+        results.insert(format!("sync_20000_{}", domains.len()), sync);
+    }
+
+    print_table(&results, &args);
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&Value::Object(results))?)?;
+    eprintln!("figures written to {}", args.out.display());
+    Ok(())
+}
+
+fn f(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => v.to_string(),
+    }
+}
+
+fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
+    let get = |k: &str, f2: &str| r.get(k).map(|v| v[f2].clone()).unwrap_or(Value::Null);
+    let cpu = |k: &str| {
+        get(k, "cpu_s")
+            .as_object()
+            .map(|m| m.iter().map(|(p, s)| format!("{p} {}", f(s))).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    println!("\n| measure | figure |\n|---|---|");
+    println!("| dataset rows ({} ids) | {} |", a.ids, get("dataset", "rows")["total"]);
+    for n in [a.small, a.ids] {
+        let (floor, worker) = (format!("floor_{n}"), format!("worker_{n}"));
+        println!(
+            "| floor read, {n} ids | {} s ({} rows/s) |",
+            f(&get(&floor, "seconds")),
+            f(&get(&floor, "rows_per_s"))
+        );
+        println!(
+            "| worker, {n} ids | {} s, {} records/s, {} MB NDJSON at {} MB/s, {} object writes, peak RSS {} MiB |",
+            f(&get(&worker, "seconds")),
+            f(&get(&worker, "records_per_s")),
+            f(&get(&worker, "ndjson_mb")),
+            f(&get(&worker, "ndjson_mb_per_s")),
+            get(&worker, "object_store_writes"),
+            f(&get(&worker, "peak_rss_mib")),
+        );
+        println!("| worker run CPU s, {n} ids | {} |", cpu(&worker));
+        let ratio = get(&worker, "seconds").as_f64().unwrap_or(f64::NAN)
+            / get(&floor, "seconds").as_f64().unwrap_or(f64::NAN);
+        println!("| worker / floor, {n} ids | {ratio:.2}× |");
+    }
+    let small = get(&format!("worker_{}", a.small), "peak_rss_mib").as_f64().unwrap_or(f64::NAN);
+    let big = get(&format!("worker_{}", a.ids), "peak_rss_mib").as_f64().unwrap_or(f64::NAN);
+    println!("| worker peak RSS {} vs {} ids | {:.2}× |", a.ids, a.small, big / small);
+    let s = format!("stream_{}", a.ids);
+    println!(
+        "| stream, {} ids | first byte {} ms, {} MB/s, peak RSS {} MiB |",
+        a.ids,
+        f(&get(&s, "first_byte_ms")),
+        f(&get(&s, "mb_per_s")),
+        f(&get(&s, "peak_rss_mib"))
+    );
+    println!(
+        "| status at 200 req/s during a {}-id job | p50 {} ms, p99 {} ms, {} requests, {} errors |",
+        a.ids,
+        f(&get("status_under_load", "p50_ms")),
+        f(&get("status_under_load", "p99_ms")),
+        get("status_under_load", "requests"),
+        get("status_under_load", "errors")
+    );
+    for k in ["sync_20000_5", "sync_20000_1"] {
+        println!(
+            "| submit, 20000 ids, {} | HTTP {}, {} ms, peak RSS {} MiB |",
+            get(k, "domains"),
+            get(k, "http_status"),
+            f(&get(k, "latency_ms")),
+            f(&get(k, "peak_rss_mib"))
+        );
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# infra/bench.sh — THE benchmark command: a private service stack, release builds, trace-bench, stack down.
+#
+#   infra/bench.sh [--ids 114000] [--small 10000] [--out bench-results.json] [--skip-seed]
+#
+# Prints one table (stdout) and writes the same figures as JSON. The stack lives in <repo>/.stack/bench.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$REPO_ROOT"
+export TRACE_STACK_DIR="${TRACE_STACK_DIR:-$REPO_ROOT/.stack/bench}"
+trap 'infra/local-stack.sh down || true' EXIT
+cargo build --release -p trace-bench -p trace-worker -p trace-stream -p trace-status -p trace-submit
+infra/local-stack.sh up
+eval "$(infra/local-stack.sh env)"
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), emulator ${TRACE_EMULATOR}" >&2
+target/release/trace-bench "$@"
