@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use axum::Router;
@@ -85,7 +86,14 @@ pub async fn worker(app: App) -> Result<(), ServeError> {
         let app = Arc::new(app);
         return lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
             let app = app.clone();
-            async move { Ok::<_, lambda_runtime::Error>(sqs_batch(&app, kind, event.payload).await) }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default();
+            let time_left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            async move {
+                Ok::<_, lambda_runtime::Error>(sqs_batch(&app, kind, event.payload, Some(time_left)).await)
+            }
         }))
         .await;
     }
@@ -94,8 +102,14 @@ pub async fn worker(app: App) -> Result<(), ServeError> {
 }
 
 /// Handles an SQS event: every record that is not done is reported as a batch item failure, so only
-/// it comes back; the others are deleted by Lambda.
-pub async fn sqs_batch(app: &App, kind: QueueKind, event: SqsEvent) -> SqsBatchResponse {
+/// it comes back; the others are deleted by Lambda. `time_left` is the invocation's remaining time.
+pub async fn sqs_batch(
+    app: &App,
+    kind: QueueKind,
+    event: SqsEvent,
+    time_left: Option<Duration>,
+) -> SqsBatchResponse {
+    let started = tokio::time::Instant::now();
     let queue: Arc<dyn JobQueue> = app.backends.queue(kind).clone();
     let (_never, shutdown) = watch::channel(false);
     let mut failures = Vec::new();
@@ -116,7 +130,8 @@ pub async fn sqs_batch(app: &App, kind: QueueKind, event: SqsEvent) -> SqsBatchR
             receipt: record.receipt_handle.clone().unwrap_or_default(),
             body: record.body.clone().unwrap_or_default(),
         };
-        match worker::handle(app, &queue, &delivery, shutdown.clone()).await {
+        let left = time_left.map(|t| t.saturating_sub(started.elapsed()));
+        match worker::handle(app, &queue, &delivery, shutdown.clone(), left).await {
             Disposition::Delete => {}
             Disposition::Retry { after } => {
                 if let Err(e) = queue.extend_visibility(&delivery.receipt, after).await {
