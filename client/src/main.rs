@@ -1,0 +1,714 @@
+//! `trace`: the command line client of the trace job API (see `trace --help`).
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use trace_client::output::{DirSink, Format, NdjsonSink, Sink};
+use trace_client::{
+    Client, ClientConfig, ClientError, JobInfo, Resume, StreamLine, SubmitRequest, Submitted, MAX_PAGE,
+};
+use trace_core::job::JobStatus;
+use trace_core::{Domain, JobId, Profile};
+
+/// The local run's address (`cargo run -p trace-local`).
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    usage error, HTTP error (the server's code is printed), transport or output error
+  2    the job failed (its code is printed, e.g. SOURCE_ERROR) or was cancelled
+  3    poll timeout: the job did not end within --timeout
+  4    stream error: interrupted and not resumable, a malformed line, or an error line
+  5    rate limited (HTTP 429) after the retries
+  130  interrupted (Ctrl-C); with --cancel-on-interrupt the job was cancelled first";
+
+/// Command line client of the trace job API.
+#[derive(Debug, Parser)]
+#[command(name = "trace", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    /// Base URL of the API (every route).
+    #[arg(long, env = "TRACE_API_URL", default_value = DEFAULT_URL, global = true)]
+    url: String,
+    /// Base URL of submit, when it differs from --url.
+    #[arg(long, env = "TRACE_SUBMIT_URL", global = true)]
+    submit_url: Option<String>,
+    /// Base URL of status, history and cancel, when it differs from --url.
+    #[arg(long, env = "TRACE_STATUS_URL", global = true)]
+    status_url: Option<String>,
+    /// Base URL of the stream and result pages (in AWS: the stream function's URL).
+    #[arg(long, env = "TRACE_STREAM_URL", global = true)]
+    stream_url: Option<String>,
+    /// API key, sent as x-api-key.
+    #[arg(long, env = "TRACE_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+    /// Retries of a request answered 429 (after its Retry-After) before giving up with exit code 5.
+    #[arg(long, default_value_t = 3, global = true)]
+    retries: u32,
+    /// No progress on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit container ids (a file or stdin: one per line, or a JSON array).
+    Submit(SubmitArgs),
+    /// Print a job's status (JSON).
+    Status {
+        /// The job id.
+        job: String,
+    },
+    /// Wait for a job to end, showing progress; prints its final status (JSON).
+    Wait {
+        /// The job id.
+        job: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Cancel a queued or running job; prints its status (JSON).
+    Cancel {
+        /// The job id.
+        job: String,
+    },
+    /// List recent jobs, newest first (one JSON line each).
+    Jobs {
+        /// Only jobs in this status (queued, started, finished, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// How many (1–200).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Stream a finished job's result (resumes an interrupted stream from result pages).
+    Stream {
+        /// The job id.
+        job: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Read result pages: one page (the server's JSON), or with --all every record via pages.
+    Result(ResultArgs),
+}
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    /// File of container ids; `-` or absent: standard input.
+    ids: Option<PathBuf>,
+    /// Profile: query_tool, query_tool_reverse, mid_section_defect (msd).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Domains, comma separated (history,materials,rejects,holds,jobs); default all.
+    #[arg(long, value_delimiter = ',')]
+    domains: Vec<String>,
+    /// If the request becomes a job: wait for it with progress, then stream its result.
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+struct WaitArgs {
+    /// Time between status polls (e.g. 3s, 500ms, 1m).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Give up waiting after this long (exit code 3).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// On Ctrl-C, cancel the job before exiting (exit code 130 either way).
+    #[arg(long)]
+    cancel_on_interrupt: bool,
+}
+
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Write one file per domain into this folder instead of NDJSON lines to stdout.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Format of the per-domain files.
+    #[arg(long, default_value = "ndjson", value_parser = parse_format)]
+    format: Format,
+    /// Do not resume an interrupted stream from result pages (fail with exit code 4).
+    #[arg(long)]
+    no_resume: bool,
+}
+
+#[derive(Debug, Args)]
+struct ResultArgs {
+    /// The job id.
+    job: String,
+    /// The domain (default: the job's first; with --all: every domain of the job).
+    #[arg(long, value_parser = parse_domain)]
+    domain: Option<Domain>,
+    /// First record.
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+    /// Records per page (1–5000).
+    #[arg(long, default_value_t = MAX_PAGE)]
+    limit: u32,
+    /// Read every record through pages and write them like `stream` does.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 3s, 500ms, 30m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    match text {
+        "ndjson" | "json" => Ok(Format::Ndjson),
+        "csv" => Ok(Format::Csv),
+        other => Err(format!("{other:?} is not ndjson or csv")),
+    }
+}
+
+fn parse_domain(text: &str) -> Result<Domain, String> {
+    text.parse().map_err(|e: trace_core::domain::UnknownDomain| e.to_string())
+}
+
+/// Why the command stopped, and so its exit code.
+#[derive(Debug)]
+enum Failure {
+    Usage(String),
+    Client(ClientError),
+    Output(io::Error),
+    Interrupted,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Output(e)
+    }
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) | Failure::Output(_) => 1,
+            Failure::Interrupted => 130,
+            Failure::Client(e) => match e {
+                ClientError::JobFailed { .. } | ClientError::JobCancelled { .. } => 2,
+                ClientError::PollTimeout { .. } => 3,
+                ClientError::StreamInterrupted { .. }
+                | ClientError::MalformedLine { .. }
+                | ClientError::StreamError { .. } => 4,
+                ClientError::RateLimited { .. } => 5,
+                ClientError::Http { .. }
+                | ClientError::Transport { .. }
+                | ClientError::InvalidResponse { .. }
+                | ClientError::Config(_) => 1,
+            },
+        }
+    }
+}
+
+/// Progress on stderr: one redrawn line on a terminal, plain lines otherwise.
+struct Progress {
+    enabled: bool,
+    tty: bool,
+    started: Instant,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        Progress { enabled: !quiet, tty: io::stderr().is_terminal(), started: Instant::now(), drawn: false }
+    }
+
+    fn elapsed(&self) -> String {
+        format!("{:.1}s", self.started.elapsed().as_secs_f64())
+    }
+
+    /// A line that is redrawn on a terminal (`transient`), or printed.
+    fn show(&mut self, text: &str, transient: bool) {
+        if !self.enabled {
+            return;
+        }
+        let mut err = io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{text}");
+            if !transient {
+                let _ = writeln!(err);
+            }
+            self.drawn = transient;
+        } else {
+            let _ = writeln!(err, "{text}");
+        }
+        let _ = err.flush();
+    }
+
+    /// A message that must not be overdrawn.
+    fn note(&mut self, text: &str) {
+        if self.tty && self.drawn {
+            eprintln!();
+            self.drawn = false;
+        }
+        eprintln!("{text}");
+    }
+
+    fn job(&mut self, info: &JobInfo) {
+        let p = &info.progress;
+        let domain = p.domain.map(|d| d.as_str()).unwrap_or("-");
+        let text = format!(
+            "job {} {:<9} {:>5.1}%  domain {domain:<9} records {:>9}  ids {}/{}  elapsed {}",
+            info.job_id,
+            info.status.as_str(),
+            p.percent,
+            p.records_written,
+            p.ids_done,
+            p.ids_total,
+            self.elapsed()
+        );
+        // On a terminal the line is redrawn; otherwise one line per poll.
+        self.show(&text, !info.status.is_terminal());
+    }
+
+    fn line(&mut self, line: &StreamLine, received: u64) {
+        match line {
+            StreamLine::Records { domain, .. } if self.tty => {
+                let text = format!(
+                    "streaming  domain {domain:<9} records {received:>9}  elapsed {}",
+                    self.elapsed()
+                );
+                self.show(&text, true);
+            }
+            StreamLine::DomainEnd { domain, count } => {
+                let text =
+                    format!("streamed   domain {domain:<9} records {count:>9}  elapsed {}", self.elapsed());
+                self.show(&text, false);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn read_ids(path: Option<&PathBuf>) -> Result<Vec<String>, Failure> {
+    let mut text = String::new();
+    match path.filter(|p| p.as_os_str() != "-") {
+        Some(p) => {
+            text = std::fs::read_to_string(p)
+                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", p.display())))?
+        }
+        None => {
+            io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Failure::Usage(format!("cannot read standard input: {e}")))?;
+        }
+    }
+    parse_ids(&text)
+}
+
+/// Ids from a JSON array of strings, or one per line (blank lines and `#` comments skipped).
+fn parse_ids(text: &str) -> Result<Vec<String>, Failure> {
+    let trimmed = text.trim_start();
+    let ids: Vec<String> = if trimmed.starts_with('[') {
+        serde_json::from_str(trimmed)
+            .map_err(|e| Failure::Usage(format!("the ids are not a JSON array of strings: {e}")))?
+    } else {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    if ids.is_empty() {
+        return Err(Failure::Usage("no container ids given".into()));
+    }
+    Ok(ids)
+}
+
+fn job_id(text: &str) -> Result<JobId, Failure> {
+    text.trim().parse().map_err(|e: trace_core::ids::InvalidJobId| Failure::Usage(e.to_string()))
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, value).map_err(io::Error::other)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn sink(out: &OutputArgs) -> Result<Box<dyn Sink>, Failure> {
+    Ok(match &out.out_dir {
+        Some(dir) => Box::new(DirSink::new(dir, out.format)?),
+        None => Box::new(NdjsonSink::new(io::stdout())),
+    })
+}
+
+/// Streams a job into `sink`; how many times the stream was resumed.
+async fn stream_job(
+    client: &Client,
+    job: &JobId,
+    sink: &mut dyn Sink,
+    progress: &mut Progress,
+) -> Result<u64, Failure> {
+    let (notices, mut notices_rx) = tokio::sync::mpsc::unbounded_channel::<Resume>();
+    let mut lines = client.stream_with(job, move |r: &Resume| {
+        let _ = notices.send(r.clone());
+    });
+    let mut received = 0u64;
+    while let Some(line) = lines.next().await {
+        while let Ok(r) = notices_rx.try_recv() {
+            progress.note(&format!(
+                "trace: stream interrupted ({}); resuming (attempt {}) from {} offset {}",
+                r.reason,
+                r.attempt,
+                r.domain.map(|d| d.as_str()).unwrap_or("the start"),
+                r.offset
+            ));
+        }
+        let line = line?;
+        if let StreamLine::Records { count, .. } = &line {
+            received += count;
+        }
+        if let StreamLine::DomainStart { .. } = &line {
+            received = 0;
+        }
+        progress.line(&line, received);
+        sink.line(&line)?;
+    }
+    sink.finish()?;
+    Ok(lines.resumes() as u64)
+}
+
+/// Waits for a job with progress, then streams it.
+async fn follow(
+    client: &Client,
+    job: &JobId,
+    wait: &WaitArgs,
+    out: &OutputArgs,
+    progress: &mut Progress,
+) -> Result<(), Failure> {
+    client.wait_with(job, wait.interval, wait.timeout, |info| progress.job(info)).await?;
+    let mut sink = sink(out)?;
+    let resumes = stream_job(client, job, sink.as_mut(), progress).await?;
+    progress.note(&format!(
+        "trace: job {job} streamed in {}{}",
+        progress.elapsed(),
+        if resumes > 0 { format!(" (resumed {resumes} times)") } else { String::new() }
+    ));
+    Ok(())
+}
+
+/// Runs `work`; on Ctrl-C cancels the job when asked to, and fails with `Interrupted`.
+async fn interruptible<F>(client: &Client, job: Option<&JobId>, cancel: bool, work: F) -> Result<(), Failure>
+where
+    F: std::future::Future<Output = Result<(), Failure>>,
+{
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => result,
+        _ = ctrl_c => {
+            eprintln!();
+            match job {
+                Some(job) if cancel => match client.cancel(job).await {
+                    Ok(info) => eprintln!("trace: interrupted; job {job} is {}", info.status),
+                    Err(e) => eprintln!("trace: interrupted; cancelling job {job} failed: {e}"),
+                },
+                Some(job) => eprintln!("trace: interrupted; job {job} goes on (`trace cancel {job}` stops it)"),
+                None => eprintln!("trace: interrupted"),
+            }
+            Err(Failure::Interrupted)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let url = if cli.url.trim().is_empty() { DEFAULT_URL } else { cli.url.trim() };
+    let mut config = ClientConfig::new(url);
+    config.submit_url = cli.submit_url.clone().filter(|u| !u.is_empty());
+    config.status_url = cli.status_url.clone().filter(|u| !u.is_empty());
+    config.stream_url = cli.stream_url.clone().filter(|u| !u.is_empty());
+    config.api_key = cli.api_key.clone().filter(|k| !k.is_empty());
+    config.rate_limit_retries = cli.retries;
+    let no_resume = match &cli.command {
+        Command::Submit(a) => a.out.no_resume,
+        Command::Stream { out, .. } => out.no_resume,
+        Command::Result(a) => a.out.no_resume,
+        _ => false,
+    };
+    if no_resume {
+        config.max_resumes = 0;
+    }
+    let client = Client::new(config)?;
+    let mut progress = Progress::new(cli.quiet);
+    match cli.command {
+        Command::Submit(args) => {
+            let ids = read_ids(args.ids.as_ref())?;
+            let profile = match &args.profile {
+                Some(p) => Some(p.parse::<Profile>().map_err(|e| Failure::Usage(e.to_string()))?),
+                None => None,
+            };
+            let domains = args
+                .domains
+                .iter()
+                .filter(|d| !d.trim().is_empty())
+                .map(|d| parse_domain(d.trim()).map_err(Failure::Usage))
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = SubmitRequest {
+                profile,
+                domains: (!domains.is_empty()).then_some(domains),
+                ..SubmitRequest::new(ids)
+            };
+            match client.submit(&request).await? {
+                Submitted::Inline(result) => {
+                    let mut sink = sink(&args.out)?;
+                    let lines = result.into_lines(MAX_PAGE as usize);
+                    for line in &lines {
+                        progress.line(line, 0);
+                        sink.line(line)?;
+                    }
+                    sink.finish()?;
+                    if let Some(StreamLine::Complete { total_records }) = lines.last() {
+                        progress.note(&format!("trace: answered inline, {total_records} records"));
+                    }
+                    Ok(())
+                }
+                Submitted::Accepted(accepted) if args.follow => {
+                    let job = accepted.job_id;
+                    progress.note(&format!("trace: job {job} accepted ({} queue)", accepted.queue.as_str()));
+                    let work = follow(&client, &job, &args.wait, &args.out, &mut progress);
+                    interruptible(&client, Some(&job), args.wait.cancel_on_interrupt, work).await
+                }
+                Submitted::Accepted(accepted) => print_json(&accepted),
+            }
+        }
+        Command::Status { job } => print_json(&client.status(&job_id(&job)?).await?),
+        Command::Wait { job, wait } => {
+            let job = job_id(&job)?;
+            let work = async {
+                let info =
+                    client.wait_with(&job, wait.interval, wait.timeout, |info| progress.job(info)).await?;
+                print_json(&info)
+            };
+            interruptible(&client, Some(&job), wait.cancel_on_interrupt, work).await
+        }
+        Command::Cancel { job } => print_json(&client.cancel(&job_id(&job)?).await?),
+        Command::Jobs { status, limit } => {
+            let status = match status.as_deref().filter(|s| !s.is_empty()) {
+                Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+                    Failure::Usage(format!("{s:?} is not queued, started, finished, failed or cancelled"))
+                })?),
+                None => None,
+            };
+            let list = client.jobs(status, limit).await?;
+            for job in &list.jobs {
+                print_json(job)?;
+            }
+            Ok(())
+        }
+        Command::Stream { job, out } => {
+            let job = job_id(&job)?;
+            let work = async {
+                let mut sink = sink(&out)?;
+                stream_job(&client, &job, sink.as_mut(), &mut progress).await.map(|_| ())
+            };
+            interruptible(&client, None, false, work).await
+        }
+        Command::Result(args) => {
+            let job = job_id(&args.job)?;
+            if !args.all {
+                let page = client.page(&job, args.domain, args.offset, args.limit).await?;
+                let body = serde_json::json!({
+                    "stage": "events",
+                    "results": { page.domain.as_str(): {
+                        "data": page.data, "count": page.count, "total": page.total,
+                        "offset": page.offset, "limit": page.limit,
+                    }},
+                    "aggregation": page.aggregation,
+                });
+                return print_json(&body);
+            }
+            let work = async {
+                let domains = match args.domain {
+                    Some(d) => vec![d],
+                    None => client.status(&job).await?.domains,
+                };
+                let mut sink = sink(&args.out)?;
+                let mut total = 0;
+                let mut aggregation = None;
+                for domain in domains {
+                    let mut offset = args.offset;
+                    let mut batch = 0;
+                    let mut started = false;
+                    loop {
+                        let page = client.page(&job, Some(domain), offset, args.limit).await?;
+                        if !started {
+                            sink.line(&StreamLine::DomainStart { domain, total: page.total })?;
+                            started = true;
+                        }
+                        aggregation = page.aggregation.clone();
+                        if page.count > 0 {
+                            offset += page.count;
+                            let line =
+                                StreamLine::Records { domain, batch, count: page.count, data: page.data };
+                            progress.line(&line, offset);
+                            sink.line(&line)?;
+                            batch += 1;
+                        }
+                        if page.count == 0 || offset >= page.total {
+                            let count = offset.saturating_sub(args.offset);
+                            total += count;
+                            let end = StreamLine::DomainEnd { domain, count };
+                            progress.line(&end, count);
+                            sink.line(&end)?;
+                            break;
+                        }
+                    }
+                }
+                if let Some(data) = aggregation {
+                    sink.line(&StreamLine::Aggregation { data })?;
+                }
+                sink.line(&StreamLine::Complete { total_records: total })?;
+                sink.finish()?;
+                Ok(())
+            };
+            interruptible(&client, None, false, work).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(1),
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trace: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(failure) => {
+            match &failure {
+                Failure::Usage(m) => eprintln!("trace: {m}"),
+                Failure::Client(e) => eprintln!("trace: {e}"),
+                Failure::Output(e) => eprintln!("trace: writing the output failed: {e}"),
+                Failure::Interrupted => {}
+            }
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn ids_from_lines_or_json() {
+        let ids = parse_ids("CID-1\n\n# comment\n CID-2 \r\n").ok().unwrap();
+        assert_eq!(ids, vec!["CID-1", "CID-2"]);
+        let ids = parse_ids(r#"["A","B"]"#).ok().unwrap();
+        assert_eq!(ids, vec!["A", "B"]);
+        assert!(parse_ids("\n\n").is_err());
+        assert!(parse_ids("[1,2]").is_err());
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_per_outcome() {
+        let job_id = JobId::new();
+        let cases = [
+            (Failure::Client(ClientError::JobFailed { job_id, code: "X".into(), message: "m".into() }), 2),
+            (
+                Failure::Client(ClientError::PollTimeout {
+                    job_id,
+                    waited: Duration::ZERO,
+                    last_status: JobStatus::Queued,
+                }),
+                3,
+            ),
+            (
+                Failure::Client(ClientError::MalformedLine {
+                    line_no: 1,
+                    reason: "r".into(),
+                    snippet: "".into(),
+                }),
+                4,
+            ),
+            (Failure::Client(ClientError::RateLimited { retry_after: Duration::from_secs(1) }), 5),
+            (Failure::Interrupted, 130),
+            (Failure::Usage("u".into()), 1),
+        ];
+        for (failure, code) in cases {
+            assert_eq!(failure.exit_code(), code, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "trace",
+            "submit",
+            "ids.txt",
+            "--follow",
+            "--domains",
+            "holds,jobs",
+            "--timeout",
+            "3s",
+            "--format",
+            "csv",
+            "--out-dir",
+            "x",
+        ])
+        .unwrap();
+        let Command::Submit(args) = cli.command else { panic!("submit") };
+        assert_eq!(args.domains, vec!["holds", "jobs"]);
+        assert_eq!(args.wait.timeout, Duration::from_secs(3));
+        assert_eq!(args.out.format, Format::Csv);
+    }
+}
