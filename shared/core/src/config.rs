@@ -30,7 +30,7 @@ const fn var(
 
 /// Every variable the system reads.
 pub const VARIABLES: &[Variable] = &[
-    var("TRACE_EVENTS_CID_LIMIT", "50000", "Most unique container ids a non-MSD request may have (413 CID_LIMIT_EXCEEDED above; MSD bypasses it).", "submit"),
+    var("TRACE_EVENTS_CID_LIMIT", "50000", "Most unique container ids a non-MSD request may have (413 CID_LIMIT_EXCEEDED above; MSD bypasses it).", "submit, backfill"),
     var("TRACE_ASYNC_CID_THRESHOLD", "20000", "Requests with more ids than this become async jobs (202); at or below they run inline.", "submit"),
     var("TRACE_HEAVY_CID_THRESHOLD", "40000", "Jobs with more ids than this, and every MSD job, go to the heavy queue; others to the light one.", "submit, backfill"),
     var("TRACE_MAX_BODY_BYTES", "8388608", "Largest request body accepted (413 PAYLOAD_TOO_LARGE above).", "submit"),
@@ -38,7 +38,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_STREAM_BATCH_SIZE", "5000", "Records per result chunk (and per `records` line of the stream).", "submit, worker"),
     var("DB_SLOW_FETCHMANY_SIZE", "5000", "Rows per fetch from the database; at most one fetch per domain is held in memory.", "submit, worker"),
     var("TRACE_DB_ID_BATCH_SIZE", "1000", "Container ids per database query (1 to 1000).", "submit, worker"),
-    var("TRACE_JOB_TTL_SECONDS", "86400", "How long job metadata and results are kept.", "submit, status, worker, stream"),
+    var("TRACE_JOB_TTL_SECONDS", "86400", "How long job metadata and results are kept.", "submit, status, worker, stream, backfill"),
     var("TRACE_JOB_TIMEOUT_SECONDS", "900", "A job running longer than this fails with JOB_TIMEOUT.", "worker"),
     var("TRACE_WORKER_VISIBILITY_SECONDS", "120", "Visibility timeout the worker keeps extending on the message in hand; also the age of a heartbeat after which another worker may take over the job.", "worker"),
     var("TRACE_WORKER_HEARTBEAT_SECONDS", "20", "How often the worker extends the message's visibility and refreshes the job heartbeat.", "worker"),
@@ -46,10 +46,11 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_WORKER_QUEUE", "light", "Which queue a worker process polls: heavy or light.", "worker"),
     var("TRACE_RATE_LIMIT_REQUESTS", "60", "Requests per window per caller on status, result and stream (429 above).", "status, stream"),
     var("TRACE_RATE_LIMIT_WINDOW_SECONDS", "60", "The rate-limit window.", "status, stream"),
+    var("TRACE_BACKFILL_WINDOW_SECONDS", "3600", "Length of a backfill window: a run covers [end - length, end), end = its scheduled time truncated to a multiple of the length, and queues jobs for the containers with a history row moved out in it.", "backfill"),
     var("TRACE_HEAVY_QUEUE_URL", "", "SQS URL of the heavy queue; unset = an in-process queue (local run).", "submit, worker, backfill"),
     var("TRACE_LIGHT_QUEUE_URL", "", "SQS URL of the light queue; unset = an in-process queue (local run).", "submit, worker, backfill"),
-    var("TRACE_BUCKET", "", "S3 bucket for job inputs and results; unset = a folder on disk (TRACE_LOCAL_DIR).", "submit, worker, stream"),
-    var("TRACE_LOCAL_DIR", ".trace-local", "Folder of the on-disk chunk store when TRACE_BUCKET is unset.", "submit, worker, stream"),
+    var("TRACE_BUCKET", "", "S3 bucket for job inputs and results; unset = a folder on disk (TRACE_LOCAL_DIR).", "submit, worker, stream, backfill"),
+    var("TRACE_LOCAL_DIR", ".trace-local", "Folder of the on-disk chunk store when TRACE_BUCKET is unset.", "submit, worker, stream, backfill"),
     var("REDIS_URL", "", "Redis for job metadata and rate limits (redis:// or rediss://); unset = in memory (local run).", "submit, status, worker, stream, backfill"),
     var("REDIS_KEY_PREFIX", "trace", "Prefix of every Redis key (`{prefix}:job:{id}:meta`).", "submit, status, worker, stream, backfill"),
     var("DATABASE_URL", "", "PostgreSQL with the domain tables (postgres://…); unset = the embedded reference dataset.", "submit, worker, backfill"),
@@ -122,6 +123,8 @@ pub struct Config {
     pub rate_limit_requests: u64,
     /// `TRACE_RATE_LIMIT_WINDOW_SECONDS`.
     pub rate_limit_window: Duration,
+    /// `TRACE_BACKFILL_WINDOW_SECONDS`.
+    pub backfill_window: Duration,
     /// `TRACE_HEAVY_QUEUE_URL`.
     pub heavy_queue_url: Option<String>,
     /// `TRACE_LIGHT_QUEUE_URL`.
@@ -303,6 +306,7 @@ impl Config {
             worker_queue,
             rate_limit_requests: r.count("TRACE_RATE_LIMIT_REQUESTS")? as u64,
             rate_limit_window: r.seconds("TRACE_RATE_LIMIT_WINDOW_SECONDS")?,
+            backfill_window: r.seconds("TRACE_BACKFILL_WINDOW_SECONDS")?,
             heavy_queue_url: r.optional("TRACE_HEAVY_QUEUE_URL", &["http://", "https://"], url)?,
             light_queue_url: r.optional("TRACE_LIGHT_QUEUE_URL", &["http://", "https://"], url)?,
             bucket,

@@ -6,11 +6,13 @@
 //! - [`worker`]: run one queue message (a shard of a job) into result chunks;
 //! - [`engine`]: the trace itself — domains × id batches from the event source into a sink;
 //! - [`http`]: the axum routers and the one place errors become HTTP answers;
-//! - [`serve`]: run a router or the worker in Lambda or as a local process.
+//! - [`serve`]: run a router or the worker in Lambda or as a local process;
+//! - [`backfill`]: the scheduled backfill: jobs for the containers changed in a time window.
 //!
 //! Function binaries only parse their event, call into here and shape the answer.
 
 pub mod app;
+pub mod backfill;
 pub mod engine;
 pub mod http;
 pub mod inline;

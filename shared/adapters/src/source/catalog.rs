@@ -50,6 +50,19 @@ pub fn select(domain: Domain) -> &'static str {
     DOMAINS.iter().find(|d| d.domain == domain).map(|d| d.select).unwrap_or_default()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Backfill (not a domain query): which containers changed in a time window.
+// ---------------------------------------------------------------------------------------------
+
+/// The containers that changed in `[$1, $2)` (`timestamptz`), one row each (`container_id text`),
+/// ordered by id: those with a history row that moved out (`move_out`) in the window. The reference
+/// tables have no update time; a move-out is the event that adds to a container's trace.
+///
+/// Without an index on `history (move_out)` this is one sequential scan of `history` per window
+/// (~2.5 M rows for 114,000 containers); a production database should have that index.
+pub const CHANGED_IDS: &str = "SELECT DISTINCT container_id FROM history \
+                               WHERE move_out >= $1 AND move_out < $2 ORDER BY container_id";
+
 /// Tables, the `trace_mix` hash and the `trace_seed(n)` generator of the reference dataset.
 pub const SCHEMA_SQL: &str = include_str!("../../sql/schema.sql");
 

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# validate-template.sh — check the AWS SAM template offline: no AWS account, credentials or Docker.
+#
+# Usage: infra/validate-template.sh [template [translated.json]]
+#   template         default <repo>/template.yaml
+#   translated.json  where to keep the translated CloudFormation template (JSON), e.g. for tests
+#
+#   1. cfn-lint on the SAM template as written (it applies the SAM transform itself);
+#   2. the SAM transform by aws-sam-translator (the library `sam deploy` and CloudFormation use): it
+#      rejects what SAM cannot translate, and writes the plain CloudFormation template;
+#   3. cfn-lint on that translated template. This is the step that catches a mistyped value inside a
+#      SAM property (e.g. `InvokeMode: STREAMING` in FunctionUrlConfig), which SAM passes through
+#      unchecked and cfn-lint on the SAM template does not see.
+#
+# Exits non-zero on any error (cfn-lint warnings count as errors); prints what it checked.
+# Installs cfn-lint and aws-sam-translator (pinned) into a virtualenv under
+# ${TRACE_CACHE_DIR:-~/.cache/trace-jobs} on first use (~30 s; needs a python3 >= 3.9 with venv).
+set -euo pipefail
+
+readonly CFN_LINT_VERSION=1.58.0
+readonly SAM_TRANSLATOR_VERSION=1.115.0
+readonly PIP_SPEC=("cfn-lint==${CFN_LINT_VERSION}" "aws-sam-translator==${SAM_TRANSLATOR_VERSION}")
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
+CACHE_DIR="${TRACE_CACHE_DIR:-$HOME/.cache/trace-jobs}"
+[[ "$CACHE_DIR" == /* ]] || CACHE_DIR="$PWD/$CACHE_DIR"
+TEMPLATE="${1:-$REPO_ROOT/template.yaml}"
+KEEP_TRANSLATED="${2:-}"
+VENV_NAME="venv-template-check"
+VENV="$CACHE_DIR/$VENV_NAME"
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "validate-template: error: $*"; exit 1; }
+
+[[ -f "$TEMPLATE" ]] || die "no template at $TEMPLATE"
+
+# A python3 >= 3.9 (cfn-lint 1.x needs it): versioned names on PATH, pyenv versions, then python3.
+# Each candidate is run to check its version: pyenv shims exist on PATH but fail when not selected.
+find_python39() {
+  local pyenv_root="${PYENV_ROOT:-$HOME/.pyenv}" minor c
+  local candidates=(python3)
+  for minor in 13 12 11 10 9 14; do
+    candidates+=("python3.$minor")
+    while IFS= read -r c; do
+      [[ -x "$c" && "$c" != *t/bin/python3 ]] && candidates+=("$c")
+    done < <(printf '%s\n' "$pyenv_root"/versions/3."$minor".*/bin/python3 | sort -rV)
+  done
+  for c in "${candidates[@]}"; do
+    if command -v "$c" >/dev/null 2>&1 &&
+      "$c" -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)' >/dev/null 2>&1; then
+      command -v "$c"; return 0
+    fi
+  done
+  return 1
+}
+
+# The virtualenv, built once; a marker written after a successful install records what it holds, and a
+# venv without it (interrupted install), with other contents or a broken interpreter is rebuilt.
+ensure_venv() {
+  local marker="$VENV/.trace-template-check-ok" spec="${PIP_SPEC[*]}" log="$CACHE_DIR/$VENV_NAME.install.log"
+  mkdir -p "$CACHE_DIR"
+  (
+    # Serialise builds (tests and CI may run this script concurrently; clones share the cache).
+    if command -v flock >/dev/null 2>&1; then exec 8>"$CACHE_DIR/$VENV_NAME.lock"; flock 8; fi
+    if [[ -f "$marker" && "$(cat "$marker")" == "$spec" ]] && "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+      exit 0
+    fi
+    local python t0=$SECONDS
+    python="$(find_python39)" || die "no python3 >= 3.9 with the venv module found (on Debian: apt-get install -y python3 python3-venv)"
+    say "validate-template: building $VENV ($("$python" -V 2>&1)): pip install $spec (first time only, ~30 s; log: $log)"
+    rm -rf "$VENV"
+    if ! { "$python" -m venv "$VENV" && "$VENV/bin/python" -m pip install --no-input "${PIP_SPEC[@]}"; } >"$log" 2>&1; then
+      tail -n 30 "$log" | sed 's/^/  | /' >&2
+      die "could not install ${PIP_SPEC[*]} into $VENV"
+    fi
+    printf '%s' "$spec" >"$marker"
+    say "validate-template: venv ready in $((SECONDS - t0)) s"
+  )
+}
+
+ensure_venv
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+TRANSLATED="$WORK/translated.json"
+
+# Offline: no credentials, no network; a region for the partition of ARNs.
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline AWS_EC2_METADATA_DISABLED=true
+unset AWS_PROFILE AWS_ENDPOINT_URL
+
+status=0
+say "== validate-template: $TEMPLATE (cfn-lint $CFN_LINT_VERSION, aws-sam-translator $SAM_TRANSLATOR_VERSION)"
+
+say "-- 1/3 cfn-lint on the SAM template"
+if "$VENV/bin/cfn-lint" --format parseable -- "$TEMPLATE" >&2; then
+  say "   ok"
+else
+  say "   FAILED"; status=1
+fi
+
+say "-- 2/3 SAM transform (aws-sam-translator)"
+if "$VENV/bin/python" - "$TEMPLATE" "$TRANSLATED" <<'EOF'
+import json
+import sys
+
+from samtranslator.model.exceptions import InvalidDocumentException
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+
+class OfflinePolicies:
+    """Managed policy names would be looked up in IAM; the template uses ARNs and policy templates only."""
+
+    def load(self):
+        return {}
+
+
+def packaged(template):
+    """What `sam package` does before a deploy: local code and definition paths become S3 locations."""
+    for name, resource in template.get("Resources", {}).items():
+        properties = resource.get("Properties") or {}
+        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
+            value = properties.get(key)
+            if isinstance(value, str) and not value.startswith("s3://"):
+                properties[key] = f"s3://offline-validation/{name}.zip"
+    globals_ = template.get("Globals", {}).get("Function", {})
+    if isinstance(globals_.get("CodeUri"), str):
+        globals_["CodeUri"] = "s3://offline-validation/code.zip"
+    return template
+
+
+source, target = sys.argv[1], sys.argv[2]
+with open(source, encoding="utf-8") as f:
+    template = packaged(yaml_parse(f.read()))
+try:
+    translated = transform(template, {}, OfflinePolicies())
+except InvalidDocumentException as e:
+    for cause in e.causes:
+        print(f"   {source}: SAM: {cause.message}", file=sys.stderr)
+    sys.exit(1)
+with open(target, "w", encoding="utf-8") as f:
+    json.dump(translated, f, indent=1)
+resources = translated.get("Resources", {})
+kinds = {}
+for r in resources.values():
+    kinds[r["Type"]] = kinds.get(r["Type"], 0) + 1
+summary = ", ".join(f"{n} {t}" for t, n in sorted(kinds.items()))
+print(f"   ok: {len(resources)} resources: {summary}", file=sys.stderr)
+EOF
+then
+  if [[ -n "$KEEP_TRANSLATED" ]]; then cp "$TRANSLATED" "$KEEP_TRANSLATED"; fi
+  say "-- 3/3 cfn-lint on the translated CloudFormation template"
+  # Findings are shown by their path in the translated template: resource names are the SAM
+  # template's, plus those SAM generates (StreamFunctionUrl, WorkerHeavyFunctionHeavy, ...Role).
+  if "$VENV/bin/cfn-lint" --format json -- "$TRANSLATED" >"$WORK/findings.json" 2>"$WORK/lint.err"; then
+    say "   ok"
+  else
+    if ! "$VENV/bin/python" - "$WORK/findings.json" >&2 <<'EOF'; then
+import json
+import sys
+
+findings = json.load(open(sys.argv[1], encoding="utf-8"))
+for f in findings:
+    path = "/".join(str(p) for p in f["Location"].get("Path") or [])
+    print(f"   {path}: {f['Rule']['Id']} {f['Message']}")
+sys.exit(0 if findings else 1)
+EOF
+      cat "$WORK/findings.json" "$WORK/lint.err" >&2
+    fi
+    say "   FAILED (SAM passes these values through unchecked: fix them in $TEMPLATE)"; status=1
+  fi
+else
+  say "   FAILED"; status=1
+  say "-- 3/3 skipped: nothing to lint"
+fi
+
+if ((status == 0)); then
+  say "== validate-template: $TEMPLATE is valid"
+else
+  say "== validate-template: $TEMPLATE has errors"
+fi
+exit "$status"
