@@ -87,6 +87,13 @@ fn events_are_realistic_aws_events() {
         ("health.json", "GET", "/health", "GET /health", false),
         ("stream.json", "GET", "/api/trace/job/{PLACEHOLDER}/stream", "$default", true),
         ("result.json", "GET", "/api/trace/job/{PLACEHOLDER}/result", "$default", true),
+        (
+            "result-api.json",
+            "GET",
+            "/api/trace/job/{PLACEHOLDER}/result",
+            "GET /api/trace/job/{id}/result",
+            false,
+        ),
     ];
     let readme = std::fs::read_to_string(format!("{EVENTS}/README.md")).expect("events/README.md");
     for (file, method, path, route, function_url) in http_events {
@@ -332,6 +339,13 @@ async fn stream_in_lambda_streams_ndjson_and_pages() {
     let missing = stream.invoke(event("stream.json"), ANSWER).await.http();
     assert_eq!(missing.status, 404, "{}", missing.text());
     assert_eq!(missing.json()["code"], "JOB_NOT_FOUND");
+
+    // The same binary behind the HTTP API (ResultFunction): buffered answers, the same page.
+    let mut result = LambdaFunction::start(&system, "stream", &[("TRACE_STREAM_RESPONSE", "buffered")]).await;
+    let buffered = result.invoke(event_for("result-api.json", &job), ANSWER).await.http();
+    assert!(!buffered.streamed, "behind the HTTP API the answer must be buffered");
+    assert_eq!(buffered.status, 200, "{}", buffered.text());
+    assert_eq!(buffered.json(), page, "HTTP API and Function URL pages differ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

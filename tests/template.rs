@@ -111,6 +111,7 @@ fn the_template_is_valid_and_matches_the_code() {
         ("SubmitFunction", "submit", json!(256), "submit.json"),
         ("StatusFunction", "status", json!(256), "status.json"),
         ("StreamFunction", "stream", json!(512), "stream.json"),
+        ("ResultFunction", "stream", json!(256), "result-api.json"),
         ("WorkerHeavyFunction", "worker", json!({"Ref": "HeavyWorkerMemory"}), "worker-sqs.json"),
         ("WorkerLightFunction", "worker", json!(1024), "worker-sqs.json"),
         ("BackfillFunction", "backfill", json!(256), "backfill-schedule.json"),
@@ -143,6 +144,11 @@ fn the_template_is_valid_and_matches_the_code() {
         for v in VARIABLES {
             let value = &env[v.name];
             if v.name == "TRACE_WORKER_QUEUE" {
+                continue;
+            }
+            if v.name == "TRACE_STREAM_RESPONSE" && name == "ResultFunction" {
+                // Behind the HTTP API the stream binary must answer buffered.
+                assert_eq!(value, "buffered", "{name}: {}", v.name);
                 continue;
             }
             assert!(!value.is_null(), "{name}: {} is not set in the template", v.name);
@@ -229,6 +235,7 @@ fn the_template_is_valid_and_matches_the_code() {
         ("/api/trace/events", "post", "SubmitFunction"),
         ("/api/trace/job/{id}", "x-amazon-apigateway-any-method", "StatusFunction"),
         ("/api/trace/jobs", "get", "StatusFunction"),
+        ("/api/trace/job/{id}/result", "get", "ResultFunction"),
     ] {
         let uri =
             paths[path][method]["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"].as_str().unwrap_or("");

@@ -10,6 +10,8 @@ async fn main() -> anyhow::Result<()> {
     let config = config_or_exit("stream");
     init_logging(config.log_format);
     let backends = Backends::from_config(&config).await?;
+    // Streamed through the Function URL; buffered behind the HTTP API (result pages).
+    let streaming = config.stream_responses;
     let app = App::new(config, backends);
-    serve::http(&app, router(app.clone(), &[Part::Stream]), true).await.map_err(|e| anyhow::anyhow!(e))
+    serve::http(&app, router(app.clone(), &[Part::Stream]), streaming).await.map_err(|e| anyhow::anyhow!(e))
 }

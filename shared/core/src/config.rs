@@ -56,6 +56,7 @@ pub const VARIABLES: &[Variable] = &[
     var("DATABASE_URL", "", "PostgreSQL with the domain tables (postgres://…); unset = the embedded reference dataset.", "submit, worker, backfill"),
     var("DB_POOL_SIZE", "4", "Database connections per process.", "submit, worker, backfill"),
     var("AWS_ENDPOINT_URL", "", "Endpoint of an SQS/S3-compatible emulator (LocalStack, moto); unset = AWS. Read by the AWS SDK.", "all"),
+    var("TRACE_STREAM_RESPONSE", "streaming", "How the stream binary answers in Lambda: streaming (Function URL in RESPONSE_STREAM mode: the NDJSON stream) or buffered (behind the HTTP API: result pages).", "stream"),
     var("TRACE_HTTP_ADDR", "127.0.0.1:8080", "Listen address of an HTTP function run as a local process.", "submit, status, stream, local"),
     var("LOG_FORMAT", "auto", "Log format: json, text, or auto (json in Lambda, text elsewhere). Levels from RUST_LOG.", "all"),
 ];
@@ -143,6 +144,8 @@ pub struct Config {
     pub db_pool_size: usize,
     /// `AWS_ENDPOINT_URL`.
     pub aws_endpoint_url: Option<String>,
+    /// `TRACE_STREAM_RESPONSE`: whether the stream binary answers Lambda with streamed responses.
+    pub stream_responses: bool,
     /// `TRACE_HTTP_ADDR`.
     pub http_addr: std::net::SocketAddr,
     /// `LOG_FORMAT`.
@@ -275,6 +278,17 @@ impl Config {
                 expected: "a socket address like 127.0.0.1:8080",
             })?
         };
+        let stream_responses = match r.text("TRACE_STREAM_RESPONSE").as_str() {
+            "streaming" => true,
+            "buffered" => false,
+            other => {
+                return Err(ConfigError {
+                    var: "TRACE_STREAM_RESPONSE",
+                    value: other.to_owned(),
+                    expected: "streaming or buffered",
+                })
+            }
+        };
         let bucket = r.optional("TRACE_BUCKET", &[], "")?;
         if let Some(b) = &bucket {
             let ok = (3..=63).contains(&b.len())
@@ -320,6 +334,7 @@ impl Config {
             )?,
             db_pool_size: r.number("DB_POOL_SIZE", 1, 256, "a whole number from 1 to 256")? as usize,
             aws_endpoint_url: r.optional("AWS_ENDPOINT_URL", &["http://", "https://"], url)?,
+            stream_responses,
             http_addr,
             log_format,
         };
@@ -378,6 +393,7 @@ mod tests {
             ("REDIS_URL", "http://x"),
             ("DATABASE_URL", "mysql://x"),
             ("TRACE_WORKER_QUEUE", "medium"),
+            ("TRACE_STREAM_RESPONSE", "chunked"),
             ("TRACE_HTTP_ADDR", "localhost"),
             ("TRACE_BUCKET", "Bad_Bucket"),
             ("TRACE_JOB_TIMEOUT_SECONDS", "0"),
