@@ -404,9 +404,23 @@ async fn run_inner(
         app.config.id_batch_size,
         &mut sink,
     )
-    .await?;
+    .await;
+    let aggregation = match aggregation {
+        Ok(a) => a,
+        Err(e) => {
+            // Let the uploads in flight land before the caller cleans up, so none lands after it.
+            sink.drain().await;
+            return Err(e);
+        }
+    };
     let records = sink.progress.records_written;
-    let domains = sink.finish(&message.domains).await?;
+    let domains = match sink.finish(&message.domains).await {
+        Ok(d) => d,
+        Err(e) => {
+            sink.drain().await;
+            return Err(e);
+        }
+    };
     let aggregation = aggregation.map(|a| serde_json::to_value(a).unwrap_or_default());
     let manifest = Manifest::new(meta.job_id, message.profile, domains, aggregation, Utc::now());
     let body = serde_json::to_vec(&manifest).map_err(|e| RunError::BadInput(e.to_string()))?;
@@ -454,6 +468,11 @@ impl ChunkSink<'_> {
         });
         // At least one progress update per chunk; it also tells us about a cancel.
         self.lease.publish(self.app, self.progress.clone()).await
+    }
+
+    /// Waits for every upload in flight, ignoring their outcome (the run is being abandoned).
+    async fn drain(&mut self) {
+        while self.uploads.join_next().await.is_some() {}
     }
 
     /// Seals the open chunks, waits for every upload, and returns the domains in result order.
