@@ -2,14 +2,11 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use trace_core::admission::QueueKind;
-use trace_core::job::{JobError, JobStatus, Progress};
 use trace_core::ndjson::StreamLine;
-use trace_core::{Domain, JobId, Profile};
+use trace_core::{Domain, Profile};
 
 /// The body of `POST /api/trace/events`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -34,22 +31,8 @@ impl SubmitRequest {
     }
 }
 
-/// The 202 answer of submit: the request became a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Accepted {
-    /// The job.
-    pub job_id: JobId,
-    /// Its status (`queued`).
-    pub status: JobStatus,
-    /// The queue it went to.
-    pub queue: QueueKind,
-    /// Path of its status.
-    pub status_url: String,
-    /// Path of its result pages.
-    pub result_url: String,
-    /// Path of its NDJSON stream.
-    pub stream_url: String,
-}
+/// The 202 answer of submit and a job's status: the server's own wire types.
+pub use trace_core::api::{Accepted, JobInfo};
 
 /// The records of one domain in an inline answer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -127,37 +110,6 @@ pub enum Submitted {
     Inline(InlineResult),
     /// 202: a job to wait for.
     Accepted(Accepted),
-}
-
-/// A job's status (`GET /api/trace/job/{id}`, an entry of the history, the answer of cancel).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobInfo {
-    /// The job.
-    pub job_id: JobId,
-    /// `queued|started|finished|failed|cancelled`.
-    pub status: JobStatus,
-    /// Its profile.
-    pub profile: Profile,
-    /// Unique container ids.
-    pub cid_count: u64,
-    /// Domains, in result order.
-    pub domains: Vec<Domain>,
-    /// Progress of the current run.
-    pub progress: Progress,
-    /// The queue.
-    pub queue: QueueKind,
-    /// Submitted.
-    pub created_at: DateTime<Utc>,
-    /// Started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Ended.
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Seconds run so far (or in all).
-    pub elapsed_seconds: f64,
-    /// Why it failed.
-    pub error: Option<JobError>,
-    /// Worker attempts.
-    pub attempt: u32,
 }
 
 /// `GET /api/trace/jobs`.

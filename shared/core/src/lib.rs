@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod aggregation;
+pub mod api;
 pub mod config;
 pub mod dataset;
 pub mod domain;

@@ -1,67 +1,17 @@
 //! Job status, history and cancel.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use trace_core::job::{JobError, JobMeta, JobStatus, Progress};
+use chrono::Utc;
+use trace_core::job::{JobMeta, JobStatus};
 use trace_core::ports::CasOutcome;
-use trace_core::{Domain, JobId, Profile, QueueKind, TraceError};
+use trace_core::{JobId, TraceError};
 
 use crate::App;
 
 /// Most jobs one history page returns.
 pub const MAX_LIST: usize = 200;
 
-/// What `GET /api/trace/job/{id}` answers.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusBody {
-    /// The job.
-    pub job_id: JobId,
-    /// `queued|started|finished|failed|cancelled`.
-    pub status: JobStatus,
-    /// Its profile.
-    pub profile: Profile,
-    /// Unique ids.
-    pub cid_count: u64,
-    /// Domains.
-    pub domains: Vec<Domain>,
-    /// Progress.
-    pub progress: Progress,
-    /// Queue.
-    pub queue: QueueKind,
-    /// Submitted.
-    pub created_at: DateTime<Utc>,
-    /// Started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Ended.
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Seconds run so far (or in all).
-    pub elapsed_seconds: f64,
-    /// Why it failed.
-    pub error: Option<JobError>,
-    /// Worker attempts.
-    pub attempt: u32,
-}
-
-impl StatusBody {
-    /// The answer for a job at `now`.
-    pub fn of(meta: JobMeta, now: DateTime<Utc>) -> Self {
-        StatusBody {
-            elapsed_seconds: meta.elapsed_seconds(now),
-            job_id: meta.job_id,
-            status: meta.status,
-            profile: meta.profile,
-            cid_count: meta.cid_count,
-            domains: meta.domains,
-            progress: meta.progress,
-            queue: meta.queue,
-            created_at: meta.created_at,
-            started_at: meta.started_at,
-            completed_at: meta.completed_at,
-            error: meta.error,
-            attempt: meta.attempt,
-        }
-    }
-}
+/// What `GET /api/trace/job/{id}` answers (the wire type shared with clients).
+pub use trace_core::api::JobInfo as StatusBody;
 
 /// Parses a job id from a path.
 pub fn parse_job_id(id: &str) -> Result<JobId, TraceError> {

@@ -7,7 +7,6 @@
 
 use bytes::Bytes;
 use chrono::Utc;
-use serde::Serialize;
 use trace_core::admission::{self, Admission};
 use trace_core::job::{JobError, JobMeta, JobStatus};
 use trace_core::layout::{self, JobInput};
@@ -26,27 +25,8 @@ pub enum Answer {
     Accepted(Accepted),
 }
 
-/// The 202 body.
-#[derive(Debug, Clone, Serialize)]
-pub struct Accepted {
-    /// Always `events`.
-    pub stage: &'static str,
-    /// Always true.
-    #[serde(rename = "async")]
-    pub is_async: bool,
-    /// The job.
-    pub job_id: JobId,
-    /// Its status (`queued`).
-    pub status: JobStatus,
-    /// The queue it went to.
-    pub queue: QueueKind,
-    /// Where to poll.
-    pub status_url: String,
-    /// Where to page through the result.
-    pub result_url: String,
-    /// Where to stream the result.
-    pub stream_url: String,
-}
+/// The 202 body (the wire type shared with clients).
+pub use trace_core::api::Accepted;
 
 /// Handles one submit body.
 pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
@@ -108,14 +88,5 @@ pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Res
         )));
     }
     tracing::info!(job_id = %id, cid_count, queue = queue.as_str(), profile = %request.profile, "job queued");
-    Ok(Accepted {
-        stage: "events",
-        is_async: true,
-        job_id,
-        status: JobStatus::Queued,
-        queue,
-        status_url: format!("/api/trace/job/{id}"),
-        result_url: format!("/api/trace/job/{id}/result"),
-        stream_url: format!("/api/trace/job/{id}/stream"),
-    })
+    Ok(Accepted::queued(job_id, queue))
 }
