@@ -138,6 +138,27 @@ async fn a_25k_job_runs_async_and_streams_exactly_the_database_rows() {
     let total: usize = records.values().map(Vec::len).sum();
     assert_eq!(status["progress"]["records_written"].as_u64(), Some(total as u64));
     assert_matches_database(&records, &ids).await;
+
+    // Chunks are stored LZ4-compressed (the default), well under their NDJSON size.
+    let stored = system.store.list(&format!("jobs/{job}/result/")).await.expect("list");
+    assert!(!stored.is_empty() && stored.iter().all(|o| o.key.ends_with(".ndjson.lz4")), "{stored:?}");
+    let stored_bytes: u64 = stored.iter().map(|o| o.size).sum();
+    let ndjson_bytes: usize =
+        lines.iter().filter(|l| l["type"] == "records").flat_map(|l| l["data"].as_array()).flatten().map(|r| r.to_string().len() + 1).sum();
+    assert!(stored_bytes * 3 < ndjson_bytes as u64, "{stored_bytes} bytes stored for {ndjson_bytes} of NDJSON");
+
+    // A damaged chunk is never served: the stream ends with an error line, the page is a 500.
+    let victim = stored.iter().find(|o| o.key.contains("/holds/")).expect("a holds chunk");
+    let mut body = system.store.get(&victim.key).await.expect("chunk").to_vec();
+    let middle = body.len() / 2;
+    body[middle] ^= 0x20;
+    system.store.put(&victim.key, body.into()).await.expect("put");
+    let (_, _, lines) = system.stream_lines(&job).await;
+    let last = lines.last().expect("lines");
+    assert_eq!((last["type"].as_str(), last["code"].as_str()), (Some("error"), Some("CHUNK_CORRUPT")), "{last}");
+    assert!(lines.iter().all(|l| l["type"] != "complete"));
+    let (code, page) = system.get_stream(&format!("/api/trace/job/{job}/result?domain=holds&limit=5000")).await;
+    assert_eq!((code, page["code"].as_str()), (500, Some("INTERNAL_ERROR")), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,9 +252,12 @@ async fn the_cid_limit_refuses_non_msd_and_msd_bypasses_it_with_a_correct_aggreg
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_across_chunk_boundaries_concatenate_to_the_whole_domain() {
-    let system =
-        System::start(Options { env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "100")]), ..Default::default() })
-            .await;
+    // Plain chunks here (the other tests store LZ4): both encodings are read the same way.
+    let system = System::start(Options {
+        env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "100"), ("TRACE_CHUNK_ENCODING", "plain")]),
+        ..Default::default()
+    })
+    .await;
     let (code, accepted) =
         system.submit(&json!({ "container_ids": ids(1_500), "domains": ["history", "holds"] })).await;
     assert_eq!(code, 202);
@@ -261,6 +285,8 @@ async fn pages_across_chunk_boundaries_concatenate_to_the_whole_domain() {
         paged.extend(data);
     }
     assert_eq!(paged, streamed[&Domain::History], "pages concatenated differ from the stream");
+    let stored = system.store.list(&format!("jobs/{job}/result/")).await.expect("list");
+    assert!(stored.iter().all(|o| o.key.ends_with(".ndjson")), "{stored:?}");
     // Without a domain: the job's first; bad parameters: 400 with a code.
     let (code, first) = system.get_stream(&format!("/api/trace/job/{job}/result?limit=3")).await;
     assert_eq!(code, 200);

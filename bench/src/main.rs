@@ -13,7 +13,9 @@
 //! - **stream**: time to first byte, MB/s and peak RSS of the `stream` process while a client reads the
 //!   whole `--ids` result;
 //! - **status under load**: p50 / p99 of `GET /api/trace/job/{id}` at a steady 200 requests/s while an
-//!   `--ids` job runs in the worker;
+//!   `--ids` job runs in the worker: once with every process at one priority, once with the job's
+//!   processes (worker, PostgreSQL, emulator) in the idle scheduling class, standing in for their own
+//!   hosts in AWS;
 //! - **sync path**: `POST /api/trace/events` with 20,000 ids: latency and peak RSS of the `submit` process.
 
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use trace_adapters::queue::sqs::create_queue_with_dlq;
+use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use trace_adapters::runtime::Backends;
 use trace_adapters::source::postgres::{self, PgSource};
 use trace_adapters::store::s3::S3Store;
@@ -83,28 +85,16 @@ impl Drop for Proc {
     }
 }
 
-/// CPU seconds used so far by groups of processes: the stack's PostgreSQL, emulator and Redis, this
-/// process, and the given child pids.
-fn cpu_snapshot(children: &[(&'static str, u32)]) -> std::collections::BTreeMap<&'static str, f64> {
-    let tick = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
-    let cpu = |pid: &str| -> Option<(String, f64)> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (head, rest) = stat.rsplit_once(')')?;
-        let comm = head.split_once('(')?.1.to_owned();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some((comm, ticks / tick))
-    };
-    let mut out = std::collections::BTreeMap::new();
+/// The processes of the local service stack, by group: the stack's PostgreSQL, the emulator and Redis.
+fn stack_processes() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().filter(|p| p.chars().all(|c| c.is_ascii_digit())) else { continue };
-        let Some((comm, secs)) = cpu(pid) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(comm) = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map(|(c, _)| c) else {
+            continue;
+        };
         let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let group = if comm == "postgres" {
             "postgres"
@@ -115,17 +105,67 @@ fn cpu_snapshot(children: &[(&'static str, u32)]) -> std::collections::BTreeMap<
         } else {
             continue;
         };
-        *out.entry(group).or_insert(0.0) += secs;
+        out.push((group, pid.to_owned()));
     }
-    if let Some((_, secs)) = cpu("self") {
+    out
+}
+
+/// CPU seconds used so far by process `pid` (or `self`).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    static TICK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let tick = *TICK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / tick)
+}
+
+/// CPU seconds used so far by groups of processes: the stack's PostgreSQL, emulator and Redis, this
+/// process, and the given child pids.
+fn cpu_snapshot(children: &[(&'static str, u32)]) -> std::collections::BTreeMap<&'static str, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (group, pid) in stack_processes() {
+        if let Some(secs) = cpu_seconds(&pid) {
+            *out.entry(group).or_insert(0.0) += secs;
+        }
+    }
+    if let Some(secs) = cpu_seconds("self") {
         out.insert("bench", secs);
     }
     for (name, pid) in children {
-        if let Some((_, secs)) = cpu(&pid.to_string()) {
+        if let Some(secs) = cpu_seconds(&pid.to_string()) {
             out.insert(name, secs);
         }
     }
     out
+}
+
+/// Moves processes (every thread) to the idle scheduling class (`SCHED_IDLE`), or back to the normal
+/// one: an idle-class thread gives way at once to any normal thread that wakes up, so work of normal
+/// processes never waits behind it. Says so when it cannot.
+fn set_idle_class(pids: &[String], idle: bool) {
+    let mut failed = 0;
+    for pid in pids {
+        let class = if idle { "--idle" } else { "--other" };
+        let ok = Command::new("chrt")
+            .args(["--all-tasks", class, "-p", "0", pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        failed += usize::from(!ok);
+    }
+    if failed > 0 {
+        eprintln!("warning: could not change the scheduling class of {failed} of {} processes", pids.len());
+    }
 }
 
 fn cpu_delta(
@@ -143,6 +183,8 @@ fn cpu_delta(
 }
 
 struct Bench {
+    name: String,
+    sqs: aws_sdk_sqs::Client,
     env: Vec<(String, String)>,
     app: App,
     pool: deadpool_postgres::Pool,
@@ -204,14 +246,25 @@ impl Bench {
         }
     }
 
-    async fn enqueue(&self, n: u64) -> anyhow::Result<JobId> {
+    /// A light queue of its own for one measured job, and the app that enqueues on it. A worker killed
+    /// at the end of a measurement may leave a long poll open in the emulator, which would swallow the
+    /// next message on the same queue for a whole visibility timeout.
+    async fn own_queue(&self, tag: &str) -> anyhow::Result<(String, App)> {
+        let visibility = Duration::from_secs(120);
+        let (url, _) = create_queue_with_dlq(&self.sqs, &format!("{}-{tag}", self.name), 3, visibility).await?;
+        let mut backends = self.app.backends.clone();
+        backends.light = Arc::new(SqsQueue::new(self.sqs.clone(), url.clone()));
+        Ok((url, App { backends, ..self.app.clone() }))
+    }
+
+    async fn enqueue(&self, app: &App, n: u64) -> anyhow::Result<JobId> {
         let request = TraceRequest {
             ids: ids(n),
             profile: Profile::QueryTool,
             domains: Domain::ALL.to_vec(),
             params: Default::default(),
         };
-        let accepted = submit::enqueue(&self.app, &request, QueueKind::Light).await?;
+        let accepted = submit::enqueue(app, &request, QueueKind::Light).await?;
         Ok(accepted.job_id)
     }
 
@@ -242,13 +295,15 @@ impl Bench {
 
     /// One job of `n` ids in a fresh worker process.
     async fn worker(&self, n: u64) -> anyhow::Result<(Value, JobId)> {
-        let worker = self.spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into())])?;
+        let (queue, app) = self.own_queue(&format!("worker-{n}")).await?;
+        let worker =
+            self.spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into()), ("TRACE_LIGHT_QUEUE_URL", queue)])?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle_rss = worker.peak_rss_mib();
         let pids = [("worker", worker.child.id())];
         let cpu0 = cpu_snapshot(&pids);
         let started = Instant::now();
-        let job = self.enqueue(n).await?;
+        let job = self.enqueue(&app, n).await?;
         let done = self.wait(&job).await?;
         let secs = (done - started).as_secs_f64();
         let cpu = cpu_delta(&cpu0, &cpu_snapshot(&pids));
@@ -257,11 +312,14 @@ impl Bench {
         let m = self.manifest(&job).await?;
         let bytes: u64 = m.domains.iter().flat_map(|d| &d.chunks).map(|c| c.bytes).sum();
         let chunks: usize = m.domains.iter().map(|d| d.chunks.len()).sum();
+        let stored: u64 =
+            m.domains.iter().flat_map(|d| &d.chunks).map(|c| c.stored_bytes.unwrap_or(c.bytes)).sum();
         Ok((
             json!({
                 "ids": n, "records": m.total_records, "seconds": secs,
                 "records_per_s": m.total_records as f64 / secs,
                 "ndjson_mb": bytes as f64 / 1e6, "ndjson_mb_per_s": bytes as f64 / 1e6 / secs,
+                "stored_mb": stored as f64 / 1e6,
                 "object_store_writes": chunks + 1, "chunks": chunks,
                 "peak_rss_mib": peak, "idle_rss_mib": idle_rss, "cpu_s": cpu,
             }),
@@ -295,12 +353,27 @@ impl Bench {
     }
 
     /// Status latency at a steady `rate` while an `n`-id job runs.
-    async fn status_under_load(&self, n: u64, rate: u32) -> anyhow::Result<Value> {
+    ///
+    /// `isolated`: the job's processes (the worker, PostgreSQL, the S3/SQS emulator) run in the idle
+    /// scheduling class, standing in for the separate hosts they have in AWS (the worker's own Lambda,
+    /// RDS, S3): they cannot delay the status process, Redis or the load on this one machine.
+    async fn status_under_load(&self, n: u64, rate: u32, isolated: bool) -> anyhow::Result<Value> {
         let (status, base) = self.spawn_http("status", &[]).await?;
-        let worker = self.spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into())])?;
+        let (queue, app) = self.own_queue(if isolated { "load-isolated" } else { "load" }).await?;
+        let worker =
+            self.spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into()), ("TRACE_LIGHT_QUEUE_URL", queue)])?;
+        let job_side: Vec<String> = stack_processes()
+            .into_iter()
+            .filter(|(group, _)| *group != "redis")
+            .map(|(_, pid)| pid)
+            .chain([worker.child.id().to_string()])
+            .collect();
+        if isolated {
+            set_idle_class(&job_side, true);
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
-        let job = self.enqueue(n).await?;
+        let job = self.enqueue(&app, n).await?;
         let url = Arc::new(format!("{base}/api/trace/job/{job}"));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
@@ -321,6 +394,9 @@ impl Bench {
             }
         };
         drop(tx);
+        if isolated {
+            set_idle_class(&job_side, false);
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut latencies = Vec::new();
         let mut errors = 0u64;
@@ -339,7 +415,7 @@ impl Bench {
         };
         let secs = (done - started).as_secs_f64();
         Ok(json!({
-            "rate_per_s": rate, "requests": latencies.len() as u64 + errors, "errors": errors,
+            "rate_per_s": rate, "isolated": isolated, "requests": latencies.len() as u64 + errors, "errors": errors,
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last(),
             "job_ids": n, "job_seconds": secs, "status_peak_rss_mib": status.peak_rss_mib(),
             "worker_peak_rss_mib": worker.peak_rss_mib(),
@@ -425,6 +501,8 @@ async fn main() -> anyhow::Result<()> {
     let logs = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&logs)?;
     let bench = Bench {
+        name: name.clone(),
+        sqs: sqs.clone(),
         env,
         app: App::new(config, backends),
         pool,
@@ -447,9 +525,11 @@ async fn main() -> anyhow::Result<()> {
             results.insert(format!("stream_{n}"), stream);
         }
     }
-    let load = bench.status_under_load(args.ids, 200).await?;
-    eprintln!("status under load: {load}");
-    results.insert("status_under_load".into(), load);
+    for (key, isolated) in [("status_under_load", false), ("status_under_load_isolated", true)] {
+        let load = bench.status_under_load(args.ids, 200, isolated).await?;
+        eprintln!("{key}: {load}");
+        results.insert(key.into(), load);
+    }
     for domains in [&["history", "materials", "rejects", "holds", "jobs"][..], &["holds"]] {
         let sync = bench.sync_path(20_000, domains).await?;
         eprintln!("sync: {sync}");
@@ -488,11 +568,12 @@ fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
             f(&get(&floor, "rows_per_s"))
         );
         println!(
-            "| worker, {n} ids | {} s, {} records/s, {} MB NDJSON at {} MB/s, {} object writes, peak RSS {} MiB |",
+            "| worker, {n} ids | {} s, {} records/s, {} MB NDJSON at {} MB/s ({} MB stored), {} object writes, peak RSS {} MiB |",
             f(&get(&worker, "seconds")),
             f(&get(&worker, "records_per_s")),
             f(&get(&worker, "ndjson_mb")),
             f(&get(&worker, "ndjson_mb_per_s")),
+            f(&get(&worker, "stored_mb")),
             get(&worker, "object_store_writes"),
             f(&get(&worker, "peak_rss_mib")),
         );
@@ -512,14 +593,19 @@ fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
         f(&get(&s, "mb_per_s")),
         f(&get(&s, "peak_rss_mib"))
     );
-    println!(
-        "| status at 200 req/s during a {}-id job | p50 {} ms, p99 {} ms, {} requests, {} errors |",
-        a.ids,
-        f(&get("status_under_load", "p50_ms")),
-        f(&get("status_under_load", "p99_ms")),
-        get("status_under_load", "requests"),
-        get("status_under_load", "errors")
-    );
+    for (key, how) in [
+        ("status_under_load", "all processes at one priority"),
+        ("status_under_load_isolated", "job's processes in the idle scheduling class"),
+    ] {
+        println!(
+            "| status at 200 req/s during a {}-id job, {how} | p50 {} ms, p99 {} ms, {} requests, {} errors |",
+            a.ids,
+            f(&get(key, "p50_ms")),
+            f(&get(key, "p99_ms")),
+            get(key, "requests"),
+            get(key, "errors")
+        );
+    }
     for k in ["sync_20000_5", "sync_20000_1"] {
         println!(
             "| submit, 20000 ids, {} | HTTP {}, {} ms, peak RSS {} MiB |",

@@ -36,6 +36,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_MAX_BODY_BYTES", "8388608", "Largest request body accepted (413 PAYLOAD_TOO_LARGE above).", "submit"),
     var("TRACE_INLINE_MAX_BYTES", "5800000", "Byte budget of an inline answer; a larger answer turns the request into a job (202).", "submit"),
     var("TRACE_STREAM_BATCH_SIZE", "5000", "Records per result chunk (and per `records` line of the stream).", "submit, worker"),
+    var("TRACE_CHUNK_ENCODING", "lz4", "How result chunks are stored: lz4 (an LZ4 block of the NDJSON, about 5× smaller) or plain (the NDJSON as is). Readers handle both.", "worker"),
     var("DB_SLOW_FETCHMANY_SIZE", "5000", "Rows per fetch from the database; at most one fetch per domain is held in memory.", "submit, worker"),
     var("TRACE_DB_ID_BATCH_SIZE", "1000", "Container ids per database query (1 to 1000).", "submit, worker"),
     var("TRACE_JOB_TTL_SECONDS", "86400", "How long job metadata and results are kept.", "submit, status, worker, stream, backfill"),
@@ -104,6 +105,8 @@ pub struct Config {
     pub limits: Limits,
     /// `TRACE_STREAM_BATCH_SIZE`.
     pub stream_batch_size: usize,
+    /// `TRACE_CHUNK_ENCODING`.
+    pub chunk_encoding: crate::layout::ChunkEncoding,
     /// `DB_SLOW_FETCHMANY_SIZE`.
     pub fetch_size: usize,
     /// `TRACE_DB_ID_BATCH_SIZE`.
@@ -289,6 +292,14 @@ impl Config {
                 })
             }
         };
+        let chunk_encoding = {
+            let value = r.text("TRACE_CHUNK_ENCODING");
+            value.parse().map_err(|()| ConfigError {
+                var: "TRACE_CHUNK_ENCODING",
+                value,
+                expected: "lz4 or plain",
+            })?
+        };
         let bucket = r.optional("TRACE_BUCKET", &[], "")?;
         if let Some(b) = &bucket {
             let ok = (3..=63).contains(&b.len())
@@ -304,6 +315,7 @@ impl Config {
         let config = Config {
             limits,
             stream_batch_size: r.count("TRACE_STREAM_BATCH_SIZE")?,
+            chunk_encoding,
             fetch_size: r.count("DB_SLOW_FETCHMANY_SIZE")?,
             id_batch_size: r.number("TRACE_DB_ID_BATCH_SIZE", 1, 1000, "a whole number from 1 to 1000")?
                 as usize,
@@ -379,6 +391,8 @@ mod tests {
         assert_eq!(c.rate_limit_requests, 60);
         assert_eq!(c.redis_url, None);
         assert_eq!(c.worker_queue, QueueKind::Light);
+        assert_eq!(c.chunk_encoding, crate::layout::ChunkEncoding::Lz4);
+        assert_eq!(with(&[("TRACE_CHUNK_ENCODING", "plain")]).unwrap().chunk_encoding.as_str(), "plain");
     }
 
     #[test]
@@ -394,6 +408,7 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("TRACE_WORKER_QUEUE", "medium"),
             ("TRACE_STREAM_RESPONSE", "chunked"),
+            ("TRACE_CHUNK_ENCODING", "gzip"),
             ("TRACE_HTTP_ADDR", "localhost"),
             ("TRACE_BUCKET", "Bad_Bucket"),
             ("TRACE_JOB_TIMEOUT_SECONDS", "0"),

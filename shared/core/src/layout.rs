@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! jobs/{job_id}/input.json                                  the job's container ids
-//! jobs/{job_id}/result/{domain}/{shard:04}-{chunk:06}.ndjson result chunks, one record per line
+//! jobs/{job_id}/result/{domain}/{shard:04}-{chunk:06}.ndjson[.lz4]
+//!                                                           result chunks, one record per line
 //! jobs/{job_id}/manifest.json                               written last: its presence = result complete
 //! ```
 //! Chunk keys sort in result order (shard, then chunk) so a job split into shards run by several
-//! workers lays its chunks out side by side. Each chunk holds up to `TRACE_STREAM_BATCH_SIZE` records.
+//! workers lays its chunks out side by side. Each chunk holds up to `TRACE_STREAM_BATCH_SIZE` records,
+//! stored as plain NDJSON or LZ4-compressed (`TRACE_CHUNK_ENCODING`; the manifest records which, and
+//! the size and CRC-32 of the NDJSON itself, so a reader checks what it finally serves).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,8 +39,62 @@ pub fn domain_prefix(job: &JobId, domain: Domain) -> String {
 }
 
 /// One chunk's key.
-pub fn chunk_key(job: &JobId, domain: Domain, shard: u32, chunk: u32) -> String {
-    format!("jobs/{job}/result/{domain}/{shard:04}-{chunk:06}.ndjson")
+pub fn chunk_key(job: &JobId, domain: Domain, shard: u32, chunk: u32, encoding: ChunkEncoding) -> String {
+    format!("jobs/{job}/result/{domain}/{shard:04}-{chunk:06}{}", encoding.extension())
+}
+
+/// How a chunk's NDJSON is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkEncoding {
+    /// The NDJSON bytes as they are (what manifests without an `encoding` describe).
+    #[default]
+    Plain,
+    /// An LZ4 block of the NDJSON bytes (NDJSON compresses about 5×; cheap to write and to read back).
+    Lz4,
+}
+
+impl ChunkEncoding {
+    /// The chunk key's file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ChunkEncoding::Plain => ".ndjson",
+            ChunkEncoding::Lz4 => ".ndjson.lz4",
+        }
+    }
+
+    /// The name used in configuration and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkEncoding::Plain => "plain",
+            ChunkEncoding::Lz4 => "lz4",
+        }
+    }
+
+    fn is_plain(&self) -> bool {
+        *self == ChunkEncoding::Plain
+    }
+}
+
+impl std::str::FromStr for ChunkEncoding {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "plain" => Ok(ChunkEncoding::Plain),
+            "lz4" => Ok(ChunkEncoding::Lz4),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Why a stored chunk cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("result chunk {key} does not match its manifest entry: {reason}")]
+pub struct ChunkCorrupt {
+    /// The chunk's key.
+    pub key: String,
+    /// What did not match.
+    pub reason: String,
 }
 
 /// The body of `input.json`.
@@ -63,10 +120,41 @@ pub struct ChunkEntry {
     pub key: String,
     /// Records (lines) in it.
     pub records: u64,
-    /// Size in bytes.
+    /// Size of its NDJSON in bytes.
     pub bytes: u64,
-    /// CRC-32 (IEEE) of its bytes.
+    /// CRC-32 (IEEE) of its NDJSON bytes.
     pub crc32: u32,
+    /// How the object is encoded (absent: plain).
+    #[serde(default, skip_serializing_if = "ChunkEncoding::is_plain")]
+    pub encoding: ChunkEncoding,
+    /// Size of the stored object when it is encoded (absent: the same as `bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+}
+
+impl ChunkEntry {
+    /// The chunk's NDJSON from the stored object `stored`, checked against this entry (size, decoding,
+    /// CRC-32 of the NDJSON).
+    pub fn decode(&self, stored: bytes::Bytes) -> Result<bytes::Bytes, ChunkCorrupt> {
+        let corrupt = |reason: String| ChunkCorrupt { key: self.key.clone(), reason };
+        let expected_stored = self.stored_bytes.unwrap_or(self.bytes);
+        if stored.len() as u64 != expected_stored {
+            return Err(corrupt(format!("{} bytes stored, {expected_stored} expected", stored.len())));
+        }
+        let ndjson = match self.encoding {
+            ChunkEncoding::Plain => stored,
+            ChunkEncoding::Lz4 => {
+                let size = usize::try_from(self.bytes).map_err(|_| corrupt("size out of range".into()))?;
+                let out = lz4_flex::block::decompress(&stored, size)
+                    .map_err(|e| corrupt(format!("LZ4 block: {e}")))?;
+                bytes::Bytes::from(out)
+            }
+        };
+        if ndjson.len() as u64 != self.bytes || crc32fast::hash(&ndjson) != self.crc32 {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        Ok(ndjson)
+    }
 }
 
 /// The chunks of one domain, in order.
@@ -150,34 +238,40 @@ fn overall_checksum(domains: &[DomainManifest]) -> u32 {
 pub struct SealedChunk {
     /// Where it goes, with its counts and checksum.
     pub entry: ChunkEntry,
-    /// The NDJSON bytes.
+    /// The object's bytes (encoded as `entry.encoding` says).
     pub body: bytes::Bytes,
 }
 
 /// Accumulates one domain's records into chunks of `batch_size` lines.
 ///
 /// Holds at most one open chunk; [`ChunkBuilder::push_record`] hands back the sealed chunk when it fills.
+/// With LZ4 the open chunk's buffer is reused from chunk to chunk and only the compressed bytes leave.
 #[derive(Debug)]
 pub struct ChunkBuilder {
     job: JobId,
     domain: Domain,
     shard: u32,
     batch_size: usize,
+    encoding: ChunkEncoding,
     next_chunk: u32,
     buf: Vec<u8>,
+    /// Compression output, reused.
+    scratch: Vec<u8>,
     records: usize,
 }
 
 impl ChunkBuilder {
     /// A builder for one domain of one shard.
-    pub fn new(job: JobId, domain: Domain, shard: u32, batch_size: usize) -> Self {
+    pub fn new(job: JobId, domain: Domain, shard: u32, batch_size: usize, encoding: ChunkEncoding) -> Self {
         ChunkBuilder {
             job,
             domain,
             shard,
             batch_size: batch_size.max(1),
+            encoding,
             next_chunk: 0,
             buf: Vec::new(),
+            scratch: Vec::new(),
             records: 0,
         }
     }
@@ -201,18 +295,33 @@ impl ChunkBuilder {
     }
 
     fn seal(&mut self) -> SealedChunk {
-        // The next chunk is usually as large as this one: keep the capacity hint, give the bytes away.
-        let capacity = self.buf.len() + self.buf.len() / 8;
-        let body = std::mem::replace(&mut self.buf, Vec::with_capacity(capacity));
+        let (bytes, crc32) = (self.buf.len() as u64, crc32fast::hash(&self.buf));
+        let (body, stored_bytes) = match self.encoding {
+            ChunkEncoding::Plain => {
+                // The next chunk is usually as large as this one: keep the capacity hint, give the bytes away.
+                let capacity = self.buf.len() + self.buf.len() / 8;
+                let body = std::mem::replace(&mut self.buf, Vec::with_capacity(capacity));
+                (bytes::Bytes::from(body), None)
+            }
+            ChunkEncoding::Lz4 => {
+                self.scratch.resize(lz4_flex::block::get_maximum_output_size(self.buf.len()), 0);
+                let n = lz4_flex::block::compress_into(&self.buf, &mut self.scratch)
+                    .expect("the output buffer has the maximum compressed size");
+                self.buf.clear();
+                (bytes::Bytes::copy_from_slice(&self.scratch[..n]), Some(n as u64))
+            }
+        };
         let entry = ChunkEntry {
-            key: chunk_key(&self.job, self.domain, self.shard, self.next_chunk),
+            key: chunk_key(&self.job, self.domain, self.shard, self.next_chunk, self.encoding),
             records: self.records as u64,
-            bytes: body.len() as u64,
-            crc32: crc32fast::hash(&body),
+            bytes,
+            crc32,
+            encoding: self.encoding,
+            stored_bytes,
         };
         self.next_chunk += 1;
         self.records = 0;
-        SealedChunk { entry, body: bytes::Bytes::from(body) }
+        SealedChunk { entry, body }
     }
 }
 
@@ -220,37 +329,41 @@ impl ChunkBuilder {
 mod tests {
     use super::*;
 
+    const P: ChunkEncoding = ChunkEncoding::Plain;
+
     #[test]
     fn keys_sort_in_result_order() {
         let job = JobId::new();
         let mut keys = vec![
-            chunk_key(&job, Domain::History, 1, 0),
-            chunk_key(&job, Domain::History, 0, 10),
-            chunk_key(&job, Domain::History, 0, 2),
+            chunk_key(&job, Domain::History, 1, 0, P),
+            chunk_key(&job, Domain::History, 0, 10, P),
+            chunk_key(&job, Domain::History, 0, 2, P),
         ];
         keys.sort();
         assert_eq!(
             keys,
             vec![
-                chunk_key(&job, Domain::History, 0, 2),
-                chunk_key(&job, Domain::History, 0, 10),
-                chunk_key(&job, Domain::History, 1, 0),
+                chunk_key(&job, Domain::History, 0, 2, P),
+                chunk_key(&job, Domain::History, 0, 10, P),
+                chunk_key(&job, Domain::History, 1, 0, P),
             ]
         );
         assert!(keys[0].starts_with(&domain_prefix(&job, Domain::History)));
         assert!(keys[0].ends_with("/history/0000-000002.ndjson"));
         assert_eq!(input_key(&job), format!("jobs/{job}/input.json"));
+        assert!(chunk_key(&job, Domain::Jobs, 0, 7, ChunkEncoding::Lz4).ends_with("/jobs/0000-000007.ndjson.lz4"));
     }
 
     #[test]
     fn builder_seals_full_chunks_and_the_rest() {
         let job = JobId::new();
-        let mut b = ChunkBuilder::new(job, Domain::Jobs, 0, 2);
+        let mut b = ChunkBuilder::new(job, Domain::Jobs, 0, 2, P);
         assert!(b.push_record(|o| o.extend_from_slice(b"{\"a\":1}")).is_none());
         let first = b.push_record(|o| o.extend_from_slice(b"{\"a\":2}")).unwrap();
         assert_eq!(first.body.as_ref(), b"{\"a\":1}\n{\"a\":2}\n");
         assert_eq!(first.entry.records, 2);
         assert_eq!(first.entry.crc32, crc32fast::hash(&first.body));
+        assert_eq!(first.entry.decode(first.body.clone()).unwrap(), first.body);
         assert!(first.entry.key.ends_with("0000-000000.ndjson"));
         b.push_record(|o| o.extend_from_slice(b"{}"));
         let rest = b.finish().unwrap();
@@ -262,7 +375,14 @@ mod tests {
     #[test]
     fn manifest_consistency() {
         let job = JobId::new();
-        let chunk = |n| ChunkEntry { key: "k".into(), records: n, bytes: 1, crc32: n as u32 };
+        let chunk = |n| ChunkEntry {
+            key: "k".into(),
+            records: n,
+            bytes: 1,
+            crc32: n as u32,
+            encoding: P,
+            stored_bytes: None,
+        };
         let d = DomainManifest { domain: Domain::History, records: 5, chunks: vec![chunk(3), chunk(2)] };
         let mut m = Manifest::new(job, Profile::QueryTool, vec![d], None, Utc::now());
         assert_eq!(m.total_records, 5);
@@ -272,5 +392,69 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         let back: Manifest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
+    }
+
+    /// LZ4 chunks: smaller than their NDJSON, decoded back byte for byte, the builder's buffer reused.
+    #[test]
+    fn lz4_chunks_round_trip() {
+        let job = JobId::new();
+        let mut b = ChunkBuilder::new(job, Domain::History, 3, 100, ChunkEncoding::Lz4);
+        let mut plain = Vec::new();
+        let mut sealed = Vec::new();
+        for i in 0..250 {
+            let record = format!(r#"{{"container_id":"C{i:08}","step":"ETCH","qty":{i}}}"#);
+            plain.extend_from_slice(record.as_bytes());
+            plain.push(b'\n');
+            sealed.extend(b.push_record(|o| o.extend_from_slice(record.as_bytes())));
+        }
+        sealed.extend(b.finish());
+        assert_eq!(sealed.iter().map(|c| c.entry.records).collect::<Vec<_>>(), vec![100, 100, 50]);
+        let mut back = Vec::new();
+        for c in &sealed {
+            assert_eq!(c.entry.encoding, ChunkEncoding::Lz4);
+            assert!(c.entry.key.ends_with(".ndjson.lz4"));
+            assert_eq!(c.entry.stored_bytes, Some(c.body.len() as u64));
+            assert!(c.entry.stored_bytes.unwrap() * 2 < c.entry.bytes, "{:?}", c.entry);
+            back.extend_from_slice(&c.entry.decode(c.body.clone()).unwrap());
+        }
+        assert_eq!(back, plain);
+    }
+
+    /// A damaged object is refused with the chunk's key, whatever part is damaged.
+    #[test]
+    fn damaged_chunks_are_refused() {
+        let job = JobId::new();
+        let mut b = ChunkBuilder::new(job, Domain::Holds, 0, 1000, ChunkEncoding::Lz4);
+        for i in 0..500 {
+            b.push_record(|o| o.extend_from_slice(format!(r#"{{"n":{i},"hold":"QA"}}"#).as_bytes()));
+        }
+        let c = b.finish().unwrap();
+        let mut flipped = c.body.to_vec();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x55;
+        for body in [
+            bytes::Bytes::from(flipped),
+            c.body.slice(..c.body.len() - 1),
+            bytes::Bytes::from(vec![0u8; c.body.len()]),
+        ] {
+            let err = c.entry.decode(body).unwrap_err();
+            assert_eq!(err.key, c.entry.key);
+        }
+        // A plain entry refuses a body of the right size but other bytes.
+        let mut p = ChunkBuilder::new(job, Domain::Holds, 0, 1000, P);
+        p.push_record(|o| o.extend_from_slice(b"{\"n\":1}"));
+        let c = p.finish().unwrap();
+        assert!(c.entry.decode(bytes::Bytes::from_static(b"{\"n\":2}\n")).is_err());
+    }
+
+    /// Manifests written before chunk encodings existed still read as plain chunks.
+    #[test]
+    fn entries_without_encoding_are_plain() {
+        let e: ChunkEntry =
+            serde_json::from_str(r#"{"key":"k.ndjson","records":1,"bytes":8,"crc32":5}"#).unwrap();
+        assert_eq!(e.encoding, ChunkEncoding::Plain);
+        assert_eq!(e.stored_bytes, None);
+        let json = serde_json::to_value(&e).unwrap();
+        assert!(json.get("encoding").is_none() && json.get("stored_bytes").is_none());
     }
 }

@@ -1,9 +1,13 @@
 //! The trace engine: reads the requested domains for a list of ids from the event source, one id
 //! batch at a time (`TRACE_DB_ID_BATCH_SIZE` ids), every domain of a batch before the next batch, and
-//! hands each fetch to a [`RecordSink`]. The MSD aggregation is computed on the way, so no domain's
-//! rows are ever held beyond one fetch.
+//! hands each fetch to a [`RecordSink`]. The MSD aggregation is computed on the way.
+//!
+//! Reading runs one fetch ahead of the sink: while the sink renders and stores fetch *k*, the
+//! database is already producing fetch *k + 1*. At most three fetches are alive at once (the one
+//! the sink holds, one waiting for it, one being read), whatever the job's size.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use trace_core::aggregation::{MsdAggregation, MsdAggregator};
@@ -11,6 +15,8 @@ use trace_core::ids::IdList;
 use trace_core::ports::{EventSource, JobStoreError, QueueError, SourceError, StoreError};
 use trace_core::record::RowBatch;
 use trace_core::{ContainerId, Domain, Profile};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Why a run stopped early. The variants say what happens next: see `worker::Disposition`.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +63,7 @@ pub trait RecordSink: Send {
 }
 
 /// Ids the engine reads in batches: a request's `Vec` or a job's compact [`IdList`].
-pub trait Ids: Sync {
+pub trait Ids: Send + Sync {
     /// Number of ids.
     fn count(&self) -> usize;
     /// Ids `range` as owned ids.
@@ -82,12 +88,21 @@ impl Ids for IdList {
     }
 }
 
+/// What the reading side hands to the sink side.
+enum Read {
+    /// One fetch of a domain.
+    Rows(RowBatch),
+    /// Every domain of the ids read so far is done: the number of ids read.
+    IdsDone(u64),
+}
+
 /// Reads `domains` for `ids` into `sink`; returns the MSD aggregation for the MSD profile.
 ///
 /// For MSD, `rejects` and `history` are read even when not requested (for the aggregation only).
+/// The reading runs as a task of its own (its decoding on another core than the sink's rendering).
 pub async fn run(
-    source: &dyn EventSource,
-    ids: &dyn Ids,
+    source: Arc<dyn EventSource>,
+    ids: Arc<dyn Ids>,
     profile: Profile,
     domains: &[Domain],
     id_batch_size: usize,
@@ -102,31 +117,171 @@ pub async fn run(
             }
         }
     }
-    let total = ids.count();
-    let step = id_batch_size.max(1);
-    let mut done = 0u64;
-    for start in (0..total).step_by(step) {
-        let id_batch = ids.batch(start..(start + step).min(total));
-        let id_batch = id_batch.as_slice();
-        for &domain in &order {
-            let wanted = domains.contains(&domain);
-            let needed = aggregator.is_some() && MsdAggregator::needs(domain);
-            let mut cursor = source.open(domain, id_batch).await?;
-            while let Some(batch) = cursor.next_batch().await? {
-                if let Some(agg) = aggregator.as_mut().filter(|_| needed) {
-                    agg.observe(&batch);
+    let total = ids.count() as u64;
+    let first = order.first().copied();
+    let (tx, mut rx) = mpsc::channel::<Result<Read, SourceError>>(1);
+    let mut reader = Reader(tokio::spawn(read_ahead(source, ids, order, id_batch_size, tx)));
+    let consumed = async {
+        while let Some(item) = rx.recv().await {
+            match item? {
+                Read::Rows(batch) => {
+                    if let Some(agg) = aggregator.as_mut().filter(|_| MsdAggregator::needs(batch.domain())) {
+                        agg.observe(&batch);
+                    }
+                    if domains.contains(&batch.domain()) {
+                        sink.rows(&batch).await?;
+                    }
                 }
-                if wanted {
-                    sink.rows(&batch).await?;
+                Read::IdsDone(done) => {
+                    if let Some(agg) = aggregator.as_mut() {
+                        agg.end_batch();
+                    }
+                    sink.ids_done(done, first.filter(|_| done < total)).await?;
                 }
             }
         }
-        if let Some(agg) = aggregator.as_mut() {
-            agg.end_batch();
-        }
-        done += id_batch.len() as u64;
-        let next = (done < total as u64).then(|| order[0]);
-        sink.ids_done(done, next).await?;
+        Ok::<(), RunError>(())
     }
+    .await;
+    if consumed.is_err() {
+        // The sink stopped early (an error, a cancel): stop the reading and let go of what it holds.
+        reader.stop().await;
+    }
+    consumed?;
     Ok(aggregator.map(MsdAggregator::finish))
+}
+
+/// The reading task; aborted when dropped (the run was dropped or failed).
+struct Reader(JoinHandle<()>);
+
+impl Reader {
+    async fn stop(&mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads every fetch in order into `tx`; a source error is sent on and ends the reading.
+async fn read_ahead(
+    source: Arc<dyn EventSource>,
+    ids: Arc<dyn Ids>,
+    order: Vec<Domain>,
+    id_batch_size: usize,
+    tx: mpsc::Sender<Result<Read, SourceError>>,
+) {
+    let total = ids.count();
+    let step = id_batch_size.max(1);
+    for start in (0..total).step_by(step) {
+        let id_batch = ids.batch(start..(start + step).min(total));
+        for &domain in &order {
+            let mut cursor = match source.open(domain, &id_batch).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            loop {
+                let item = match cursor.next_batch().await {
+                    Ok(Some(batch)) => Ok(Read::Rows(batch)),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                // A closed channel: the sink side has stopped; nothing more to read.
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        }
+        let done = (start + id_batch.len()) as u64;
+        if tx.send(Ok(Read::IdsDone(done))).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use trace_adapters::source::embedded::DatasetSource;
+    use trace_core::record::RowGauge;
+
+    use super::*;
+
+    /// Counts what it is handed and gives the reader time to run ahead at every fetch.
+    struct SlowSink {
+        records: u64,
+        fetches: u64,
+        ids_done: Vec<u64>,
+        fail_at_fetch: Option<u64>,
+    }
+
+    #[async_trait]
+    impl RecordSink for SlowSink {
+        async fn rows(&mut self, batch: &RowBatch) -> Result<(), RunError> {
+            self.fetches += 1;
+            if Some(self.fetches) == self.fail_at_fetch {
+                return Err(RunError::Cancelled);
+            }
+            self.records += batch.len() as u64;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            Ok(())
+        }
+        async fn ids_done(&mut self, ids_done: u64, _next: Option<Domain>) -> Result<(), RunError> {
+            self.ids_done.push(ids_done);
+            Ok(())
+        }
+    }
+
+    fn ids(n: u64) -> Vec<ContainerId> {
+        (1..=n).map(|i| ContainerId::parse(trace_core::dataset::container_id(i)).unwrap()).collect()
+    }
+
+    async fn rows_in(source: &DatasetSource, ids: &[ContainerId]) -> u64 {
+        let mut n = 0;
+        for d in Domain::ALL {
+            let mut cursor = source.open(d, ids).await.unwrap();
+            while let Some(b) = cursor.next_batch().await.unwrap() {
+                n += b.len() as u64;
+            }
+        }
+        n
+    }
+
+    /// Reading runs ahead of a slow sink, but never more than three fetches are alive.
+    #[tokio::test]
+    async fn reads_ahead_by_a_bounded_amount() {
+        let gauge = RowGauge::new();
+        let source = Arc::new(DatasetSource::new(100).with_gauge(gauge.clone()));
+        let ids = ids(600);
+        let mut sink = SlowSink { records: 0, fetches: 0, ids_done: vec![], fail_at_fetch: None };
+        let agg =
+            run(source, Arc::new(ids.clone()), Profile::QueryTool, &Domain::ALL, 250, &mut sink).await.unwrap();
+        assert!(agg.is_none());
+        assert_eq!(sink.records, rows_in(&DatasetSource::new(100), &ids).await);
+        assert_eq!(sink.ids_done, vec![250, 500, 600]);
+        assert_eq!(gauge.current(), 0);
+        let peak = gauge.peak();
+        assert!(peak > 100, "the reader never ran ahead (peak {peak} rows)");
+        assert!(peak <= 300, "more than three fetches alive: peak {peak} rows");
+    }
+
+    /// A sink that stops ends the run with its error, and the rows read ahead are released.
+    #[tokio::test]
+    async fn a_failing_sink_stops_the_reading() {
+        let gauge = RowGauge::new();
+        let source = Arc::new(DatasetSource::new(100).with_gauge(gauge.clone()));
+        let mut sink = SlowSink { records: 0, fetches: 0, ids_done: vec![], fail_at_fetch: Some(5) };
+        let err =
+            run(source, Arc::new(ids(600)), Profile::QueryTool, &Domain::ALL, 250, &mut sink).await.unwrap_err();
+        assert!(matches!(err, RunError::Cancelled), "{err}");
+        assert_eq!(sink.fetches, 5);
+        assert_eq!(gauge.current(), 0);
+    }
 }

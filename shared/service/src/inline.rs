@@ -4,6 +4,8 @@
 //!
 //! Answer: `{"stage":"events","results":{"<domain>":{"data":[…],"count":n}},"aggregation":{…}|null}`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use trace_core::record::RowBatch;
 use trace_core::{Domain, TraceRequest};
@@ -53,8 +55,8 @@ pub async fn run(app: &App, request: &TraceRequest) -> Result<Vec<u8>, RunError>
     let parts = request.domains.iter().map(|d| (*d, Vec::new(), 0)).collect();
     let mut sink = InlineSink { budget, used: FRAME_BYTES * (request.domains.len() + 1), parts };
     let aggregation = engine::run(
-        app.backends.source.as_ref(),
-        &request.ids,
+        app.backends.source.clone(),
+        Arc::new(request.ids.clone()),
         request.profile,
         &request.domains,
         app.config.id_batch_size,

@@ -48,19 +48,13 @@ pub async fn finished_manifest(app: &App, id: &str) -> Result<Manifest, TraceErr
     Ok(manifest)
 }
 
-/// Reads one chunk and checks it against its manifest entry.
+/// Reads one chunk and checks it against its manifest entry; its NDJSON.
 async fn read_chunk(app: &App, entry: &ChunkEntry) -> Result<Bytes, (String, String)> {
-    let body = app.backends.store.get(&entry.key).await.map_err(|e| match e {
+    let stored = app.backends.store.get(&entry.key).await.map_err(|e| match e {
         StoreError::NotFound(k) => ("CHUNK_MISSING".to_owned(), format!("result chunk {k} is missing")),
         e => ("STORE_ERROR".to_owned(), e.to_string()),
     })?;
-    if body.len() as u64 != entry.bytes || crc32fast::hash(&body) != entry.crc32 {
-        return Err((
-            "CHUNK_CORRUPT".to_owned(),
-            format!("result chunk {} does not match its checksum", entry.key),
-        ));
-    }
-    Ok(body)
+    entry.decode(stored).map_err(|e| ("CHUNK_CORRUPT".to_owned(), e.to_string()))
 }
 
 fn line(l: &StreamLine) -> Bytes {

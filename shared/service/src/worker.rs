@@ -389,7 +389,16 @@ async fn run_inner(
         builders: message
             .domains
             .iter()
-            .map(|d| (*d, ChunkBuilder::new(meta.job_id, *d, message.shard, app.config.stream_batch_size)))
+            .map(|d| {
+                let builder = ChunkBuilder::new(
+                    meta.job_id,
+                    *d,
+                    message.shard,
+                    app.config.stream_batch_size,
+                    app.config.chunk_encoding,
+                );
+                (*d, builder)
+            })
             .collect(),
         entries: BTreeMap::new(),
         uploads: JoinSet::new(),
@@ -397,8 +406,8 @@ async fn run_inner(
         stops,
     };
     let aggregation = engine::run(
-        app.backends.source.as_ref(),
-        &ids,
+        app.backends.source.clone(),
+        Arc::new(ids),
         message.profile,
         &message.domains,
         app.config.id_batch_size,
