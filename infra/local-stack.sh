@@ -55,6 +55,9 @@ die() { say "local-stack: error: $*"; exit 1; }
 is_root() { [[ $(id -u) -eq 0 ]]; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# find_python, ensure_venv
+# shellcheck source=infra/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 short() { local p="$1"; printf '%s' "${p#"$REPO_ROOT"/}"; }
 
 # Print the last lines of a log file, indented, after a start failure.
@@ -151,59 +154,6 @@ apt_install() {
 # ---------------------------------------------------------------------------------------------------------
 # Python / virtualenvs
 
-# Find an interpreter >= 3.12 (LocalStack needs it): python3.13/3.12 on PATH, pyenv versions, then python3.
-# Each candidate is run to check its version: pyenv shims exist on PATH but fail when not selected.
-find_python312() {
-  local pyenv_root="${PYENV_ROOT:-$HOME/.pyenv}" minor c
-  local candidates=()
-  for minor in 13 12 14 15 16 17 18 19; do
-    candidates+=("python3.$minor")
-    # newest patch release first; skip free-threaded builds (3.13.0t)
-    while IFS= read -r c; do
-      [[ -x "$c" && "$c" != *t/bin/python3 ]] && candidates+=("$c")
-    done < <(printf '%s\n' "$pyenv_root"/versions/3."$minor".*/bin/python3 | sort -rV)
-  done
-  candidates+=(python3)
-  for c in "${candidates[@]}"; do
-    if command -v "$c" >/dev/null 2>&1 &&
-      "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then
-      command -v "$c"; return 0
-    fi
-  done
-  return 1
-}
-
-# ensure_venv NAME PYTHON HINT PKG... : make sure $CACHE_DIR/NAME holds a venv with PKG installed.
-# A marker file written after a successful install records what was installed; a venv without it
-# (interrupted install), with other contents or with a broken interpreter is rebuilt.
-ensure_venv() {
-  local name="$1" python="$2" hint="$3"; shift 3
-  local venv="$CACHE_DIR/$name" marker="$CACHE_DIR/$name/.trace-stack-ok"
-  local spec="$*" log="$CACHE_DIR/$name.install.log"
-  mkdir -p "$CACHE_DIR"
-  (
-    # Serialise builds of the same venv (several clones may share the cache).
-    if command -v flock >/dev/null 2>&1; then exec 8>"$CACHE_DIR/$name.lock"; flock 8; fi
-    if [[ -f "$marker" && "$(cat "$marker")" == "$spec" ]] && "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
-      exit 0
-    fi
-    local t0; t0="$(now)"
-    say "local-stack: building $venv ($("$python" -V 2>&1)): pip install $spec"
-    say "local-stack:   (first time only, $hint; log: $log)"
-    rm -rf "$venv"
-    if ! "$python" -m venv "$venv" >"$log" 2>&1; then
-      log_tail "$log"
-      die "could not create a virtualenv with $python (on Debian: apt-get install -y python3-venv)"
-    fi
-    if ! "$venv/bin/python" -m pip install --no-input "$@" >>"$log" 2>&1; then
-      log_tail "$log"
-      die "pip install into $venv failed"
-    fi
-    printf '%s' "$spec" >"$marker"
-    say "local-stack:   venv ready in $(elapsed "$t0") s"
-  )
-}
-
 # ---------------------------------------------------------------------------------------------------------
 # AWS emulator (LocalStack or moto)
 
@@ -215,7 +165,7 @@ choose_emulator() {
     *) die "TRACE_EMULATOR must be auto, localstack or moto (got '$want')" ;;
   esac
   if [[ "$want" != moto ]]; then
-    if py="$(find_python312)"; then
+    if py="$(find_python 12)"; then
       EMU_KIND=localstack EMU_PYTHON="$py"; return
     fi
     if [[ "$want" == localstack ]]; then
@@ -223,9 +173,7 @@ choose_emulator() {
     fi
     say "local-stack: no Python >= 3.12 found: using moto instead of LocalStack"
   fi
-  py="$(any_python)" || die "no python3 found: install python3 (>= 3.9) and python3-venv"
-  "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' ||
-    die "moto needs Python >= 3.9; $py is $("$py" -V 2>&1)"
+  py="$(find_python 9)" || die "moto needs a python3 >= 3.9 with the venv module (on Debian: apt-get install -y python3 python3-venv)"
   EMU_KIND=moto EMU_PYTHON="$py"
 }
 
@@ -249,7 +197,7 @@ start_emulator() {
     -u PYTHONHOME -u VIRTUAL_ENV)
   if [[ "$EMU_KIND" == localstack ]]; then
     venv="venv-localstack-$LOCALSTACK_VERSION"
-    ensure_venv "$venv" "$EMU_PYTHON" "takes 1-2 minutes, ~500 MB" "${LOCALSTACK_PIP[@]}"
+    ensure_venv local-stack "$venv" "$EMU_PYTHON" "takes 1-2 minutes, ~500 MB" "${LOCALSTACK_PIP[@]}"
     log="$STATE_DIR/localstack.log"
     rm -rf "$STATE_DIR/localstack"
     mkdir -p "$STATE_DIR/localstack"
@@ -262,7 +210,7 @@ start_emulator() {
       echo $! >"$STATE_DIR/emulator.pid")
   else
     venv="venv-moto"
-    ensure_venv "$venv" "$EMU_PYTHON" "takes ~15 s" "${MOTO_PIP[@]}"
+    ensure_venv local-stack "$venv" "$EMU_PYTHON" "takes ~15 s" "${MOTO_PIP[@]}"
     log="$STATE_DIR/moto.log"
     t0="$(now)"
     (cd "$STATE_DIR" && detach "${clean_env[@]}" "$CACHE_DIR/$venv/bin/moto_server" -H 127.0.0.1 -p "$port" \

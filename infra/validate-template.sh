@@ -35,51 +35,13 @@ die() { say "validate-template: error: $*"; exit 1; }
 
 [[ -f "$TEMPLATE" ]] || die "no template at $TEMPLATE"
 
-# A python3 >= 3.9 (cfn-lint 1.x needs it): versioned names on PATH, pyenv versions, then python3.
-# Each candidate is run to check its version: pyenv shims exist on PATH but fail when not selected.
-find_python39() {
-  local pyenv_root="${PYENV_ROOT:-$HOME/.pyenv}" minor c
-  local candidates=(python3)
-  for minor in 13 12 11 10 9 14; do
-    candidates+=("python3.$minor")
-    while IFS= read -r c; do
-      [[ -x "$c" && "$c" != *t/bin/python3 ]] && candidates+=("$c")
-    done < <(printf '%s\n' "$pyenv_root"/versions/3."$minor".*/bin/python3 | sort -rV)
-  done
-  for c in "${candidates[@]}"; do
-    if command -v "$c" >/dev/null 2>&1 &&
-      "$c" -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)' >/dev/null 2>&1; then
-      command -v "$c"; return 0
-    fi
-  done
-  return 1
-}
+# find_python, ensure_venv
+# shellcheck source=infra/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
-# The virtualenv, built once; a marker written after a successful install records what it holds, and a
-# venv without it (interrupted install), with other contents or a broken interpreter is rebuilt.
-ensure_venv() {
-  local marker="$VENV/.trace-template-check-ok" spec="${PIP_SPEC[*]}" log="$CACHE_DIR/$VENV_NAME.install.log"
-  mkdir -p "$CACHE_DIR"
-  (
-    # Serialise builds (tests and CI may run this script concurrently; clones share the cache).
-    if command -v flock >/dev/null 2>&1; then exec 8>"$CACHE_DIR/$VENV_NAME.lock"; flock 8; fi
-    if [[ -f "$marker" && "$(cat "$marker")" == "$spec" ]] && "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-      exit 0
-    fi
-    local python t0=$SECONDS
-    python="$(find_python39)" || die "no python3 >= 3.9 with the venv module found (on Debian: apt-get install -y python3 python3-venv)"
-    say "validate-template: building $VENV ($("$python" -V 2>&1)): pip install $spec (first time only, ~30 s; log: $log)"
-    rm -rf "$VENV"
-    if ! { "$python" -m venv "$VENV" && "$VENV/bin/python" -m pip install --no-input "${PIP_SPEC[@]}"; } >"$log" 2>&1; then
-      tail -n 30 "$log" | sed 's/^/  | /' >&2
-      die "could not install ${PIP_SPEC[*]} into $VENV"
-    fi
-    printf '%s' "$spec" >"$marker"
-    say "validate-template: venv ready in $((SECONDS - t0)) s"
-  )
-}
-
-ensure_venv
+# cfn-lint 1.x needs Python >= 3.9.
+python="$(find_python 9)" || die "no python3 >= 3.9 with the venv module found (on Debian: apt-get install -y python3 python3-venv)"
+ensure_venv validate-template "$VENV_NAME" "$python" "~30 s" "${PIP_SPEC[@]}"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

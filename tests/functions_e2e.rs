@@ -143,9 +143,17 @@ async fn a_25k_job_runs_async_and_streams_exactly_the_database_rows() {
     let stored = system.store.list(&format!("jobs/{job}/result/")).await.expect("list");
     assert!(!stored.is_empty() && stored.iter().all(|o| o.key.ends_with(".ndjson.lz4")), "{stored:?}");
     let stored_bytes: u64 = stored.iter().map(|o| o.size).sum();
-    let ndjson_bytes: usize =
-        lines.iter().filter(|l| l["type"] == "records").flat_map(|l| l["data"].as_array()).flatten().map(|r| r.to_string().len() + 1).sum();
-    assert!(stored_bytes * 3 < ndjson_bytes as u64, "{stored_bytes} bytes stored for {ndjson_bytes} of NDJSON");
+    let ndjson_bytes: usize = lines
+        .iter()
+        .filter(|l| l["type"] == "records")
+        .flat_map(|l| l["data"].as_array())
+        .flatten()
+        .map(|r| r.to_string().len() + 1)
+        .sum();
+    assert!(
+        stored_bytes * 3 < ndjson_bytes as u64,
+        "{stored_bytes} bytes stored for {ndjson_bytes} of NDJSON"
+    );
 
     // A damaged chunk is never served: the stream ends with an error line, the page is a 500.
     let victim = stored.iter().find(|o| o.key.contains("/holds/")).expect("a holds chunk");
@@ -155,9 +163,14 @@ async fn a_25k_job_runs_async_and_streams_exactly_the_database_rows() {
     system.store.put(&victim.key, body.into()).await.expect("put");
     let (_, _, lines) = system.stream_lines(&job).await;
     let last = lines.last().expect("lines");
-    assert_eq!((last["type"].as_str(), last["code"].as_str()), (Some("error"), Some("CHUNK_CORRUPT")), "{last}");
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_str()),
+        (Some("error"), Some("CHUNK_CORRUPT")),
+        "{last}"
+    );
     assert!(lines.iter().all(|l| l["type"] != "complete"));
-    let (code, page) = system.get_stream(&format!("/api/trace/job/{job}/result?domain=holds&limit=5000")).await;
+    let (code, page) =
+        system.get_stream(&format!("/api/trace/job/{job}/result?domain=holds&limit=5000")).await;
     assert_eq!((code, page["code"].as_str()), (500, Some("INTERNAL_ERROR")), "{page}");
 }
 

@@ -13,9 +13,9 @@
 //! - **stream**: time to first byte, MB/s and peak RSS of the `stream` process while a client reads the
 //!   whole `--ids` result;
 //! - **status under load**: p50 / p99 of `GET /api/trace/job/{id}` at a steady 200 requests/s while an
-//!   `--ids` job runs in the worker: once with every process at one priority, once with the job's
-//!   processes (worker, PostgreSQL, emulator) in the idle scheduling class, standing in for their own
-//!   hosts in AWS;
+//!   `--ids` job runs in the worker, with no job for comparison; once with every process sharing
+//!   every CPU, once with the job's processes (worker, PostgreSQL, emulator) pinned to a CPU of their
+//!   own and the status side (status, Redis, the load) to the others, as on separate hosts in AWS;
 //! - **sync path**: `POST /api/trace/events` with 20,000 ids: latency and peak RSS of the `submit` process.
 
 use std::path::PathBuf;
@@ -39,22 +39,29 @@ use trace_service::{submit, App};
 struct Args {
     ids: u64,
     small: u64,
+    repeat: usize,
     out: PathBuf,
     skip_seed: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a =
-        Args { ids: 114_000, small: 10_000, out: PathBuf::from("bench-results.json"), skip_seed: false };
+    let mut a = Args {
+        ids: 114_000,
+        small: 10_000,
+        repeat: 3,
+        out: PathBuf::from("bench-results.json"),
+        skip_seed: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--ids" => a.ids = value()?.parse()?,
             "--small" => a.small = value()?.parse()?,
+            "--repeat" => a.repeat = value()?.parse::<usize>()?.max(1),
             "--out" => a.out = value()?.into(),
             "--skip-seed" => a.skip_seed = true,
-            _ => bail!("usage: trace-bench [--ids N] [--small N] [--out FILE] [--skip-seed]"),
+            _ => bail!("usage: trace-bench [--ids N] [--small N] [--repeat N] [--out FILE] [--skip-seed]"),
         }
     }
     Ok(a)
@@ -148,15 +155,13 @@ fn cpu_snapshot(children: &[(&'static str, u32)]) -> std::collections::BTreeMap<
     out
 }
 
-/// Moves processes (every thread) to the idle scheduling class (`SCHED_IDLE`), or back to the normal
-/// one: an idle-class thread gives way at once to any normal thread that wakes up, so work of normal
-/// processes never waits behind it. Says so when it cannot.
-fn set_idle_class(pids: &[String], idle: bool) {
+/// Pins processes (every thread) to the CPUs in `cpus` (a `taskset` list such as `0` or `0-3`); says
+/// so when it cannot.
+fn pin(pids: &[String], cpus: &str) {
     let mut failed = 0;
     for pid in pids {
-        let class = if idle { "--idle" } else { "--other" };
-        let ok = Command::new("chrt")
-            .args(["--all-tasks", class, "-p", "0", pid])
+        let ok = Command::new("taskset")
+            .args(["--all-tasks", "--cpu-list", "-p", cpus, pid])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -164,7 +169,7 @@ fn set_idle_class(pids: &[String], idle: bool) {
         failed += usize::from(!ok);
     }
     if failed > 0 {
-        eprintln!("warning: could not change the scheduling class of {failed} of {} processes", pids.len());
+        eprintln!("warning: could not pin {failed} of {} processes to CPUs {cpus}", pids.len());
     }
 }
 
@@ -251,7 +256,9 @@ impl Bench {
     /// next message on the same queue for a whole visibility timeout.
     async fn own_queue(&self, tag: &str) -> anyhow::Result<(String, App)> {
         let visibility = Duration::from_secs(120);
-        let (url, _) = create_queue_with_dlq(&self.sqs, &format!("{}-{tag}", self.name), 3, visibility).await?;
+        let unique = &JobId::new().to_string()[..8];
+        let name = format!("{}-{tag}-{unique}", self.name);
+        let (url, _) = create_queue_with_dlq(&self.sqs, &name, 3, visibility).await?;
         let mut backends = self.app.backends.clone();
         backends.light = Arc::new(SqsQueue::new(self.sqs.clone(), url.clone()));
         Ok((url, App { backends, ..self.app.clone() }))
@@ -296,8 +303,8 @@ impl Bench {
     /// One job of `n` ids in a fresh worker process.
     async fn worker(&self, n: u64) -> anyhow::Result<(Value, JobId)> {
         let (queue, app) = self.own_queue(&format!("worker-{n}")).await?;
-        let worker =
-            self.spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into()), ("TRACE_LIGHT_QUEUE_URL", queue)])?;
+        let worker = self
+            .spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into()), ("TRACE_LIGHT_QUEUE_URL", queue)])?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle_rss = worker.peak_rss_mib();
         let pids = [("worker", worker.child.id())];
@@ -352,33 +359,62 @@ impl Bench {
         }))
     }
 
-    /// Status latency at a steady `rate` while an `n`-id job runs.
+    /// Status latency at a steady `rate` while an `n`-id job runs (for 10 s with no job when `n` is
+    /// `None`).
     ///
-    /// `isolated`: the job's processes (the worker, PostgreSQL, the S3/SQS emulator) run in the idle
-    /// scheduling class, standing in for the separate hosts they have in AWS (the worker's own Lambda,
-    /// RDS, S3): they cannot delay the status process, Redis or the load on this one machine.
-    async fn status_under_load(&self, n: u64, rate: u32, isolated: bool) -> anyhow::Result<Value> {
+    /// `isolated`: the two sides get CPUs of their own, as they have separate hosts in AWS — the job's
+    /// processes (the worker, PostgreSQL, the S3/SQS emulator) the last CPU, the status process, Redis
+    /// and this load generator the others.
+    async fn status_load(&self, n: Option<u64>, rate: u32, isolated: bool) -> anyhow::Result<Value> {
         let (status, base) = self.spawn_http("status", &[]).await?;
-        let (queue, app) = self.own_queue(if isolated { "load-isolated" } else { "load" }).await?;
-        let worker =
-            self.spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into()), ("TRACE_LIGHT_QUEUE_URL", queue)])?;
+        let tag = match (n, isolated) {
+            (None, _) => "status-alone",
+            (Some(_), false) => "load",
+            (Some(_), true) => "load-isolated",
+        };
+        let (queue, app) = self.own_queue(tag).await?;
+        // With no job, nobody takes the message: the job stays queued and its status is read as such.
+        let worker = match n {
+            Some(_) => Some(self.spawn(
+                "worker",
+                &[("TRACE_WORKER_QUEUE", "light".into()), ("TRACE_LIGHT_QUEUE_URL", queue)],
+            )?),
+            None => None,
+        };
         let job_side: Vec<String> = stack_processes()
             .into_iter()
             .filter(|(group, _)| *group != "redis")
             .map(|(_, pid)| pid)
-            .chain([worker.child.id().to_string()])
+            .chain(worker.as_ref().map(|w| w.child.id().to_string()))
             .collect();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let light_side: Vec<String> = stack_processes()
+            .into_iter()
+            .filter(|(group, _)| *group == "redis")
+            .map(|(_, pid)| pid)
+            .chain([status.child.id().to_string(), std::process::id().to_string()])
+            .collect();
+        let isolated = isolated && cpus >= 2;
         if isolated {
-            set_idle_class(&job_side, true);
+            pin(&job_side, &(cpus - 1).to_string());
+            pin(&light_side, &format!("0-{}", cpus.saturating_sub(2)));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
-        let job = self.enqueue(&app, n).await?;
+        let job = self.enqueue(&app, n.unwrap_or(10)).await?;
         let url = Arc::new(format!("{base}/api/trace/job/{job}"));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let wait = self.wait(&job);
+        let wait = async {
+            match n {
+                Some(_) => self.wait(&job).await,
+                None => {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok(Instant::now())
+                }
+            }
+        };
         tokio::pin!(wait);
         let done = loop {
             tokio::select! {
@@ -395,7 +431,9 @@ impl Bench {
         };
         drop(tx);
         if isolated {
-            set_idle_class(&job_side, false);
+            let all = format!("0-{}", cpus - 1);
+            pin(&job_side, &all);
+            pin(&light_side, &all);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut latencies = Vec::new();
@@ -418,7 +456,7 @@ impl Bench {
             "rate_per_s": rate, "isolated": isolated, "requests": latencies.len() as u64 + errors, "errors": errors,
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last(),
             "job_ids": n, "job_seconds": secs, "status_peak_rss_mib": status.peak_rss_mib(),
-            "worker_peak_rss_mib": worker.peak_rss_mib(),
+            "worker_peak_rss_mib": worker.as_ref().map(Proc::peak_rss_mib),
         }))
     }
 
@@ -437,6 +475,24 @@ impl Bench {
             "latency_ms": secs * 1e3, "peak_rss_mib": submit.peak_rss_mib(),
         }))
     }
+}
+
+/// The run with the median `seconds`, with every run's `seconds` and the highest `peak_rss_mib` of all.
+fn median_run(mut runs: Vec<Value>) -> Value {
+    runs.sort_by(|a, b| {
+        a["seconds"].as_f64().unwrap_or(0.0).total_cmp(&b["seconds"].as_f64().unwrap_or(0.0))
+    });
+    let all: Vec<Value> = runs.iter().map(|r| r["seconds"].clone()).collect();
+    let peak = runs
+        .iter()
+        .filter_map(|r| r["peak_rss_mib"].as_f64())
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median["runs_seconds"] = Value::Array(all);
+    if let Some(peak) = peak {
+        median["max_peak_rss_mib"] = json!(peak);
+    }
+    median
 }
 
 fn env_or(name: &str) -> anyhow::Result<String> {
@@ -488,7 +544,8 @@ async fn main() -> anyhow::Result<()> {
         ("TRACE_LIGHT_QUEUE_URL", light),
         ("TRACE_BUCKET", name.clone()),
         ("TRACE_RATE_LIMIT_REQUESTS", "1000000000".into()),
-        ("RUST_LOG", "warn".into()),
+        // The processes' log level: RUST_LOG when set, warnings otherwise.
+        ("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -512,21 +569,32 @@ async fn main() -> anyhow::Result<()> {
     };
     eprintln!("bench {name}: process logs in {}", bench.logs.display());
 
+    // Floor and worker alternate, `--repeat` times each; the median run by time is reported (the
+    // machine's noise hits both alike), with every run kept in the JSON.
     for n in [args.small, args.ids] {
-        let floor = bench.floor(n).await?;
-        eprintln!("floor {n}: {floor}");
-        results.insert(format!("floor_{n}"), floor);
-        let (worker, job) = bench.worker(n).await?;
-        eprintln!("worker {n}: {worker}");
-        results.insert(format!("worker_{n}"), worker);
-        if n == args.ids {
+        let (mut floors, mut workers, mut last_job) = (Vec::new(), Vec::new(), None);
+        for round in 1..=args.repeat {
+            let floor = bench.floor(n).await?;
+            eprintln!("floor {n} ({round}/{}): {floor}", args.repeat);
+            floors.push(floor);
+            let (worker, job) = bench.worker(n).await?;
+            eprintln!("worker {n} ({round}/{}): {worker}", args.repeat);
+            workers.push(worker);
+            last_job = Some(job);
+        }
+        results.insert(format!("floor_{n}"), median_run(floors));
+        results.insert(format!("worker_{n}"), median_run(workers));
+        if let (true, Some(job)) = (n == args.ids, last_job) {
             let stream = bench.stream(&job).await?;
             eprintln!("stream {n}: {stream}");
             results.insert(format!("stream_{n}"), stream);
         }
     }
+    let idle = bench.status_load(None, 200, false).await?;
+    eprintln!("status, no job: {idle}");
+    results.insert("status_no_job".into(), idle);
     for (key, isolated) in [("status_under_load", false), ("status_under_load_isolated", true)] {
-        let load = bench.status_under_load(args.ids, 200, isolated).await?;
+        let load = bench.status_load(Some(args.ids), 200, isolated).await?;
         eprintln!("{key}: {load}");
         results.insert(key.into(), load);
     }
@@ -552,6 +620,16 @@ fn f(v: &Value) -> String {
 
 fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
     let get = |k: &str, f2: &str| r.get(k).map(|v| v[f2].clone()).unwrap_or(Value::Null);
+    let runs = |k: &str| {
+        get(k, "runs_seconds")
+            .as_array()
+            .map(|a| a.iter().map(f).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let peak = |k: &str| match get(k, "max_peak_rss_mib") {
+        Value::Null => get(k, "peak_rss_mib"),
+        v => v,
+    };
     let cpu = |k: &str| {
         get(k, "cpu_s")
             .as_object()
@@ -563,27 +641,29 @@ fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
     for n in [a.small, a.ids] {
         let (floor, worker) = (format!("floor_{n}"), format!("worker_{n}"));
         println!(
-            "| floor read, {n} ids | {} s ({} rows/s) |",
+            "| floor read, {n} ids | {} s ({} rows/s; runs {} s) |",
             f(&get(&floor, "seconds")),
-            f(&get(&floor, "rows_per_s"))
+            f(&get(&floor, "rows_per_s")),
+            runs(&floor)
         );
         println!(
-            "| worker, {n} ids | {} s, {} records/s, {} MB NDJSON at {} MB/s ({} MB stored), {} object writes, peak RSS {} MiB |",
+            "| worker, {n} ids | {} s, {} records/s, {} MB NDJSON at {} MB/s ({} MB stored), {} object writes, peak RSS {} MiB (highest of the runs; runs {} s) |",
             f(&get(&worker, "seconds")),
             f(&get(&worker, "records_per_s")),
             f(&get(&worker, "ndjson_mb")),
             f(&get(&worker, "ndjson_mb_per_s")),
             f(&get(&worker, "stored_mb")),
             get(&worker, "object_store_writes"),
-            f(&get(&worker, "peak_rss_mib")),
+            f(&peak(&worker)),
+            runs(&worker),
         );
         println!("| worker run CPU s, {n} ids | {} |", cpu(&worker));
         let ratio = get(&worker, "seconds").as_f64().unwrap_or(f64::NAN)
             / get(&floor, "seconds").as_f64().unwrap_or(f64::NAN);
         println!("| worker / floor, {n} ids | {ratio:.2}× |");
     }
-    let small = get(&format!("worker_{}", a.small), "peak_rss_mib").as_f64().unwrap_or(f64::NAN);
-    let big = get(&format!("worker_{}", a.ids), "peak_rss_mib").as_f64().unwrap_or(f64::NAN);
+    let small = peak(&format!("worker_{}", a.small)).as_f64().unwrap_or(f64::NAN);
+    let big = peak(&format!("worker_{}", a.ids)).as_f64().unwrap_or(f64::NAN);
     println!("| worker peak RSS {} vs {} ids | {:.2}× |", a.ids, a.small, big / small);
     let s = format!("stream_{}", a.ids);
     println!(
@@ -593,9 +673,16 @@ fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
         f(&get(&s, "mb_per_s")),
         f(&get(&s, "peak_rss_mib"))
     );
+    println!(
+        "| status at 200 req/s, no job running | p50 {} ms, p99 {} ms, {} requests, {} errors |",
+        f(&get("status_no_job", "p50_ms")),
+        f(&get("status_no_job", "p99_ms")),
+        get("status_no_job", "requests"),
+        get("status_no_job", "errors")
+    );
     for (key, how) in [
         ("status_under_load", "all processes at one priority"),
-        ("status_under_load_isolated", "job's processes in the idle scheduling class"),
+        ("status_under_load_isolated", "job's processes on a CPU of their own"),
     ] {
         println!(
             "| status at 200 req/s during a {}-id job, {how} | p50 {} ms, p99 {} ms, {} requests, {} errors |",

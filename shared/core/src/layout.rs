@@ -351,7 +351,9 @@ mod tests {
         assert!(keys[0].starts_with(&domain_prefix(&job, Domain::History)));
         assert!(keys[0].ends_with("/history/0000-000002.ndjson"));
         assert_eq!(input_key(&job), format!("jobs/{job}/input.json"));
-        assert!(chunk_key(&job, Domain::Jobs, 0, 7, ChunkEncoding::Lz4).ends_with("/jobs/0000-000007.ndjson.lz4"));
+        assert!(
+            chunk_key(&job, Domain::Jobs, 0, 7, ChunkEncoding::Lz4).ends_with("/jobs/0000-000007.ndjson.lz4")
+        );
     }
 
     #[test]

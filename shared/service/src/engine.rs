@@ -10,13 +10,13 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use trace_core::aggregation::{MsdAggregation, MsdAggregator};
 use trace_core::ids::IdList;
 use trace_core::ports::{EventSource, JobStoreError, QueueError, SourceError, StoreError};
 use trace_core::record::RowBatch;
 use trace_core::{ContainerId, Domain, Profile};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// Why a run stopped early. The variants say what happens next: see `worker::Disposition`.
 #[derive(Debug, thiserror::Error)]
@@ -261,8 +261,9 @@ mod tests {
         let source = Arc::new(DatasetSource::new(100).with_gauge(gauge.clone()));
         let ids = ids(600);
         let mut sink = SlowSink { records: 0, fetches: 0, ids_done: vec![], fail_at_fetch: None };
-        let agg =
-            run(source, Arc::new(ids.clone()), Profile::QueryTool, &Domain::ALL, 250, &mut sink).await.unwrap();
+        let agg = run(source, Arc::new(ids.clone()), Profile::QueryTool, &Domain::ALL, 250, &mut sink)
+            .await
+            .unwrap();
         assert!(agg.is_none());
         assert_eq!(sink.records, rows_in(&DatasetSource::new(100), &ids).await);
         assert_eq!(sink.ids_done, vec![250, 500, 600]);
@@ -278,8 +279,9 @@ mod tests {
         let gauge = RowGauge::new();
         let source = Arc::new(DatasetSource::new(100).with_gauge(gauge.clone()));
         let mut sink = SlowSink { records: 0, fetches: 0, ids_done: vec![], fail_at_fetch: Some(5) };
-        let err =
-            run(source, Arc::new(ids(600)), Profile::QueryTool, &Domain::ALL, 250, &mut sink).await.unwrap_err();
+        let err = run(source, Arc::new(ids(600)), Profile::QueryTool, &Domain::ALL, 250, &mut sink)
+            .await
+            .unwrap_err();
         assert!(matches!(err, RunError::Cancelled), "{err}");
         assert_eq!(sink.fetches, 5);
         assert_eq!(gauge.current(), 0);

@@ -75,10 +75,15 @@ impl S3Store {
 impl ChunkStore for S3Store {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         check_key(key)?;
+        // The body's CRC-32, computed here and sent as a header: S3 still verifies the upload, and the
+        // SDK sends a plain body instead of wrapping it in `aws-chunked` framing with a trailing
+        // checksum (which every S3-compatible server must then unwrap).
+        let crc32 = aws_smithy_types::base64::encode(crc32fast::hash(&body).to_be_bytes());
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .checksum_crc32(crc32)
             .body(ByteStream::from(body))
             .send()
             .await
