@@ -2,7 +2,7 @@
 //! same figures as JSON).
 //!
 //! ```text
-//! infra/bench.sh [--ids 114000] [--small 10000] [--out bench-results.json]
+//! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 3] [--out bench-results.json]
 //! ```
 //! (`infra/bench.sh` brings the stack up, builds in release mode and runs this binary.)
 //!
@@ -681,7 +681,7 @@ fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
         get("status_no_job", "errors")
     );
     for (key, how) in [
-        ("status_under_load", "all processes at one priority"),
+        ("status_under_load", "every process sharing every CPU"),
         ("status_under_load_isolated", "job's processes on a CPU of their own"),
     ] {
         println!(

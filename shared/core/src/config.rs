@@ -37,7 +37,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_INLINE_MAX_BYTES", "5800000", "Byte budget of an inline answer; a larger answer turns the request into a job (202).", "submit"),
     var("TRACE_STREAM_BATCH_SIZE", "5000", "Records per result chunk (and per `records` line of the stream).", "submit, worker"),
     var("TRACE_CHUNK_ENCODING", "lz4", "How result chunks are stored: lz4 (an LZ4 block of the NDJSON, about 5× smaller) or plain (the NDJSON as is). Readers handle both.", "worker"),
-    var("DB_SLOW_FETCHMANY_SIZE", "5000", "Rows per fetch from the database; at most one fetch per domain is held in memory.", "submit, worker"),
+    var("DB_SLOW_FETCHMANY_SIZE", "5000", "Rows per fetch from the database; a run holds at most three fetches at once (one being read, one waiting, one being written).", "submit, worker"),
     var("TRACE_DB_ID_BATCH_SIZE", "1000", "Container ids per database query (1 to 1000).", "submit, worker"),
     var("TRACE_JOB_TTL_SECONDS", "86400", "How long job metadata and results are kept.", "submit, status, worker, stream, backfill"),
     var("TRACE_JOB_TIMEOUT_SECONDS", "900", "A job running longer than this fails with JOB_TIMEOUT.", "worker"),
