@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use trace_core::aggregation::{MsdAggregation, MsdAggregator};
 use trace_core::ids::IdList;
-use trace_core::ports::{EventSource, JobStoreError, QueueError, SourceError, StoreError};
+use trace_core::ports::{BackendError, EventSource, JobStoreError, QueueError, SourceError, StoreError};
 use trace_core::record::RowBatch;
 use trace_core::{ContainerId, Domain, Profile};
 
@@ -121,6 +121,7 @@ pub async fn run(
     let first = order.first().copied();
     let (tx, mut rx) = mpsc::channel::<Result<Read, SourceError>>(1);
     let mut reader = Reader(tokio::spawn(read_ahead(source, ids, order, id_batch_size, tx)));
+    let mut ids_read = 0u64;
     let consumed = async {
         while let Some(item) = rx.recv().await {
             match item? {
@@ -133,6 +134,7 @@ pub async fn run(
                     }
                 }
                 Read::IdsDone(done) => {
+                    ids_read = done;
                     if let Some(agg) = aggregator.as_mut() {
                         agg.end_batch();
                     }
@@ -148,6 +150,14 @@ pub async fn run(
         reader.stop().await;
     }
     consumed?;
+    // The channel also closes when the reading task dies (a panic): never report a partial read as done.
+    let ended = (&mut reader.0).await;
+    if let Err(e) = ended
+        .map_err(|e| e.to_string())
+        .and_then(|()| (ids_read == total).then_some(()).ok_or(format!("{ids_read} of {total} ids read")))
+    {
+        return Err(SourceError::Backend(BackendError::new("engine", "read ahead", e)).into());
+    }
     Ok(aggregator.map(MsdAggregator::finish))
 }
 
@@ -209,7 +219,10 @@ async fn read_ahead(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use trace_adapters::source::embedded::DatasetSource;
+    use trace_core::ports::RowCursor;
     use trace_core::record::RowGauge;
 
     use super::*;
@@ -285,5 +298,49 @@ mod tests {
         assert!(matches!(err, RunError::Cancelled), "{err}");
         assert_eq!(sink.fetches, 5);
         assert_eq!(gauge.current(), 0);
+    }
+
+    /// A source whose reading dies (a panic) after some fetches.
+    struct DyingSource {
+        inner: DatasetSource,
+        fetches_left: Arc<AtomicUsize>,
+    }
+
+    struct DyingCursor {
+        inner: Box<dyn RowCursor>,
+        fetches_left: Arc<AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl EventSource for DyingSource {
+        async fn open(&self, domain: Domain, ids: &[ContainerId]) -> Result<Box<dyn RowCursor>, SourceError> {
+            let inner = self.inner.open(domain, ids).await?;
+            Ok(Box::new(DyingCursor { inner, fetches_left: self.fetches_left.clone() }))
+        }
+    }
+
+    #[async_trait]
+    impl RowCursor for DyingCursor {
+        async fn next_batch(&mut self) -> Result<Option<RowBatch>, SourceError> {
+            let left = self.fetches_left.load(Ordering::SeqCst);
+            assert!(left > 0, "the source died");
+            self.fetches_left.store(left - 1, Ordering::SeqCst);
+            self.inner.next_batch().await
+        }
+    }
+
+    /// A reading task that dies is an error, never a short result reported as complete.
+    #[tokio::test]
+    async fn a_dying_reader_is_an_error_not_a_short_result() {
+        let source = Arc::new(DyingSource {
+            inner: DatasetSource::new(100),
+            fetches_left: Arc::new(AtomicUsize::new(3)),
+        });
+        let mut sink = SlowSink { records: 0, fetches: 0, ids_done: vec![], fail_at_fetch: None };
+        let err = run(source, Arc::new(ids(600)), Profile::QueryTool, &[Domain::History], 250, &mut sink)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunError::Source(_)), "{err}");
+        assert!(sink.fetches >= 1, "it read before dying");
     }
 }
