@@ -255,8 +255,6 @@ pub struct ChunkBuilder {
     encoding: ChunkEncoding,
     next_chunk: u32,
     buf: Vec<u8>,
-    /// Compression output, reused.
-    scratch: Vec<u8>,
     records: usize,
 }
 
@@ -271,7 +269,6 @@ impl ChunkBuilder {
             encoding,
             next_chunk: 0,
             buf: Vec::new(),
-            scratch: Vec::new(),
             records: 0,
         }
     }
@@ -304,11 +301,13 @@ impl ChunkBuilder {
                 (bytes::Bytes::from(body), None)
             }
             ChunkEncoding::Lz4 => {
-                self.scratch.resize(lz4_flex::block::get_maximum_output_size(self.buf.len()), 0);
-                let n = lz4_flex::block::compress_into(&self.buf, &mut self.scratch)
-                    .expect("the output buffer has the maximum compressed size");
+                // The output starts at the largest possible size; trimmed to the compressed bytes (an
+                // in-place shrink) before it waits for its upload. No buffer is kept per builder.
+                let mut out = lz4_flex::block::compress(&self.buf);
+                out.shrink_to_fit();
                 self.buf.clear();
-                (bytes::Bytes::copy_from_slice(&self.scratch[..n]), Some(n as u64))
+                let n = out.len() as u64;
+                (bytes::Bytes::from(out), Some(n))
             }
         };
         let entry = ChunkEntry {
