@@ -168,6 +168,10 @@ fn the_template_is_valid_and_matches_the_code() {
             }
         }
     }
+    // glibc's arenas capped as infra/bench.sh runs its workers (bench/src/main.rs, WORKER_MALLOC_ARENA_MAX).
+    for worker in ["WorkerHeavyFunction", "WorkerLightFunction"] {
+        assert_eq!(r[worker]["Properties"]["Environment"]["Variables"]["MALLOC_ARENA_MAX"], "2", "{worker}");
+    }
     assert_eq!(
         r["WorkerHeavyFunction"]["Properties"]["Environment"]["Variables"]["TRACE_WORKER_QUEUE"],
         "heavy"

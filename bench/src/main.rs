@@ -187,6 +187,9 @@ fn cpu_delta(
     Value::Object(out)
 }
 
+/// `MALLOC_ARENA_MAX` of the worker functions in `template.yaml` (`tests/template.rs` checks the template).
+const WORKER_MALLOC_ARENA_MAX: &str = "2";
+
 struct Bench {
     name: String,
     sqs: aws_sdk_sqs::Client,
@@ -217,6 +220,16 @@ impl Bench {
         let child =
             cmd.stdout(Stdio::null()).stderr(log).spawn().with_context(|| format!("starting {name}"))?;
         Ok(Proc { child })
+    }
+
+    /// A worker on the light queue `queue`, with the environment `template.yaml` gives the workers.
+    fn spawn_worker(&self, queue: String) -> anyhow::Result<Proc> {
+        let env = [
+            ("TRACE_WORKER_QUEUE", "light".to_owned()),
+            ("TRACE_LIGHT_QUEUE_URL", queue),
+            ("MALLOC_ARENA_MAX", WORKER_MALLOC_ARENA_MAX.to_owned()),
+        ];
+        self.spawn("worker", &env)
     }
 
     async fn spawn_http(
@@ -303,8 +316,7 @@ impl Bench {
     /// One job of `n` ids in a fresh worker process.
     async fn worker(&self, n: u64) -> anyhow::Result<(Value, JobId)> {
         let (queue, app) = self.own_queue(&format!("worker-{n}")).await?;
-        let worker = self
-            .spawn("worker", &[("TRACE_WORKER_QUEUE", "light".into()), ("TRACE_LIGHT_QUEUE_URL", queue)])?;
+        let worker = self.spawn_worker(queue)?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle_rss = worker.peak_rss_mib();
         let pids = [("worker", worker.child.id())];
@@ -375,10 +387,7 @@ impl Bench {
         let (queue, app) = self.own_queue(tag).await?;
         // With no job, nobody takes the message: the job stays queued and its status is read as such.
         let worker = match n {
-            Some(_) => Some(self.spawn(
-                "worker",
-                &[("TRACE_WORKER_QUEUE", "light".into()), ("TRACE_LIGHT_QUEUE_URL", queue)],
-            )?),
+            Some(_) => Some(self.spawn_worker(queue)?),
             None => None,
         };
         let job_side: Vec<String> = stack_processes()
