@@ -231,6 +231,31 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
     fn text(&self, name: &'static str) -> String {
         self.raw(name).0
     }
+
+    /// One of a fixed set of words.
+    fn choice<T: Copy>(
+        &self,
+        name: &'static str,
+        options: &[(&str, T)],
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        let value = self.text(name);
+        options.iter().find(|(word, _)| *word == value).map(|(_, v)| *v).ok_or(ConfigError {
+            var: name,
+            value,
+            expected,
+        })
+    }
+
+    /// A value parsed with its `FromStr`.
+    fn parsed<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        let value = self.text(name);
+        value.parse().map_err(|_| ConfigError { var: name, value, expected })
+    }
 }
 
 impl Config {
@@ -250,56 +275,27 @@ impl Config {
             max_body_bytes: r.count("TRACE_MAX_BODY_BYTES")?,
             inline_max_bytes: r.count("TRACE_INLINE_MAX_BYTES")?,
         };
-        let worker_queue = match r.text("TRACE_WORKER_QUEUE").as_str() {
-            "heavy" => QueueKind::Heavy,
-            "light" => QueueKind::Light,
-            other => {
-                return Err(ConfigError {
-                    var: "TRACE_WORKER_QUEUE",
-                    value: other.to_owned(),
-                    expected: "heavy or light",
-                })
-            }
-        };
-        let log_format = match r.text("LOG_FORMAT").as_str() {
-            "auto" => LogFormat::Auto,
-            "json" => LogFormat::Json,
-            "text" => LogFormat::Text,
-            other => {
-                return Err(ConfigError {
-                    var: "LOG_FORMAT",
-                    value: other.to_owned(),
-                    expected: "json, text or auto",
-                })
-            }
-        };
-        let http_addr = {
-            let value = r.text("TRACE_HTTP_ADDR");
-            value.parse().map_err(|_| ConfigError {
-                var: "TRACE_HTTP_ADDR",
-                value,
-                expected: "a socket address like 127.0.0.1:8080",
-            })?
-        };
-        let stream_responses = match r.text("TRACE_STREAM_RESPONSE").as_str() {
-            "streaming" => true,
-            "buffered" => false,
-            other => {
-                return Err(ConfigError {
-                    var: "TRACE_STREAM_RESPONSE",
-                    value: other.to_owned(),
-                    expected: "streaming or buffered",
-                })
-            }
-        };
-        let chunk_encoding = {
-            let value = r.text("TRACE_CHUNK_ENCODING");
-            value.parse().map_err(|()| ConfigError {
-                var: "TRACE_CHUNK_ENCODING",
-                value,
-                expected: "lz4 or plain",
-            })?
-        };
+        let worker_queue = r.choice(
+            "TRACE_WORKER_QUEUE",
+            &[("heavy", QueueKind::Heavy), ("light", QueueKind::Light)],
+            "heavy or light",
+        )?;
+        let log_format = r.choice(
+            "LOG_FORMAT",
+            &[("auto", LogFormat::Auto), ("json", LogFormat::Json), ("text", LogFormat::Text)],
+            "json, text or auto",
+        )?;
+        let http_addr = r.parsed("TRACE_HTTP_ADDR", "a socket address like 127.0.0.1:8080")?;
+        let stream_responses = r.choice(
+            "TRACE_STREAM_RESPONSE",
+            &[("streaming", true), ("buffered", false)],
+            "streaming or buffered",
+        )?;
+        let chunk_encoding = r.choice(
+            "TRACE_CHUNK_ENCODING",
+            &[("lz4", crate::layout::ChunkEncoding::Lz4), ("plain", crate::layout::ChunkEncoding::Plain)],
+            "lz4 or plain",
+        )?;
         let bucket = r.optional("TRACE_BUCKET", &[], "")?;
         if let Some(b) = &bucket {
             let ok = (3..=63).contains(&b.len())
@@ -409,6 +405,7 @@ mod tests {
             ("TRACE_WORKER_QUEUE", "medium"),
             ("TRACE_STREAM_RESPONSE", "chunked"),
             ("TRACE_CHUNK_ENCODING", "gzip"),
+            ("LOG_FORMAT", "xml"),
             ("TRACE_HTTP_ADDR", "localhost"),
             ("TRACE_BUCKET", "Bad_Bucket"),
             ("TRACE_JOB_TIMEOUT_SECONDS", "0"),

@@ -76,17 +76,6 @@ impl ChunkEncoding {
     }
 }
 
-impl std::str::FromStr for ChunkEncoding {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "plain" => Ok(ChunkEncoding::Plain),
-            "lz4" => Ok(ChunkEncoding::Lz4),
-            _ => Err(()),
-        }
-    }
-}
-
 /// Why a stored chunk cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("result chunk {key} does not match its manifest entry: {reason}")]
