@@ -388,7 +388,10 @@ mod tests {
         assert_eq!(c.redis_url, None);
         assert_eq!(c.worker_queue, QueueKind::Light);
         assert_eq!(c.chunk_encoding, crate::layout::ChunkEncoding::Lz4);
-        assert_eq!(with(&[("TRACE_CHUNK_ENCODING", "plain")]).unwrap().chunk_encoding.as_str(), "plain");
+        assert_eq!(
+            with(&[("TRACE_CHUNK_ENCODING", "plain")]).unwrap().chunk_encoding,
+            crate::layout::ChunkEncoding::Plain
+        );
     }
 
     #[test]

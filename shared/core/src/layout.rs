@@ -63,14 +63,6 @@ impl ChunkEncoding {
         }
     }
 
-    /// The name used in configuration and manifests.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChunkEncoding::Plain => "plain",
-            ChunkEncoding::Lz4 => "lz4",
-        }
-    }
-
     fn is_plain(&self) -> bool {
         *self == ChunkEncoding::Plain
     }
