@@ -2,7 +2,8 @@
 //! same figures as JSON).
 //!
 //! ```text
-//! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 3] [--out bench-results.json]
+//! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 3] [--out bench-results.json] [--skip-seed]
+//!                [--only worker,stream,status,sync]
 //! ```
 //! (`infra/bench.sh` brings the stack up, builds in release mode and runs this binary.)
 //!
@@ -42,6 +43,17 @@ struct Args {
     repeat: usize,
     out: PathBuf,
     skip_seed: bool,
+    /// The parts to run (`--only worker,status`); every part when empty.
+    only: Vec<String>,
+}
+
+/// The parts `--only` can choose.
+const PARTS: [&str; 4] = ["worker", "stream", "status", "sync"];
+
+impl Args {
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -51,6 +63,7 @@ fn args() -> anyhow::Result<Args> {
         repeat: 3,
         out: PathBuf::from("bench-results.json"),
         skip_seed: false,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,7 +74,16 @@ fn args() -> anyhow::Result<Args> {
             "--repeat" => a.repeat = value()?.parse::<usize>()?.max(1),
             "--out" => a.out = value()?.into(),
             "--skip-seed" => a.skip_seed = true,
-            _ => bail!("usage: trace-bench [--ids N] [--small N] [--repeat N] [--out FILE] [--skip-seed]"),
+            "--only" => {
+                a.only = value()?.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+                if let Some(unknown) = a.only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+                    bail!("--only: {unknown:?} is not one of {}", PARTS.join(", "));
+                }
+            }
+            _ => bail!(
+                "usage: trace-bench [--ids N] [--small N] [--repeat N] [--out FILE] [--skip-seed] [--only {}]",
+                PARTS.join(",")
+            ),
         }
     }
     Ok(a)
@@ -580,37 +602,48 @@ async fn main() -> anyhow::Result<()> {
 
     // Floor and worker alternate, `--repeat` times each; the median run by time is reported (the
     // machine's noise hits both alike), with every run kept in the JSON.
-    for n in [args.small, args.ids] {
-        let (mut floors, mut workers, mut last_job) = (Vec::new(), Vec::new(), None);
-        for round in 1..=args.repeat {
-            let floor = bench.floor(n).await?;
-            eprintln!("floor {n} ({round}/{}): {floor}", args.repeat);
-            floors.push(floor);
-            let (worker, job) = bench.worker(n).await?;
-            eprintln!("worker {n} ({round}/{}): {worker}", args.repeat);
-            workers.push(worker);
-            last_job = Some(job);
-        }
-        results.insert(format!("floor_{n}"), median_run(floors));
-        results.insert(format!("worker_{n}"), median_run(workers));
-        if let (true, Some(job)) = (n == args.ids, last_job) {
-            let stream = bench.stream(&job).await?;
-            eprintln!("stream {n}: {stream}");
-            results.insert(format!("stream_{n}"), stream);
+    let mut last_job = None;
+    if args.runs("worker") {
+        for n in [args.small, args.ids] {
+            let (mut floors, mut workers) = (Vec::new(), Vec::new());
+            for round in 1..=args.repeat {
+                let floor = bench.floor(n).await?;
+                eprintln!("floor {n} ({round}/{}): {floor}", args.repeat);
+                floors.push(floor);
+                let (worker, job) = bench.worker(n).await?;
+                eprintln!("worker {n} ({round}/{}): {worker}", args.repeat);
+                workers.push(worker);
+                last_job = Some(job);
+            }
+            results.insert(format!("floor_{n}"), median_run(floors));
+            results.insert(format!("worker_{n}"), median_run(workers));
         }
     }
-    let idle = bench.status_load(None, 200, false).await?;
-    eprintln!("status, no job: {idle}");
-    results.insert("status_no_job".into(), idle);
-    for (key, isolated) in [("status_under_load", false), ("status_under_load_isolated", true)] {
-        let load = bench.status_load(Some(args.ids), 200, isolated).await?;
-        eprintln!("{key}: {load}");
-        results.insert(key.into(), load);
+    if args.runs("stream") {
+        let job = match last_job {
+            Some(job) => job,
+            None => bench.worker(args.ids).await?.1,
+        };
+        let stream = bench.stream(&job).await?;
+        eprintln!("stream {}: {stream}", args.ids);
+        results.insert(format!("stream_{}", args.ids), stream);
     }
-    for domains in [&["history", "materials", "rejects", "holds", "jobs"][..], &["holds"]] {
-        let sync = bench.sync_path(20_000, domains).await?;
-        eprintln!("sync: {sync}");
-        results.insert(format!("sync_20000_{}", domains.len()), sync);
+    if args.runs("status") {
+        let idle = bench.status_load(None, 200, false).await?;
+        eprintln!("status, no job: {idle}");
+        results.insert("status_no_job".into(), idle);
+        for (key, isolated) in [("status_under_load", false), ("status_under_load_isolated", true)] {
+            let load = bench.status_load(Some(args.ids), 200, isolated).await?;
+            eprintln!("{key}: {load}");
+            results.insert(key.into(), load);
+        }
+    }
+    if args.runs("sync") {
+        for domains in [&["history", "materials", "rejects", "holds", "jobs"][..], &["holds"]] {
+            let sync = bench.sync_path(20_000, domains).await?;
+            eprintln!("sync: {sync}");
+            results.insert(format!("sync_20000_{}", domains.len()), sync);
+        }
     }
 
     print_table(&results, &args);
@@ -647,68 +680,76 @@ fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
     };
     println!("\n| measure | figure |\n|---|---|");
     println!("| dataset rows ({} ids) | {} |", a.ids, get("dataset", "rows")["total"]);
-    for n in [a.small, a.ids] {
-        let (floor, worker) = (format!("floor_{n}"), format!("worker_{n}"));
-        println!(
-            "| floor read, {n} ids | {} s ({} rows/s; runs {} s) |",
-            f(&get(&floor, "seconds")),
-            f(&get(&floor, "rows_per_s")),
-            runs(&floor)
-        );
-        println!(
-            "| worker, {n} ids | {} s, {} records/s, {} MB NDJSON at {} MB/s ({} MB stored), {} object writes, peak RSS {} MiB (highest of the runs; runs {} s) |",
-            f(&get(&worker, "seconds")),
-            f(&get(&worker, "records_per_s")),
-            f(&get(&worker, "ndjson_mb")),
-            f(&get(&worker, "ndjson_mb_per_s")),
-            f(&get(&worker, "stored_mb")),
-            get(&worker, "object_store_writes"),
-            f(&peak(&worker)),
-            runs(&worker),
-        );
-        println!("| worker run CPU s, {n} ids | {} |", cpu(&worker));
-        let ratio = get(&worker, "seconds").as_f64().unwrap_or(f64::NAN)
-            / get(&floor, "seconds").as_f64().unwrap_or(f64::NAN);
-        println!("| worker / floor, {n} ids | {ratio:.2}× |");
+    if a.runs("worker") {
+        for n in [a.small, a.ids] {
+            let (floor, worker) = (format!("floor_{n}"), format!("worker_{n}"));
+            println!(
+                "| floor read, {n} ids | {} s ({} rows/s; runs {} s) |",
+                f(&get(&floor, "seconds")),
+                f(&get(&floor, "rows_per_s")),
+                runs(&floor)
+            );
+            println!(
+                "| worker, {n} ids | {} s, {} records/s, {} MB NDJSON at {} MB/s ({} MB stored), {} object writes, peak RSS {} MiB (highest of the runs; runs {} s) |",
+                f(&get(&worker, "seconds")),
+                f(&get(&worker, "records_per_s")),
+                f(&get(&worker, "ndjson_mb")),
+                f(&get(&worker, "ndjson_mb_per_s")),
+                f(&get(&worker, "stored_mb")),
+                get(&worker, "object_store_writes"),
+                f(&peak(&worker)),
+                runs(&worker),
+            );
+            println!("| worker run CPU s, {n} ids | {} |", cpu(&worker));
+            let ratio = get(&worker, "seconds").as_f64().unwrap_or(f64::NAN)
+                / get(&floor, "seconds").as_f64().unwrap_or(f64::NAN);
+            println!("| worker / floor, {n} ids | {ratio:.2}× |");
+        }
+        let small = peak(&format!("worker_{}", a.small)).as_f64().unwrap_or(f64::NAN);
+        let big = peak(&format!("worker_{}", a.ids)).as_f64().unwrap_or(f64::NAN);
+        println!("| worker peak RSS {} vs {} ids | {:.2}× |", a.ids, a.small, big / small);
     }
-    let small = peak(&format!("worker_{}", a.small)).as_f64().unwrap_or(f64::NAN);
-    let big = peak(&format!("worker_{}", a.ids)).as_f64().unwrap_or(f64::NAN);
-    println!("| worker peak RSS {} vs {} ids | {:.2}× |", a.ids, a.small, big / small);
-    let s = format!("stream_{}", a.ids);
-    println!(
-        "| stream, {} ids | first byte {} ms, {} MB/s, peak RSS {} MiB |",
-        a.ids,
-        f(&get(&s, "first_byte_ms")),
-        f(&get(&s, "mb_per_s")),
-        f(&get(&s, "peak_rss_mib"))
-    );
-    println!(
-        "| status at 200 req/s, no job running | p50 {} ms, p99 {} ms, {} requests, {} errors |",
-        f(&get("status_no_job", "p50_ms")),
-        f(&get("status_no_job", "p99_ms")),
-        get("status_no_job", "requests"),
-        get("status_no_job", "errors")
-    );
-    for (key, how) in [
-        ("status_under_load", "every process sharing every CPU"),
-        ("status_under_load_isolated", "job's processes on a CPU of their own"),
-    ] {
+    if a.runs("stream") {
+        let s = format!("stream_{}", a.ids);
         println!(
-            "| status at 200 req/s during a {}-id job, {how} | p50 {} ms, p99 {} ms, {} requests, {} errors |",
+            "| stream, {} ids | first byte {} ms, {} MB/s, peak RSS {} MiB |",
             a.ids,
-            f(&get(key, "p50_ms")),
-            f(&get(key, "p99_ms")),
-            get(key, "requests"),
-            get(key, "errors")
+            f(&get(&s, "first_byte_ms")),
+            f(&get(&s, "mb_per_s")),
+            f(&get(&s, "peak_rss_mib"))
         );
     }
-    for k in ["sync_20000_5", "sync_20000_1"] {
+    if a.runs("status") {
         println!(
-            "| submit, 20000 ids, {} | HTTP {}, {} ms, peak RSS {} MiB |",
-            get(k, "domains"),
-            get(k, "http_status"),
-            f(&get(k, "latency_ms")),
-            f(&get(k, "peak_rss_mib"))
+            "| status at 200 req/s, no job running | p50 {} ms, p99 {} ms, {} requests, {} errors |",
+            f(&get("status_no_job", "p50_ms")),
+            f(&get("status_no_job", "p99_ms")),
+            get("status_no_job", "requests"),
+            get("status_no_job", "errors")
         );
+        for (key, how) in [
+            ("status_under_load", "every process sharing every CPU"),
+            ("status_under_load_isolated", "job's processes on a CPU of their own"),
+        ] {
+            println!(
+                "| status at 200 req/s during a {}-id job, {how} | p50 {} ms, p99 {} ms, {} requests, {} errors |",
+                a.ids,
+                f(&get(key, "p50_ms")),
+                f(&get(key, "p99_ms")),
+                get(key, "requests"),
+                get(key, "errors")
+            );
+        }
+    }
+    if a.runs("sync") {
+        for k in ["sync_20000_5", "sync_20000_1"] {
+            println!(
+                "| submit, 20000 ids, {} | HTTP {}, {} ms, peak RSS {} MiB |",
+                get(k, "domains"),
+                get(k, "http_status"),
+                f(&get(k, "latency_ms")),
+                f(&get(k, "peak_rss_mib"))
+            );
+        }
     }
 }

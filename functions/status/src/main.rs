@@ -5,7 +5,8 @@ use trace_adapters::runtime::{config_or_exit, init_logging, Backends};
 use trace_service::http::{router, Part};
 use trace_service::{serve, App};
 
-#[tokio::main]
+// One thread: a status answer is two small job-store reads, and in Lambda one request runs at a time.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let config = config_or_exit("status");
     init_logging(config.log_format);

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 
 use crate::domain::Domain;
 
@@ -48,9 +48,7 @@ impl Value {
     fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Value::Null => out.extend_from_slice(b"null"),
-            Value::Int(v) => {
-                let _ = write!(out, "{v}");
-            }
+            Value::Int(v) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
             Value::Float(v) if v.is_finite() => {
                 let _ = write!(out, "{v}");
             }
@@ -58,11 +56,53 @@ impl Value {
             Value::Text(s) => write_json_str(out, s),
             Value::Time(t) => {
                 out.push(b'"');
-                let _ = write!(out, "{}", t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+                write_time(out, t);
                 out.push(b'"');
             }
         }
     }
+}
+
+/// Appends `t` exactly as `t.to_rfc3339_opts(SecondsFormat::AutoSi, true)` writes it
+/// (`2025-01-01T00:00:05Z`, `…05.250Z`, `…05.000001Z`), without the per-value `String` and
+/// formatting machinery: it is the hottest part of rendering a record.
+fn write_time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    let (date, time) = (t.date_naive(), t.time());
+    let (year, nanos) = (date.year(), time.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // Years that are not four digits, and leap seconds: chrono's own rendering.
+        let _ = write!(out, "{}", t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        return;
+    }
+    let mut text = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, date.month());
+    put(8, 2, date.day());
+    put(11, 2, time.hour());
+    put(14, 2, time.minute());
+    put(17, 2, time.second());
+    out.extend_from_slice(&text);
+    let (digits, mut fraction) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (3, n / 1_000_000),
+        n if n % 1_000 == 0 => (6, n / 1_000),
+        n => (9, n),
+    };
+    if digits > 0 {
+        let mut buf = *b".000000000";
+        for i in (1..=digits).rev() {
+            buf[i] = b'0' + (fraction % 10) as u8;
+            fraction /= 10;
+        }
+        out.extend_from_slice(&buf[..=digits]);
+    }
+    out.push(b'Z');
 }
 
 /// Appends `s` as a JSON string literal.
@@ -247,6 +287,46 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["seq"], 2);
+    }
+
+    #[test]
+    fn times_render_as_chrono_rfc3339_auto_si() {
+        let check = |t: DateTime<Utc>| {
+            let mut out = Vec::new();
+            write_time(&mut out, &t);
+            assert_eq!(String::from_utf8(out).unwrap(), t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        };
+        // A spread of instants from year 0 to 9999, each with every sub-second shape.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let (first, last) = (-62_167_219_200_i64, 253_402_300_799_i64);
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let secs = first + (x >> 11) as i64 % (last - first + 1);
+            for nanos in [0, 250_000_000, 1_000, 123_456_000, 7, 999_999_999] {
+                check(DateTime::from_timestamp(secs, nanos).unwrap());
+            }
+        }
+        // Edges: the first and last four-digit instants, the epoch, a leap day, outside four digits.
+        for secs in [first, last, 0, 951_782_400, first - 1, last + 1, -100_000_000_000] {
+            check(DateTime::from_timestamp(secs, 0).unwrap());
+            check(DateTime::from_timestamp(secs, 10_000_000).unwrap());
+        }
+        // A leap second.
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .unwrap()
+            .and_utc();
+        check(leap);
+    }
+
+    #[test]
+    fn integers_render_in_full() {
+        let mut out = Vec::new();
+        for v in [0, -1, 42, i64::MIN, i64::MAX] {
+            out.clear();
+            Value::Int(v).write_json(&mut out);
+            assert_eq!(String::from_utf8(out.clone()).unwrap(), v.to_string());
+        }
     }
 
     #[test]

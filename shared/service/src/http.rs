@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -64,9 +65,12 @@ pub fn router(app: App, parts: &[Part]) -> Router {
                 );
             }
             Part::Status => {
-                limited = limited
-                    .route("/api/trace/job/{id}", get(status_handler).delete(cancel_handler))
-                    .route("/api/trace/jobs", get(list_handler));
+                // The status read counts the caller itself (see `status_handler`); cancel and history go
+                // through the rate-limit layer like the other limited routes.
+                let counted = middleware::from_fn_with_state(app.clone(), rate_limit);
+                open = open
+                    .route("/api/trace/job/{id}", get(status_handler).delete(cancel_handler.layer(counted)));
+                limited = limited.route("/api/trace/jobs", get(list_handler));
             }
             Part::Stream => {
                 limited = limited
@@ -149,8 +153,18 @@ async fn submit_handler(State(app): State<App>, request: Request) -> Response {
     }
 }
 
-async fn status_handler(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(status::status(&app, &id).await?).into_response())
+/// `GET /api/trace/job/{id}`, rate limited like the other job routes. The count and the job read are
+/// each one job-store round trip and independent, so they are made at once: the most frequent route
+/// answers after one round trip instead of two. An over-limit caller gets its 429 all the same.
+async fn status_handler(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let who = caller(&request);
+    let (counted, status) = tokio::join!(app.limiter.check(&who), status::status(&app, &id));
+    counted?;
+    Ok(Json(status?).into_response())
 }
 
 async fn cancel_handler(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -204,9 +218,14 @@ mod tests {
     use trace_core::Config;
 
     async fn app() -> App {
-        let config = Config::from_lookup(|name| {
-            (name == "TRACE_LOCAL_DIR")
-                .then(|| std::env::temp_dir().join("trace-http-test").display().to_string())
+        app_with(&[]).await
+    }
+
+    async fn app_with(vars: &[(&str, &str)]) -> App {
+        let config = Config::from_lookup(|name| match vars.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => Some(v.to_string()),
+            None => (name == "TRACE_LOCAL_DIR")
+                .then(|| std::env::temp_dir().join("trace-http-test").display().to_string()),
         })
         .unwrap();
         let backends = Backends::from_config(&config).await.unwrap();
@@ -214,7 +233,11 @@ mod tests {
     }
 
     async fn get(router: &Router, path: &str) -> (StatusCode, serde_json::Value) {
-        let request = axum::http::Request::get(path).body(Body::empty()).unwrap();
+        call(router, "GET", path).await
+    }
+
+    async fn call(router: &Router, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = axum::http::Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -246,5 +269,26 @@ mod tests {
         let (status, body) = get(&status_only, "/api/trace/jobs").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["jobs"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn status_reads_cancels_and_history_share_one_rate_limit() {
+        let app = app_with(&[("TRACE_RATE_LIMIT_REQUESTS", "3")]).await;
+        let router = router(app, &[Part::Status]);
+        let job = format!("/api/trace/job/{}", trace_core::JobId::new());
+        let requests = [("GET", job.as_str()), ("DELETE", job.as_str()), ("GET", "/api/trace/jobs")];
+        let mut answers = Vec::new();
+        for (method, path) in requests {
+            answers.push(call(&router, method, path).await.0);
+        }
+        assert_eq!(answers, [StatusCode::NOT_FOUND, StatusCode::NOT_FOUND, StatusCode::OK]);
+        // The window is used up: each route is refused now.
+        for (method, path) in requests {
+            let (status, body) = call(&router, method, path).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (StatusCode::TOO_MANY_REQUESTS, Some("TOO_MANY_REQUESTS"))
+            );
+        }
     }
 }

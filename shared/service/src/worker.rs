@@ -31,6 +31,11 @@ use crate::App;
 /// Chunk uploads in flight at once per worker: overlaps the object store's latency with reading.
 const UPLOADS_IN_FLIGHT: usize = 4;
 
+/// Least time between two progress writes of a run (the first is at once; the heartbeat and the
+/// finish write the rest). Each write is a job-store round trip on the path of the rows, and a
+/// 114,000-id job fills about 1,500 chunks and id batches.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 /// What to do with the message after handling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -59,9 +64,14 @@ impl Lease {
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Notes progress for the next heartbeat without writing it.
+    fn note(&self, progress: Progress) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = progress;
+    }
+
     /// Stores progress; tells whether the job is still ours.
     async fn publish(&self, app: &App, progress: Progress) -> Result<(), RunError> {
-        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = progress.clone();
+        self.note(progress.clone());
         match app.backends.jobs.update_progress(&self.job_id, self.guard, &progress).await? {
             CasOutcome::Applied => Ok(()),
             CasOutcome::Conflict(now) if now.status == JobStatus::Cancelled => Err(RunError::Cancelled),
@@ -375,6 +385,7 @@ async fn run_inner(
         .map_err(|e| RunError::BadInput(format!("input.json: {e}")))?
         .container_ids;
     drop(input);
+    tracing::debug!("input read");
     let (from, to) = (message.ids_from as usize, message.ids_to as usize);
     if from > to || to > all.len() {
         return Err(RunError::BadInput(format!(
@@ -403,6 +414,7 @@ async fn run_inner(
         entries: BTreeMap::new(),
         uploads: JoinSet::new(),
         progress: lease.progress(),
+        published: None,
         stops,
     };
     let aggregation = engine::run(
@@ -422,6 +434,7 @@ async fn run_inner(
             return Err(e);
         }
     };
+    tracing::debug!("every row read");
     let records = sink.progress.records_written;
     let domains = match sink.finish(&message.domains).await {
         Ok(d) => d,
@@ -430,11 +443,13 @@ async fn run_inner(
             return Err(e);
         }
     };
+    tracing::debug!("every chunk stored");
     let aggregation = aggregation.map(|a| serde_json::to_value(a).unwrap_or_default());
     let manifest = Manifest::new(meta.job_id, message.profile, domains, aggregation, Utc::now());
     let body = serde_json::to_vec(&manifest).map_err(|e| RunError::BadInput(e.to_string()))?;
     // The manifest goes last: its presence means the result is complete.
     store.put(&layout::manifest_key(&meta.job_id), Bytes::from(body)).await?;
+    tracing::debug!("manifest stored");
     let mut done = meta.clone();
     done.progress = sink.progress.clone();
     let finished =
@@ -454,10 +469,23 @@ struct ChunkSink<'a> {
     entries: BTreeMap<Domain, Vec<ChunkEntry>>,
     uploads: JoinSet<Result<(Domain, ChunkEntry), StoreError>>,
     progress: Progress,
+    /// When progress was last written.
+    published: Option<Instant>,
     stops: Stops,
 }
 
 impl ChunkSink<'_> {
+    /// Records progress: written to the job store (which also tells about a cancel) at most every
+    /// [`PROGRESS_EVERY`], otherwise left for the heartbeat.
+    async fn report(&mut self) -> Result<(), RunError> {
+        if self.published.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+            self.lease.note(self.progress.clone());
+            return Ok(());
+        }
+        self.published = Some(Instant::now());
+        self.lease.publish(self.app, self.progress.clone()).await
+    }
+
     async fn collect_one(&mut self) -> Result<(), RunError> {
         if let Some(joined) = self.uploads.join_next().await {
             let (domain, entry) = joined.map_err(|e| RunError::BadInput(format!("upload task: {e}")))??;
@@ -475,8 +503,7 @@ impl ChunkSink<'_> {
             store.put(&chunk.entry.key, chunk.body).await?;
             Ok((domain, chunk.entry))
         });
-        // At least one progress update per chunk; it also tells us about a cancel.
-        self.lease.publish(self.app, self.progress.clone()).await
+        self.report().await
     }
 
     /// Waits for every upload in flight, ignoring their outcome (the run is being abandoned).
@@ -529,7 +556,7 @@ impl RecordSink for ChunkSink<'_> {
     async fn ids_done(&mut self, ids_done: u64, _next: Option<Domain>) -> Result<(), RunError> {
         self.stops.check()?;
         self.progress.set_ids_done(ids_done);
-        self.lease.publish(self.app, self.progress.clone()).await
+        self.report().await
     }
 }
 

@@ -96,10 +96,14 @@ impl EventSource for PgSource {
             .map(|c| c.iter().map(|id| id.as_str().to_owned()).collect())
             .rev()
             .collect();
+        // One cursor name per domain: the prepared `FETCH` of a cursor carries its row type.
+        let cursor = format!("trace_{domain}");
         Ok(Box::new(PgCursor {
             conn,
             domain,
-            fetch: format!("FETCH {} FROM trace_cursor", self.fetch_size),
+            declare: format!("DECLARE {cursor} NO SCROLL CURSOR FOR {}", catalog::select(domain)),
+            fetch: format!("FETCH {} FROM {cursor}", self.fetch_size),
+            close: format!("CLOSE {cursor}; COMMIT"),
             fetch_size: self.fetch_size,
             pending: batches,
             open: false,
@@ -111,27 +115,45 @@ impl EventSource for PgSource {
 struct PgCursor {
     conn: Object,
     domain: Domain,
+    declare: String,
     fetch: String,
+    close: String,
     fetch_size: usize,
     /// Id batches not yet queried, last first.
     pending: Vec<Vec<String>>,
-    /// Whether `trace_cursor` is declared (inside a transaction).
+    /// Whether the cursor is declared (inside a transaction).
     open: bool,
     gauge: Option<Arc<RowGauge>>,
 }
 
 impl PgCursor {
-    async fn declare(&mut self, ids: Vec<String>) -> Result<(), SourceError> {
-        self.conn.batch_execute("BEGIN READ ONLY").await.map_err(|e| pg("begin", e))?;
-        let declare = format!("DECLARE trace_cursor NO SCROLL CURSOR FOR {}", catalog::select(self.domain));
-        self.conn.execute(declare.as_str(), &[&ids]).await.map_err(|e| pg("declare", e))?;
+    /// Opens the cursor over `ids` and reads its first fetch in one round trip: `BEGIN`, `DECLARE`
+    /// and the first `FETCH` are pipelined (sent together, answered in order). Both statements are
+    /// prepared once per connection; the `FETCH` right after its cursor's first `DECLARE`, so that
+    /// the server describes its rows.
+    async fn declare_and_fetch(&mut self, ids: Vec<String>) -> Result<Vec<Row>, SourceError> {
+        let conn = &self.conn;
+        let declare = conn.prepare_cached(&self.declare).await.map_err(|e| pg("prepare", e))?;
+        let (_, _, rows) = tokio::try_join!(
+            async { conn.batch_execute("BEGIN READ ONLY").await.map_err(|e| pg("begin", e)) },
+            async { conn.execute(&declare, &[&ids]).await.map_err(|e| pg("declare", e)) },
+            async {
+                let fetch = conn.prepare_cached(&self.fetch).await.map_err(|e| pg("prepare", e))?;
+                conn.query(&fetch, &[]).await.map_err(|e| pg("fetch", e))
+            },
+        )?;
         self.open = true;
-        Ok(())
+        Ok(rows)
+    }
+
+    async fn fetch(&self) -> Result<Vec<Row>, SourceError> {
+        let fetch = self.conn.prepare_cached(&self.fetch).await.map_err(|e| pg("prepare", e))?;
+        self.conn.query(&fetch, &[]).await.map_err(|e| pg("fetch", e))
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {
         self.open = false;
-        self.conn.batch_execute("CLOSE trace_cursor; COMMIT").await.map_err(|e| pg("close", e))
+        self.conn.batch_execute(&self.close).await.map_err(|e| pg("close", e))
     }
 
     fn decode(&self, rows: Vec<Row>) -> Result<RowBatch, SourceError> {
@@ -174,13 +196,14 @@ impl PgCursor {
 impl RowCursor for PgCursor {
     async fn next_batch(&mut self) -> Result<Option<RowBatch>, SourceError> {
         loop {
-            if !self.open {
+            let rows = if self.open {
+                self.fetch().await?
+            } else {
                 match self.pending.pop() {
-                    Some(ids) => self.declare(ids).await?,
+                    Some(ids) => self.declare_and_fetch(ids).await?,
                     None => return Ok(None),
                 }
-            }
-            let rows = self.conn.query(self.fetch.as_str(), &[]).await.map_err(|e| pg("fetch", e))?;
+            };
             let full = rows.len() >= self.fetch_size;
             if !full {
                 self.close().await?;
