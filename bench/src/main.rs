@@ -273,11 +273,14 @@ impl Bench {
         bail!("{name} did not start; see {}", self.logs.display())
     }
 
-    async fn wait(&self, job: &JobId) -> anyhow::Result<Instant> {
+    /// Waits for `job` to finish: when this process saw it, and when the worker recorded it.
+    async fn wait(&self, job: &JobId) -> anyhow::Result<(Instant, chrono::DateTime<chrono::Utc>)> {
         loop {
             let meta = self.app.backends.jobs.get(job).await?.context("job vanished")?;
             match meta.status {
-                JobStatus::Finished => return Ok(Instant::now()),
+                JobStatus::Finished => {
+                    return Ok((Instant::now(), meta.completed_at.context("finished without a time")?))
+                }
                 JobStatus::Failed | JobStatus::Cancelled => {
                     bail!("job {job} ended {}: {:?}", meta.status, meta.error)
                 }
@@ -343,10 +346,12 @@ impl Bench {
         let idle_rss = worker.peak_rss_mib();
         let pids = [("worker", worker.child.id())];
         let cpu0 = cpu_snapshot(&pids);
-        let started = Instant::now();
+        // From the submit call to the worker's recording the job finished (the wall clock, not this
+        // process's polling, ends the run).
+        let started = chrono::Utc::now();
         let job = self.enqueue(&app, n).await?;
-        let done = self.wait(&job).await?;
-        let secs = (done - started).as_secs_f64();
+        let (_, finished) = self.wait(&job).await?;
+        let secs = (finished - started).as_seconds_f64();
         let cpu = cpu_delta(&cpu0, &cpu_snapshot(&pids));
         let peak = worker.peak_rss_mib();
         drop(worker);
@@ -439,7 +444,7 @@ impl Bench {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let wait = async {
             match n {
-                Some(_) => self.wait(&job).await,
+                Some(_) => self.wait(&job).await.map(|(seen, _)| seen),
                 None => {
                     tokio::time::sleep(Duration::from_secs(10)).await;
                     Ok(Instant::now())
