@@ -2,7 +2,7 @@
 //! same figures as JSON).
 //!
 //! ```text
-//! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 3] [--out bench-results.json] [--skip-seed]
+//! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 5] [--out bench-results.json] [--skip-seed]
 //!                [--only worker,stream,status,sync]
 //! ```
 //! (`infra/bench.sh` brings the stack up, builds in release mode and runs this binary.)
@@ -60,7 +60,7 @@ fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         ids: 114_000,
         small: 10_000,
-        repeat: 3,
+        repeat: 5,
         out: PathBuf::from("bench-results.json"),
         skip_seed: false,
         only: Vec::new(),
@@ -514,11 +514,12 @@ impl Bench {
 }
 
 /// The run with the median `seconds`, with every run's `seconds` and the highest `peak_rss_mib` of all.
+/// The run of median time, with every run's time (in round order) and the highest peak RSS of all.
 fn median_run(mut runs: Vec<Value>) -> Value {
+    let all: Vec<Value> = runs.iter().map(|r| r["seconds"].clone()).collect();
     runs.sort_by(|a, b| {
         a["seconds"].as_f64().unwrap_or(0.0).total_cmp(&b["seconds"].as_f64().unwrap_or(0.0))
     });
-    let all: Vec<Value> = runs.iter().map(|r| r["seconds"].clone()).collect();
     let peak = runs
         .iter()
         .filter_map(|r| r["peak_rss_mib"].as_f64())
@@ -620,6 +621,19 @@ async fn main() -> anyhow::Result<()> {
                 workers.push(worker);
                 last_job = Some(job);
             }
+            // Each round's worker time over the floor just before it: the pair shares the machine's
+            // state of the moment (on a VM its speed drifts by ±10% within minutes).
+            let mut ratios: Vec<f64> = floors
+                .iter()
+                .zip(&workers)
+                .filter_map(|(f, w)| Some(w["seconds"].as_f64()? / f["seconds"].as_f64()?))
+                .collect();
+            let by_round = ratios.clone();
+            ratios.sort_by(f64::total_cmp);
+            results.insert(
+                format!("ratio_{n}"),
+                json!({ "median_of_rounds": ratios.get(ratios.len() / 2), "rounds": by_round }),
+            );
             results.insert(format!("floor_{n}"), median_run(floors));
             results.insert(format!("worker_{n}"), median_run(workers));
         }
@@ -708,7 +722,17 @@ fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
             println!("| worker run CPU s, {n} ids | {} |", cpu(&worker));
             let ratio = get(&worker, "seconds").as_f64().unwrap_or(f64::NAN)
                 / get(&floor, "seconds").as_f64().unwrap_or(f64::NAN);
-            println!("| worker / floor, {n} ids | {ratio:.2}× |");
+            let rounds = get(&format!("ratio_{n}"), "rounds")
+                .as_array()
+                .map(|a| {
+                    a.iter().map(|r| format!("{:.2}", r.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+                .join(", ");
+            println!(
+                "| worker / floor, {n} ids | median of the rounds' ratios {:.2}× (rounds {rounds}); ratio of the medians {ratio:.2}× |",
+                get(&format!("ratio_{n}"), "median_of_rounds").as_f64().unwrap_or(f64::NAN)
+            );
         }
         let small = peak(&format!("worker_{}", a.small)).as_f64().unwrap_or(f64::NAN);
         let big = peak(&format!("worker_{}", a.ids)).as_f64().unwrap_or(f64::NAN);

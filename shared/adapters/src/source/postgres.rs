@@ -159,6 +159,8 @@ impl PgCursor {
     fn decode(&self, rows: Vec<Row>) -> Result<RowBatch, SourceError> {
         let columns = self.domain.columns();
         let mut batch = RowBatch::with_capacity(self.domain, rows.len());
+        // One row's cells, reused for every row.
+        let mut cells = Vec::with_capacity(columns.len());
         for row in &rows {
             if row.len() != columns.len() {
                 return Err(SourceError::BadRow {
@@ -166,7 +168,6 @@ impl PgCursor {
                     reason: format!("{} columns, expected {}", row.len(), columns.len()),
                 });
             }
-            let mut cells = Vec::with_capacity(columns.len());
             for (i, column) in columns.iter().enumerate() {
                 let bad = |e: tokio_postgres::Error| SourceError::BadRow {
                     domain: self.domain,
@@ -182,7 +183,7 @@ impl PgCursor {
                 };
                 cells.push(value.unwrap_or(Value::Null));
             }
-            batch.push_row(cells);
+            batch.push_row(cells.drain(..));
         }
         if let Some(gauge) = &self.gauge {
             batch.count_on(gauge.clone());
