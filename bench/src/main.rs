@@ -233,7 +233,10 @@ fn ids(n: u64) -> Vec<ContainerId> {
 
 impl Bench {
     fn spawn(&self, name: &'static str, extra: &[(&str, String)]) -> anyhow::Result<Proc> {
-        let log = std::fs::File::create(self.logs.join(format!("{name}.log")))?;
+        // One log per process started: `worker-3.log` is the third worker.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let log = std::fs::File::create(self.logs.join(format!("{name}-{nth}.log")))?;
         let mut cmd = Command::new(self.bin_dir.join(name));
         cmd.env_remove("AWS_LAMBDA_RUNTIME_API").envs(self.env.iter().map(|(k, v)| (k, v)));
         for (k, v) in extra {
