@@ -60,6 +60,12 @@ pub trait RecordSink: Send {
     async fn rows(&mut self, batch: &RowBatch) -> Result<(), RunError>;
     /// Every row of the first `ids_done` ids has been handed over; `next` is the domain read next.
     async fn ids_done(&mut self, ids_done: u64, next: Option<Domain>) -> Result<(), RunError>;
+    /// Every row of a requested domain has been handed over (told once per domain, in the last id
+    /// batch, while the domains after it are still being read).
+    async fn domain_done(&mut self, domain: Domain) -> Result<(), RunError> {
+        let _ = domain;
+        Ok(())
+    }
 }
 
 /// Ids the engine reads in batches: a request's `Vec` or a job's compact [`IdList`].
@@ -92,6 +98,8 @@ impl Ids for IdList {
 enum Read {
     /// One fetch of a domain.
     Rows(RowBatch),
+    /// A domain's last fetch has been sent.
+    DomainDone(Domain),
     /// Every domain of the ids read so far is done: the number of ids read.
     IdsDone(u64),
 }
@@ -131,6 +139,11 @@ pub async fn run(
                     }
                     if domains.contains(&batch.domain()) {
                         sink.rows(&batch).await?;
+                    }
+                }
+                Read::DomainDone(domain) => {
+                    if domains.contains(&domain) {
+                        sink.domain_done(domain).await?;
                     }
                 }
                 Read::IdsDone(done) => {
@@ -209,6 +222,9 @@ async fn read_ahead(
                     return;
                 }
             }
+            if start + step >= total && tx.send(Ok(Read::DomainDone(domain))).await.is_err() {
+                return;
+            }
         }
         let done = (start + id_batch.len()) as u64;
         if tx.send(Ok(Read::IdsDone(done))).await.is_err() {
@@ -232,12 +248,14 @@ mod tests {
         records: u64,
         fetches: u64,
         ids_done: Vec<u64>,
+        finished: Vec<Domain>,
         fail_at_fetch: Option<u64>,
     }
 
     #[async_trait]
     impl RecordSink for SlowSink {
         async fn rows(&mut self, batch: &RowBatch) -> Result<(), RunError> {
+            assert!(!self.finished.contains(&batch.domain()), "rows of {} after its end", batch.domain());
             self.fetches += 1;
             if Some(self.fetches) == self.fail_at_fetch {
                 return Err(RunError::Cancelled);
@@ -248,6 +266,10 @@ mod tests {
         }
         async fn ids_done(&mut self, ids_done: u64, _next: Option<Domain>) -> Result<(), RunError> {
             self.ids_done.push(ids_done);
+            Ok(())
+        }
+        async fn domain_done(&mut self, domain: Domain) -> Result<(), RunError> {
+            self.finished.push(domain);
             Ok(())
         }
     }
@@ -273,17 +295,34 @@ mod tests {
         let gauge = RowGauge::new();
         let source = Arc::new(DatasetSource::new(100).with_gauge(gauge.clone()));
         let ids = ids(600);
-        let mut sink = SlowSink { records: 0, fetches: 0, ids_done: vec![], fail_at_fetch: None };
+        let mut sink =
+            SlowSink { records: 0, fetches: 0, ids_done: vec![], finished: vec![], fail_at_fetch: None };
         let agg = run(source, Arc::new(ids.clone()), Profile::QueryTool, &Domain::ALL, 250, &mut sink)
             .await
             .unwrap();
         assert!(agg.is_none());
         assert_eq!(sink.records, rows_in(&DatasetSource::new(100), &ids).await);
         assert_eq!(sink.ids_done, vec![250, 500, 600]);
+        assert_eq!(sink.finished, Domain::ALL.to_vec(), "each domain's end told once, in order");
         assert_eq!(gauge.current(), 0);
         let peak = gauge.peak();
         assert!(peak > 100, "the reader never ran ahead (peak {peak} rows)");
         assert!(peak <= 300, "more than three fetches alive: peak {peak} rows");
+    }
+
+    /// The end of each requested domain is told once, after its last rows; the domains read only for
+    /// the MSD aggregation are not.
+    #[tokio::test]
+    async fn each_requested_domain_s_end_is_told_after_its_last_rows() {
+        let source = Arc::new(DatasetSource::new(100));
+        let mut sink =
+            SlowSink { records: 0, fetches: 0, ids_done: vec![], finished: vec![], fail_at_fetch: None };
+        let domains = [Domain::Holds, Domain::Materials];
+        let agg = run(source, Arc::new(ids(600)), Profile::MidSectionDefect, &domains, 250, &mut sink)
+            .await
+            .unwrap();
+        assert!(agg.is_some());
+        assert_eq!(sink.finished, domains.to_vec());
     }
 
     /// A sink that stops ends the run with its error, and the rows read ahead are released.
@@ -291,7 +330,8 @@ mod tests {
     async fn a_failing_sink_stops_the_reading() {
         let gauge = RowGauge::new();
         let source = Arc::new(DatasetSource::new(100).with_gauge(gauge.clone()));
-        let mut sink = SlowSink { records: 0, fetches: 0, ids_done: vec![], fail_at_fetch: Some(5) };
+        let mut sink =
+            SlowSink { records: 0, fetches: 0, ids_done: vec![], finished: vec![], fail_at_fetch: Some(5) };
         let err = run(source, Arc::new(ids(600)), Profile::QueryTool, &Domain::ALL, 250, &mut sink)
             .await
             .unwrap_err();
@@ -336,7 +376,8 @@ mod tests {
             inner: DatasetSource::new(100),
             fetches_left: Arc::new(AtomicUsize::new(3)),
         });
-        let mut sink = SlowSink { records: 0, fetches: 0, ids_done: vec![], fail_at_fetch: None };
+        let mut sink =
+            SlowSink { records: 0, fetches: 0, ids_done: vec![], finished: vec![], fail_at_fetch: None };
         let err = run(source, Arc::new(ids(600)), Profile::QueryTool, &[Domain::History], 250, &mut sink)
             .await
             .unwrap_err();

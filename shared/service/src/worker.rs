@@ -558,6 +558,14 @@ impl RecordSink for ChunkSink<'_> {
         self.progress.set_ids_done(ids_done);
         self.report().await
     }
+
+    async fn domain_done(&mut self, domain: Domain) -> Result<(), RunError> {
+        // Its open chunk goes out now, while the next domains are read, not after the last one.
+        if let Some(chunk) = self.builders.get_mut(&domain).and_then(ChunkBuilder::finish) {
+            self.upload(domain, chunk).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Polls `kind`'s queue and handles messages one at a time until `shutdown` turns true; the message
