@@ -2,7 +2,7 @@
 //! same figures as JSON).
 //!
 //! ```text
-//! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 5] [--out bench-results.json] [--skip-seed]
+//! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 5] [--out bench-results.json]
 //!                [--only worker,stream,status,sync]
 //! ```
 //! (`infra/bench.sh` brings the stack up, builds in release mode and runs this binary.)
