@@ -132,20 +132,18 @@ impl PgCursor {
     /// prepared once per connection; the `FETCH` right after its cursor's first `DECLARE`, so that
     /// the server describes its rows.
     async fn declare_and_fetch(&mut self, ids: Vec<String>) -> Result<Vec<Row>, SourceError> {
-        let conn = &self.conn;
-        let declare = conn.prepare_cached(&self.declare).await.map_err(|e| pg("prepare", e))?;
+        let this = &*self;
+        let declare = this.conn.prepare_cached(&this.declare).await.map_err(|e| pg("prepare", e))?;
         let (_, _, rows) = tokio::try_join!(
-            async { conn.batch_execute("BEGIN READ ONLY").await.map_err(|e| pg("begin", e)) },
-            async { conn.execute(&declare, &[&ids]).await.map_err(|e| pg("declare", e)) },
-            async {
-                let fetch = conn.prepare_cached(&self.fetch).await.map_err(|e| pg("prepare", e))?;
-                conn.query(&fetch, &[]).await.map_err(|e| pg("fetch", e))
-            },
+            async { this.conn.batch_execute("BEGIN READ ONLY").await.map_err(|e| pg("begin", e)) },
+            async { this.conn.execute(&declare, &[&ids]).await.map_err(|e| pg("declare", e)) },
+            this.fetch(),
         )?;
         self.open = true;
         Ok(rows)
     }
 
+    /// The next fetch (its statement is prepared at the first, while the cursor exists).
     async fn fetch(&self) -> Result<Vec<Row>, SourceError> {
         let fetch = self.conn.prepare_cached(&self.fetch).await.map_err(|e| pg("prepare", e))?;
         self.conn.query(&fetch, &[]).await.map_err(|e| pg("fetch", e))
