@@ -14,9 +14,11 @@
 //! - **stream**: time to first byte, MB/s and peak RSS of the `stream` process while a client reads the
 //!   whole `--ids` result;
 //! - **status under load**: p50 / p99 of `GET /api/trace/job/{id}` at a steady 200 requests/s while an
-//!   `--ids` job runs in the worker, with no job for comparison; once with every process sharing
-//!   every CPU, once with the job's processes (worker, PostgreSQL, emulator) pinned to a CPU of their
-//!   own and the status side (status, Redis, the load) to the others, as on separate hosts in AWS;
+//!   `--ids` job runs in the worker, with no job for comparison; three times: with every process
+//!   sharing every CPU; sharing them with the status side (status, Redis, the load) in the real-time
+//!   class (`chrt --fifo`, needs root); with the job's processes (worker, PostgreSQL, emulator)
+//!   pinned to a CPU of their own and the status side to the others, as on separate hosts in AWS.
+//!   Each also reports how long the status process waited for a CPU per request (`schedstat`);
 //! - **sync path**: `POST /api/trace/events` with 20,000 ids: latency and peak RSS of the `submit` process.
 
 use std::path::PathBuf;
@@ -192,6 +194,80 @@ fn pin(pids: &[String], cpus: &str) {
     }
     if failed > 0 {
         eprintln!("warning: could not pin {failed} of {} processes to CPUs {cpus}", pids.len());
+    }
+}
+
+/// Puts processes (every thread) in the real-time class, `SCHED_FIFO` priority 10 with reset-on-fork
+/// (what they start later runs in the normal class), or back in the normal class. Needs
+/// `CAP_SYS_NICE` (root); says so and returns false when it cannot.
+fn realtime(pids: &[String], on: bool) -> bool {
+    let mut failed = 0;
+    for pid in pids {
+        let args: &[&str] = if on { &["--fifo", "--reset-on-fork", "10"] } else { &["--other", "0"] };
+        let ok = Command::new("chrt")
+            .args(["--all-tasks", "--pid"])
+            .args(args)
+            .arg(pid)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        failed += usize::from(!ok);
+    }
+    if failed > 0 {
+        let class = if on { "the real-time class (needs CAP_SYS_NICE)" } else { "the normal class" };
+        eprintln!("warning: could not put {failed} of {} processes in {class}", pids.len());
+    }
+    failed == 0
+}
+
+/// Nanoseconds the threads of process `pid` have spent runnable but waiting for a CPU
+/// (`/proc/<pid>/task/*/schedstat`, second field).
+fn run_delay_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// Where the two sides of the status-under-load measurement run: the job's side (the worker,
+/// PostgreSQL, the emulator) and the status side (the status process, Redis, the load generator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Every process shares every CPU, in the normal scheduling class.
+    Shared,
+    /// Every process shares every CPU; the status side is in the real-time class, as a host running
+    /// both sides would configure it.
+    SharedRealtime,
+    /// Each side on CPUs of its own, as on separate hosts in AWS: the job's side the last CPU, the
+    /// status side the others.
+    Isolated,
+}
+
+impl Placement {
+    const ALL: [Placement; 3] = [Placement::Shared, Placement::SharedRealtime, Placement::Isolated];
+
+    /// The key of its figures in the JSON.
+    fn key(self) -> &'static str {
+        match self {
+            Placement::Shared => "status_under_load",
+            Placement::SharedRealtime => "status_under_load_realtime",
+            Placement::Isolated => "status_under_load_isolated",
+        }
+    }
+
+    /// How the table describes it.
+    fn describe(self) -> &'static str {
+        match self {
+            Placement::Shared => "every process sharing every CPU",
+            Placement::SharedRealtime => {
+                "every process sharing every CPU, status side in the real-time class"
+            }
+            Placement::Isolated => "job's processes on a CPU of their own",
+        }
     }
 }
 
@@ -402,17 +478,15 @@ impl Bench {
     }
 
     /// Status latency at a steady `rate` while an `n`-id job runs (for 10 s with no job when `n` is
-    /// `None`).
-    ///
-    /// `isolated`: the two sides get CPUs of their own, as they have separate hosts in AWS — the job's
-    /// processes (the worker, PostgreSQL, the S3/SQS emulator) the last CPU, the status process, Redis
-    /// and this load generator the others.
-    async fn status_load(&self, n: Option<u64>, rate: u32, isolated: bool) -> anyhow::Result<Value> {
+    /// `None`), with the two sides placed as `placement` says. Also how long the status process
+    /// waited for a CPU, per request: the share of the latency that is scheduling.
+    async fn status_load(&self, n: Option<u64>, rate: u32, placement: Placement) -> anyhow::Result<Value> {
         let (status, base) = self.spawn_http("status", &[]).await?;
-        let tag = match (n, isolated) {
+        let tag = match (n, placement) {
             (None, _) => "status-alone",
-            (Some(_), false) => "load",
-            (Some(_), true) => "load-isolated",
+            (Some(_), Placement::Shared) => "load",
+            (Some(_), Placement::SharedRealtime) => "load-realtime",
+            (Some(_), Placement::Isolated) => "load-isolated",
         };
         let (queue, app) = self.own_queue(tag).await?;
         // With no job, nobody takes the message: the job stays queued and its status is read as such.
@@ -433,12 +507,14 @@ impl Bench {
             .map(|(_, pid)| pid)
             .chain([status.child.id().to_string(), std::process::id().to_string()])
             .collect();
-        let isolated = isolated && cpus >= 2;
+        let isolated = placement == Placement::Isolated && cpus >= 2;
         if isolated {
             pin(&job_side, &(cpus - 1).to_string());
             pin(&light_side, &format!("0-{}", cpus.saturating_sub(2)));
         }
+        let realtime = placement == Placement::SharedRealtime && realtime(&light_side, true);
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let waited_before = run_delay_ns(status.child.id());
         let started = Instant::now();
         let job = self.enqueue(&app, n.unwrap_or(10)).await?;
         let url = Arc::new(format!("{base}/api/trace/job/{job}"));
@@ -469,6 +545,10 @@ impl Bench {
             }
         };
         drop(tx);
+        let waited_ns = run_delay_ns(status.child.id()).saturating_sub(waited_before);
+        if realtime {
+            self::realtime(&light_side, false);
+        }
         if isolated {
             let all = format!("0-{}", cpus - 1);
             pin(&job_side, &all);
@@ -492,8 +572,10 @@ impl Bench {
         };
         let secs = (done - started).as_secs_f64();
         Ok(json!({
-            "rate_per_s": rate, "isolated": isolated, "requests": latencies.len() as u64 + errors, "errors": errors,
+            "rate_per_s": rate, "isolated": isolated, "realtime": realtime,
+            "requests": latencies.len() as u64 + errors, "errors": errors,
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last(),
+            "status_cpu_wait_ms_per_request": waited_ns as f64 / 1e6 / (latencies.len() as f64 + errors as f64).max(1.0),
             "job_ids": n, "job_seconds": secs, "status_peak_rss_mib": status.peak_rss_mib(),
             "worker_peak_rss_mib": worker.as_ref().map(Proc::peak_rss_mib),
         }))
@@ -651,13 +733,13 @@ async fn main() -> anyhow::Result<()> {
         results.insert(format!("stream_{}", args.ids), stream);
     }
     if args.runs("status") {
-        let idle = bench.status_load(None, 200, false).await?;
+        let idle = bench.status_load(None, 200, Placement::Shared).await?;
         eprintln!("status, no job: {idle}");
         results.insert("status_no_job".into(), idle);
-        for (key, isolated) in [("status_under_load", false), ("status_under_load_isolated", true)] {
-            let load = bench.status_load(Some(args.ids), 200, isolated).await?;
-            eprintln!("{key}: {load}");
-            results.insert(key.into(), load);
+        for placement in Placement::ALL {
+            let load = bench.status_load(Some(args.ids), 200, placement).await?;
+            eprintln!("{}: {load}", placement.key());
+            results.insert(placement.key().into(), load);
         }
     }
     if args.runs("sync") {
@@ -752,24 +834,30 @@ fn print_table(r: &serde_json::Map<String, Value>, a: &Args) {
         );
     }
     if a.runs("status") {
-        println!(
-            "| status at 200 req/s, no job running | p50 {} ms, p99 {} ms, {} requests, {} errors |",
-            f(&get("status_no_job", "p50_ms")),
-            f(&get("status_no_job", "p99_ms")),
-            get("status_no_job", "requests"),
-            get("status_no_job", "errors")
-        );
-        for (key, how) in [
-            ("status_under_load", "every process sharing every CPU"),
-            ("status_under_load_isolated", "job's processes on a CPU of their own"),
-        ] {
-            println!(
-                "| status at 200 req/s during a {}-id job, {how} | p50 {} ms, p99 {} ms, {} requests, {} errors |",
-                a.ids,
+        let figures = |key: &str| {
+            format!(
+                "p50 {} ms, p99 {} ms, {} requests, {} errors; status process waited {} ms per request for a CPU",
                 f(&get(key, "p50_ms")),
                 f(&get(key, "p99_ms")),
                 get(key, "requests"),
-                get(key, "errors")
+                get(key, "errors"),
+                f(&get(key, "status_cpu_wait_ms_per_request"))
+            )
+        };
+        println!("| status at 200 req/s, no job running | {} |", figures("status_no_job"));
+        for placement in Placement::ALL {
+            let key = placement.key();
+            let not_applied = match placement {
+                Placement::Shared => false,
+                Placement::SharedRealtime => get(key, "realtime") != Value::Bool(true),
+                Placement::Isolated => get(key, "isolated") != Value::Bool(true),
+            };
+            let note = if not_applied { " (NOT APPLIED: see the warnings)" } else { "" };
+            println!(
+                "| status at 200 req/s during a {}-id job, {}{note} | {} |",
+                a.ids,
+                placement.describe(),
+                figures(key)
             );
         }
     }
