@@ -179,19 +179,25 @@ fn cpu_snapshot(children: &[(&'static str, u32)]) -> std::collections::BTreeMap<
     out
 }
 
+/// Runs `program args… pid` for each of `pids` (quietly); returns how many failed.
+fn run_for_each(program: &str, args: &[&str], pids: &[String]) -> usize {
+    pids.iter()
+        .filter(|pid| {
+            !Command::new(program)
+                .args(args)
+                .arg(pid)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .count()
+}
+
 /// Pins processes (every thread) to the CPUs in `cpus` (a `taskset` list such as `0` or `0-3`); says
 /// so when it cannot.
 fn pin(pids: &[String], cpus: &str) {
-    let mut failed = 0;
-    for pid in pids {
-        let ok = Command::new("taskset")
-            .args(["--all-tasks", "--cpu-list", "-p", cpus, pid])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        failed += usize::from(!ok);
-    }
+    let failed = run_for_each("taskset", &["--all-tasks", "--cpu-list", "-p", cpus], pids);
     if failed > 0 {
         eprintln!("warning: could not pin {failed} of {} processes to CPUs {cpus}", pids.len());
     }
@@ -201,19 +207,12 @@ fn pin(pids: &[String], cpus: &str) {
 /// (what they start later runs in the normal class), or back in the normal class. Needs
 /// `CAP_SYS_NICE` (root); says so and returns false when it cannot.
 fn realtime(pids: &[String], on: bool) -> bool {
-    let mut failed = 0;
-    for pid in pids {
-        let args: &[&str] = if on { &["--fifo", "--reset-on-fork", "10"] } else { &["--other", "0"] };
-        let ok = Command::new("chrt")
-            .args(["--all-tasks", "--pid"])
-            .args(args)
-            .arg(pid)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        failed += usize::from(!ok);
-    }
+    let args: &[&str] = if on {
+        &["--all-tasks", "--pid", "--fifo", "--reset-on-fork", "10"]
+    } else {
+        &["--all-tasks", "--pid", "--other", "0"]
+    };
+    let failed = run_for_each("chrt", args, pids);
     if failed > 0 {
         let class = if on { "the real-time class (needs CAP_SYS_NICE)" } else { "the normal class" };
         eprintln!("warning: could not put {failed} of {} processes in {class}", pids.len());
