@@ -511,7 +511,7 @@ impl Bench {
             pin(&job_side, &(cpus - 1).to_string());
             pin(&light_side, &format!("0-{}", cpus.saturating_sub(2)));
         }
-        let realtime = placement == Placement::SharedRealtime && realtime(&light_side, true);
+        let in_realtime = placement == Placement::SharedRealtime && realtime(&light_side, true);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let waited_before = run_delay_ns(status.child.id());
         let started = Instant::now();
@@ -545,8 +545,8 @@ impl Bench {
         };
         drop(tx);
         let waited_ns = run_delay_ns(status.child.id()).saturating_sub(waited_before);
-        if realtime {
-            self::realtime(&light_side, false);
+        if in_realtime {
+            realtime(&light_side, false);
         }
         if isolated {
             let all = format!("0-{}", cpus - 1);
@@ -571,7 +571,7 @@ impl Bench {
         };
         let secs = (done - started).as_secs_f64();
         Ok(json!({
-            "rate_per_s": rate, "isolated": isolated, "realtime": realtime,
+            "rate_per_s": rate, "isolated": isolated, "realtime": in_realtime,
             "requests": latencies.len() as u64 + errors, "errors": errors,
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last(),
             "status_cpu_wait_ms_per_request": waited_ns as f64 / 1e6 / (latencies.len() as f64 + errors as f64).max(1.0),
