@@ -2,7 +2,7 @@
 # infra/test.sh — THE test command (README, CI): bring up a private service stack, load the reference
 # dataset, run every test, take the stack down (also on failure or Ctrl-C).
 #
-#   infra/test.sh [cargo test arguments…]      e.g. infra/test.sh -p trace-integration --test jobs_contract
+#   infra/test.sh [cargo test arguments…]      e.g. infra/test.sh -p trace-integration --test it jobs_contract::
 #
 # The stack lives in its own state dir (default <repo>/.stack/test), so a development stack started
 # with `infra/local-stack.sh up` is left alone. Variables: see infra/local-stack.sh; TRACE_TEST_IDS

@@ -33,10 +33,10 @@ use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use trace_adapters::runtime::Backends;
 use trace_adapters::source::postgres::{self, PgSource};
 use trace_adapters::store::s3::S3Store;
-use trace_core::dataset::container_id;
 use trace_core::layout::{self, Manifest};
 use trace_core::ports::EventSource;
 use trace_core::{Config, ContainerId, Domain, JobId, JobStatus, Profile, QueueKind, TraceRequest};
+use trace_dataset::container_id;
 use trace_service::{submit, App};
 
 struct Args {
@@ -284,7 +284,7 @@ fn cpu_delta(
     Value::Object(out)
 }
 
-/// `MALLOC_ARENA_MAX` of the worker functions in `template.yaml` (`tests/template.rs` checks the template).
+/// `MALLOC_ARENA_MAX` of the worker functions in `template.yaml` (`tests/it/template.rs` checks the template).
 const WORKER_MALLOC_ARENA_MAX: &str = "2";
 
 struct Bench {

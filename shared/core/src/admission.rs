@@ -1,9 +1,8 @@
 //! Admission control: refuse, run inline, or run as a job — and on which queue.
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::Limits;
 use crate::error::TraceError;
+use crate::queue::QueueKind;
 use crate::request::TraceRequest;
 
 /// Where an admitted request runs.
@@ -13,27 +12,6 @@ pub enum Admission {
     Inline,
     /// Above it: a job on this queue.
     Async(QueueKind),
-}
-
-/// The two worker pools. Heavy workers have more memory and a longer timeout; light ones keep small
-/// jobs moving while heavy ones run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QueueKind {
-    /// Large or MSD jobs.
-    Heavy,
-    /// Everything else.
-    Light,
-}
-
-impl QueueKind {
-    /// The wire name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            QueueKind::Heavy => "heavy",
-            QueueKind::Light => "light",
-        }
-    }
 }
 
 /// Decides how a validated request runs.
@@ -74,7 +52,7 @@ pub fn route(request: &TraceRequest, limits: &Limits) -> QueueKind {
 mod tests {
     use super::*;
     use crate::ids::ContainerId;
-    use crate::request::Profile;
+    use crate::profile::Profile;
 
     fn request(n: usize, profile: Profile) -> TraceRequest {
         TraceRequest {

@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::admission::QueueKind;
 use crate::domain::Domain;
 use crate::ids::JobId;
 use crate::job::{JobError, JobMeta, JobStatus, Progress};
-use crate::request::Profile;
+use crate::profile::Profile;
+use crate::queue::QueueKind;
 
 /// The 202 answer of `POST /api/trace/events`: the request became a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -96,7 +96,7 @@ impl Default for Limits {
 }
 
 /// Which worker pool a process serves.
-pub use crate::admission::QueueKind;
+use crate::queue::QueueKind;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +106,7 @@ pub struct Config {
     /// `TRACE_STREAM_BATCH_SIZE`.
     pub stream_batch_size: usize,
     /// `TRACE_CHUNK_ENCODING`.
-    pub chunk_encoding: crate::layout::ChunkEncoding,
+    pub chunk_encoding: crate::encoding::ChunkEncoding,
     /// `DB_SLOW_FETCHMANY_SIZE`.
     pub fetch_size: usize,
     /// `TRACE_DB_ID_BATCH_SIZE`.
@@ -293,7 +293,7 @@ impl Config {
         )?;
         let chunk_encoding = r.choice(
             "TRACE_CHUNK_ENCODING",
-            &[("lz4", crate::layout::ChunkEncoding::Lz4), ("plain", crate::layout::ChunkEncoding::Plain)],
+            &[("lz4", crate::encoding::ChunkEncoding::Lz4), ("plain", crate::encoding::ChunkEncoding::Plain)],
             "lz4 or plain",
         )?;
         let bucket = r.optional("TRACE_BUCKET", &[], "")?;
@@ -387,10 +387,10 @@ mod tests {
         assert_eq!(c.rate_limit_requests, 60);
         assert_eq!(c.redis_url, None);
         assert_eq!(c.worker_queue, QueueKind::Light);
-        assert_eq!(c.chunk_encoding, crate::layout::ChunkEncoding::Lz4);
+        assert_eq!(c.chunk_encoding, crate::encoding::ChunkEncoding::Lz4);
         assert_eq!(
             with(&[("TRACE_CHUNK_ENCODING", "plain")]).unwrap().chunk_encoding,
-            crate::layout::ChunkEncoding::Plain
+            crate::encoding::ChunkEncoding::Plain
         );
     }
 

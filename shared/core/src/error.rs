@@ -160,6 +160,12 @@ impl TraceError {
     }
 }
 
+impl From<crate::profile::UnknownProfile> for TraceError {
+    fn from(e: crate::profile::UnknownProfile) -> Self {
+        TraceError::UnknownProfile(e.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

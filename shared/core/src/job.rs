@@ -8,10 +8,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::admission::QueueKind;
 use crate::domain::Domain;
 use crate::ids::JobId;
-use crate::request::Profile;
+use crate::profile::Profile;
+use crate::queue::QueueKind;
 
 /// A job's status. The names are the ones the dashboard client understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

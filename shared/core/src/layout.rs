@@ -15,8 +15,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Domain;
+use crate::encoding::ChunkEncoding;
 use crate::ids::{ContainerId, JobId};
-use crate::request::Profile;
+use crate::profile::Profile;
 
 /// All objects of a job start with this.
 pub fn job_prefix(job: &JobId) -> String {
@@ -41,31 +42,6 @@ pub fn domain_prefix(job: &JobId, domain: Domain) -> String {
 /// One chunk's key.
 pub fn chunk_key(job: &JobId, domain: Domain, shard: u32, chunk: u32, encoding: ChunkEncoding) -> String {
     format!("jobs/{job}/result/{domain}/{shard:04}-{chunk:06}{}", encoding.extension())
-}
-
-/// How a chunk's NDJSON is stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChunkEncoding {
-    /// The NDJSON bytes as they are (what manifests without an `encoding` describe).
-    #[default]
-    Plain,
-    /// An LZ4 block of the NDJSON bytes (NDJSON compresses about 5×; cheap to write and to read back).
-    Lz4,
-}
-
-impl ChunkEncoding {
-    /// The chunk key's file extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            ChunkEncoding::Plain => ".ndjson",
-            ChunkEncoding::Lz4 => ".ndjson.lz4",
-        }
-    }
-
-    fn is_plain(&self) -> bool {
-        *self == ChunkEncoding::Plain
-    }
 }
 
 /// Why a stored chunk cannot be served.

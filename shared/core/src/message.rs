@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Domain;
 use crate::ids::JobId;
-use crate::request::Profile;
+use crate::profile::Profile;
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Domain;
 use crate::ids::JobId;
-use crate::request::Profile;
+use crate::profile::Profile;
 
 /// One line of the stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,62 +4,13 @@
 //! checks every id, profile and domain, and removes duplicate ids keeping first-seen order.
 
 use std::collections::HashSet;
-use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::domain::Domain;
 use crate::error::TraceError;
 use crate::ids::ContainerId;
-
-/// How a trace is shaped and which aggregation it gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Profile {
-    /// The query tool: events per container (the default).
-    QueryTool,
-    /// The query tool, reverse direction (from materials to containers).
-    QueryToolReverse,
-    /// Mid-section defect analysis (`mid_section_defect`, alias `msd`): adds the reject aggregation and
-    /// bypasses the id limit.
-    MidSectionDefect,
-}
-
-impl Profile {
-    /// The canonical wire name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Profile::QueryTool => "query_tool",
-            Profile::QueryToolReverse => "query_tool_reverse",
-            Profile::MidSectionDefect => "mid_section_defect",
-        }
-    }
-
-    /// Whether this is the MSD profile.
-    pub const fn is_msd(self) -> bool {
-        matches!(self, Profile::MidSectionDefect)
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Profile {
-    type Err = TraceError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "query_tool" => Ok(Profile::QueryTool),
-            "query_tool_reverse" => Ok(Profile::QueryToolReverse),
-            "mid_section_defect" | "msd" => Ok(Profile::MidSectionDefect),
-            other => Err(TraceError::UnknownProfile(other.chars().take(64).collect())),
-        }
-    }
-}
+use crate::profile::Profile;
 
 /// A validated trace request.
 #[derive(Debug, Clone, PartialEq)]

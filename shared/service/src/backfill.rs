@@ -34,7 +34,8 @@ use serde_json::json;
 use trace_adapters::source::{catalog, postgres};
 use trace_core::ports::BackendError;
 use trace_core::record::{RowBatch, Value};
-use trace_core::{admission, dataset, ContainerId, Domain, Profile, QueueKind, TraceRequest};
+use trace_core::{admission, ContainerId, Domain, Profile, QueueKind, TraceRequest};
+use trace_dataset as dataset;
 
 use crate::serve::ServeError;
 use crate::{submit, App};

@@ -275,7 +275,7 @@ mod tests {
     }
 
     fn ids(n: u64) -> Vec<ContainerId> {
-        (1..=n).map(|i| ContainerId::parse(trace_core::dataset::container_id(i)).unwrap()).collect()
+        (1..=n).map(|i| ContainerId::parse(trace_dataset::container_id(i)).unwrap()).collect()
     }
 
     async fn rows_in(source: &DatasetSource, ids: &[ContainerId]) -> u64 {

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use trace_core::dataset;
 use trace_core::ports::EventSource;
 use trace_core::record::{RowBatch, RowGauge};
 use trace_core::{ContainerId, Domain};
+use trace_dataset as dataset;
 
 /// Ids in a deliberately shuffled order, with an unknown id and `CID-` ids above the dataset.
 fn sample_ids() -> Vec<ContainerId> {

@@ -1,4 +1,4 @@
-//! The embedded source: the reference dataset (`trace_core::dataset`) computed in process.
+//! The embedded source: the reference dataset (`trace_dataset`) computed in process.
 //!
 //! It answers for any id of the form `CID-0000001` … `CID-9999999` exactly as the PostgreSQL tables
 //! loaded by `trace_seed(n)` do for ids up to `n`, so the local run needs no database and tests can
@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use trace_core::dataset;
 use trace_core::ports::{EventSource, RowCursor, SourceError};
 use trace_core::record::{RowBatch, RowGauge};
 use trace_core::{ContainerId, Domain};
+use trace_dataset as dataset;
 
 /// The embedded dataset source.
 #[derive(Debug, Clone)]

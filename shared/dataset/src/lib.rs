@@ -10,8 +10,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::Domain;
-use crate::record::{RowBatch, Value};
+use trace_core::domain::Domain;
+use trace_core::record::{RowBatch, Value};
 
 /// The largest container index the dataset defines (container ids carry seven digits).
 pub const MAX_INDEX: u64 = 9_999_999;

@@ -2,7 +2,7 @@
 //! (`--window-end`) and in Lambda mode (fed `events/backfill-schedule.json`), against a [`System`]'s
 //! per-test queues, bucket and Redis prefix and the seeded PostgreSQL database.
 //!
-//! The oracle of "changed" is the dataset's Rust twin (`trace_core::dataset`): the seeded containers
+//! The oracle of "changed" is the dataset's Rust twin (`trace_dataset`): the seeded containers
 //! with a history row whose `move_out` is in the window.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use trace_core::dataset;
 use trace_core::message::ShardMessage;
 use trace_core::ports::{ChunkStore, JobQueue};
 use trace_core::record::{RowBatch, Value as Cell};
 use trace_core::{layout, Domain, JobId};
+use trace_dataset as dataset;
 use trace_integration::lambda::{Invocation, LambdaFunction};
 use trace_integration::seeded_ids;
 use trace_integration::system::{binary, Options, System};

@@ -2,9 +2,9 @@
 //! dataset by `infra/test.sh`), plus the bounded-memory read of 114,000 ids.
 
 use trace_adapters::source::embedded::DatasetSource;
-use trace_core::dataset;
 use trace_core::record::RowGauge;
 use trace_core::{ContainerId, Domain};
+use trace_dataset as dataset;
 use trace_integration::{contract::source, pg_pool, pg_source, seeded_ids};
 
 #[tokio::test]

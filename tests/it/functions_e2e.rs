@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use trace_core::dataset::container_id;
 use trace_core::message::ShardMessage;
 use trace_core::ports::{ChunkStore, JobQueue, StoreError};
 use trace_core::{Domain, JobId, Profile};
+use trace_dataset::container_id;
 use trace_integration::database::{count, digest_db, digest_json, msd_by_sql};
 use trace_integration::pg_pool;
 use trace_integration::system::{Options, System};

@@ -1,0 +1,15 @@
+//! The integration tests, compiled as one binary (one link instead of one per file). Each module is
+//! one area; shared helpers live in the `trace-integration` support library (`tests/support`).
+//!
+//! Run one area with a filter, e.g. `infra/test.sh -p trace-integration --test it jobs_contract::`.
+
+mod backfill;
+mod client;
+mod docs;
+mod functions_e2e;
+mod jobs_contract;
+mod lambda_events;
+mod queue_contract;
+mod source_contract;
+mod store_contract;
+mod template;
