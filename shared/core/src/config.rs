@@ -256,6 +256,34 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         let value = self.text(name);
         value.parse().map_err(|_| ConfigError { var: name, value, expected })
     }
+
+    /// The admission limits.
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            events_cid_limit: self.count("TRACE_EVENTS_CID_LIMIT")?,
+            async_cid_threshold: self.count("TRACE_ASYNC_CID_THRESHOLD")?,
+            heavy_cid_threshold: self.count("TRACE_HEAVY_CID_THRESHOLD")?,
+            max_body_bytes: self.count("TRACE_MAX_BODY_BYTES")?,
+            inline_max_bytes: self.count("TRACE_INLINE_MAX_BYTES")?,
+        })
+    }
+
+    /// `TRACE_BUCKET`: unset, or a valid S3 bucket name.
+    fn bucket(&self) -> Result<Option<String>, ConfigError> {
+        let bucket = self.optional("TRACE_BUCKET", &[], "")?;
+        if let Some(b) = &bucket {
+            let ok = (3..=63).contains(&b.len())
+                && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !ok {
+                return Err(ConfigError {
+                    var: "TRACE_BUCKET",
+                    value: b.clone(),
+                    expected: "an S3 bucket name: 3 to 63 lower-case letters, digits, '-' or '.'",
+                });
+            }
+        }
+        Ok(bucket)
+    }
 }
 
 impl Config {
@@ -268,13 +296,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let r = Reader { lookup };
         let url = "an http:// or https:// URL";
-        let limits = Limits {
-            events_cid_limit: r.count("TRACE_EVENTS_CID_LIMIT")?,
-            async_cid_threshold: r.count("TRACE_ASYNC_CID_THRESHOLD")?,
-            heavy_cid_threshold: r.count("TRACE_HEAVY_CID_THRESHOLD")?,
-            max_body_bytes: r.count("TRACE_MAX_BODY_BYTES")?,
-            inline_max_bytes: r.count("TRACE_INLINE_MAX_BYTES")?,
-        };
+        let limits = r.limits()?;
         let worker_queue = r.choice(
             "TRACE_WORKER_QUEUE",
             &[("heavy", QueueKind::Heavy), ("light", QueueKind::Light)],
@@ -296,18 +318,7 @@ impl Config {
             &[("lz4", crate::encoding::ChunkEncoding::Lz4), ("plain", crate::encoding::ChunkEncoding::Plain)],
             "lz4 or plain",
         )?;
-        let bucket = r.optional("TRACE_BUCKET", &[], "")?;
-        if let Some(b) = &bucket {
-            let ok = (3..=63).contains(&b.len())
-                && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-            if !ok {
-                return Err(ConfigError {
-                    var: "TRACE_BUCKET",
-                    value: b.clone(),
-                    expected: "an S3 bucket name: 3 to 63 lower-case letters, digits, '-' or '.'",
-                });
-            }
-        }
+        let bucket = r.bucket()?;
         let config = Config {
             limits,
             stream_batch_size: r.count("TRACE_STREAM_BATCH_SIZE")?,
@@ -346,14 +357,19 @@ impl Config {
             http_addr,
             log_format,
         };
-        if config.worker_heartbeat >= config.worker_visibility {
+        config.checked()
+    }
+
+    /// The rules between variables: the heartbeat comes before the visibility runs out.
+    fn checked(self) -> Result<Self, ConfigError> {
+        if self.worker_heartbeat >= self.worker_visibility {
             return Err(ConfigError {
                 var: "TRACE_WORKER_HEARTBEAT_SECONDS",
-                value: config.worker_heartbeat.as_secs().to_string(),
+                value: self.worker_heartbeat.as_secs().to_string(),
                 expected: "fewer seconds than TRACE_WORKER_VISIBILITY_SECONDS",
             });
         }
-        Ok(config)
+        Ok(self)
     }
 
     /// The SQS URL of a queue, if one is configured.
