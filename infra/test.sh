@@ -24,14 +24,16 @@ trap stack_down EXIT
 trap 'exit 130' INT TERM
 
 # Build first: the stack's start-up and the compile overlap nothing, but a compile error should not
-# wait for emulators.
+# wait for emulators. Everything below runs what this build made: `cargo run -p trace-bootstrap` would
+# resolve the features of that one package and compile the AWS SDK a second time.
 cargo build --workspace --all-targets
+BIN_DIR="${CARGO_TARGET_DIR:-target}/debug"
 
 infra/local-stack.sh up
 eval "$(infra/local-stack.sh env)"
 echo "== stack: emulator=${TRACE_EMULATOR} endpoint=${AWS_ENDPOINT_URL} redis=${REDIS_URL} postgres=${DATABASE_URL}" >&2
 
-cargo run --quiet -p trace-bootstrap -- seed --ids "$SEED_IDS"
+"$BIN_DIR/trace-bootstrap" seed --ids "$SEED_IDS"
 export TRACE_TEST_IDS="$SEED_IDS"
 
 cargo test --workspace "$@"
