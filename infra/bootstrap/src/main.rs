@@ -9,56 +9,78 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
 use trace_adapters::queue::sqs::create_queue_with_dlq;
 use trace_adapters::runtime::{config_or_exit, init_logging};
 use trace_adapters::store::s3::S3Store;
 use trace_adapters::{aws, source::postgres};
+use trace_core::Config;
+
+/// Creates what the system needs on a service stack (the environment says where it is).
+#[derive(Debug, Parser)]
+#[command(name = "trace-bootstrap")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What to create.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Queues heavy and light with their DLQs, and the bucket; prints their environment lines.
+    Resources {
+        /// Prefix of the queues' and the bucket's names.
+        #[arg(long, value_name = "NAME", default_value = "trace")]
+        prefix: String,
+    },
+    /// The schema and the reference dataset for containers 1..N.
+    Seed {
+        /// How many container ids to load.
+        #[arg(long, value_name = "N", default_value_t = 114_000)]
+        ids: u32,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let config = config_or_exit("trace-bootstrap");
     init_logging(config.log_format);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    match args.first().map(String::as_str) {
-        Some("resources") => {
-            let prefix = flag("--prefix").unwrap_or_else(|| "trace".to_owned());
-            let sdk = aws::sdk_config(config.aws_endpoint_url.as_deref()).await;
-            let sqs = aws::sqs_client(&sdk);
-            // Visibility: the worker extends it while it works; this is only the initial lease.
-            let visibility = config.worker_visibility;
-            let (heavy, _) =
-                create_queue_with_dlq(&sqs, &format!("{prefix}-heavy"), config.max_receive_count, visibility)
-                    .await
-                    .context("creating the heavy queue")?;
-            let (light, _) =
-                create_queue_with_dlq(&sqs, &format!("{prefix}-light"), config.max_receive_count, visibility)
-                    .await
-                    .context("creating the light queue")?;
-            let bucket = format!("{prefix}-results");
-            S3Store::new(aws::s3_client(&sdk), &bucket)
-                .ensure_bucket()
-                .await
-                .context("creating the bucket")?;
-            println!("TRACE_HEAVY_QUEUE_URL={heavy}");
-            println!("TRACE_LIGHT_QUEUE_URL={light}");
-            println!("TRACE_BUCKET={bucket}");
-        }
-        Some("seed") => {
-            let n: u32 = match flag("--ids") {
-                Some(v) => v.parse().with_context(|| format!("--ids {v:?}: expected a whole number"))?,
-                None => 114_000,
-            };
-            let Some(url) = &config.database_url else { bail!("seed needs DATABASE_URL") };
-            let pool = postgres::pool(url, 1)?;
-            let started = Instant::now();
-            postgres::seed(&pool, n).await.context("loading the reference dataset")?;
-            eprintln!("seeded {n} container ids in {:.1} s", started.elapsed().as_secs_f64());
-        }
-        _ => {
-            eprintln!("usage: trace-bootstrap resources [--prefix NAME] | seed [--ids N]");
-            std::process::exit(64);
-        }
+    match cli.command {
+        Command::Resources { prefix } => resources(&config, &prefix).await,
+        Command::Seed { ids } => seed(&config, ids).await,
     }
+}
+
+/// Creates the queues `{prefix}-heavy` and `{prefix}-light` (with DLQs) and the bucket
+/// `{prefix}-results`; prints their environment lines.
+async fn resources(config: &Config, prefix: &str) -> anyhow::Result<()> {
+    let sdk = aws::sdk_config(config.aws_endpoint_url.as_deref()).await;
+    let sqs = aws::sqs_client(&sdk);
+    // Visibility: the worker extends it while it works; this is only the initial lease.
+    let visibility = config.worker_visibility;
+    let (heavy, _) =
+        create_queue_with_dlq(&sqs, &format!("{prefix}-heavy"), config.max_receive_count, visibility)
+            .await
+            .context("creating the heavy queue")?;
+    let (light, _) =
+        create_queue_with_dlq(&sqs, &format!("{prefix}-light"), config.max_receive_count, visibility)
+            .await
+            .context("creating the light queue")?;
+    let bucket = format!("{prefix}-results");
+    S3Store::new(aws::s3_client(&sdk), &bucket).ensure_bucket().await.context("creating the bucket")?;
+    println!("TRACE_HEAVY_QUEUE_URL={heavy}");
+    println!("TRACE_LIGHT_QUEUE_URL={light}");
+    println!("TRACE_BUCKET={bucket}");
+    Ok(())
+}
+
+/// Loads the schema and the reference dataset for containers 1..`n` into `DATABASE_URL`.
+async fn seed(config: &Config, n: u32) -> anyhow::Result<()> {
+    let Some(url) = &config.database_url else { bail!("seed needs DATABASE_URL") };
+    let pool = postgres::pool(url, 1)?;
+    let started = Instant::now();
+    postgres::seed(&pool, n).await.context("loading the reference dataset")?;
+    eprintln!("seeded {n} container ids in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

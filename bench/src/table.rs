@@ -1,0 +1,156 @@
+//! The table the benchmark prints (Markdown, stdout): one row per figure, from the JSON it writes.
+
+use serde_json::{Map, Value};
+
+use crate::status_load::Placement;
+use crate::{Args, Part};
+
+/// A figure for the table: whole numbers from 100 up, two decimals below.
+fn f(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => v.to_string(),
+    }
+}
+
+/// The figures of a run, by measurement.
+struct Figures<'a>(&'a Map<String, Value>);
+
+impl Figures<'_> {
+    /// Field `field` of measurement `key` (null when absent).
+    fn get(&self, key: &str, field: &str) -> Value {
+        self.0.get(key).map(|v| v[field].clone()).unwrap_or(Value::Null)
+    }
+
+    /// Field `field` of measurement `key` as a number (NaN when absent).
+    fn num(&self, key: &str, field: &str) -> f64 {
+        self.get(key, field).as_f64().unwrap_or(f64::NAN)
+    }
+
+    /// Every run's time of measurement `key`, in round order.
+    fn runs(&self, key: &str) -> String {
+        self.get(key, "runs_seconds")
+            .as_array()
+            .map(|a| a.iter().map(f).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    }
+
+    /// The highest peak RSS of the runs of `key` (its only run's when there is one).
+    fn peak(&self, key: &str) -> Value {
+        match self.get(key, "max_peak_rss_mib") {
+            Value::Null => self.get(key, "peak_rss_mib"),
+            v => v,
+        }
+    }
+
+    /// CPU seconds of each process group during measurement `key`.
+    fn cpu(&self, key: &str) -> String {
+        self.get(key, "cpu_s")
+            .as_object()
+            .map(|m| m.iter().map(|(p, s)| format!("{p} {}", f(s))).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    }
+}
+
+/// Prints the table of the figures `r` of the parts `a` ran.
+pub fn print_table(r: &Map<String, Value>, a: &Args) {
+    let r = Figures(r);
+    println!("\n| measure | figure |\n|---|---|");
+    println!("| dataset rows ({} ids) | {} |", a.ids, r.get("dataset", "rows")["total"]);
+    if a.runs(Part::Worker) {
+        for n in [a.small, a.ids] {
+            worker_rows(&r, n);
+        }
+        let small = r.peak(&format!("worker_{}", a.small)).as_f64().unwrap_or(f64::NAN);
+        let big = r.peak(&format!("worker_{}", a.ids)).as_f64().unwrap_or(f64::NAN);
+        println!("| worker peak RSS {} vs {} ids | {:.2}× |", a.ids, a.small, big / small);
+    }
+    if a.runs(Part::Stream) {
+        let s = format!("stream_{}", a.ids);
+        println!(
+            "| stream, {} ids | first byte {} ms, {} MB/s, peak RSS {} MiB |",
+            a.ids,
+            f(&r.get(&s, "first_byte_ms")),
+            f(&r.get(&s, "mb_per_s")),
+            f(&r.get(&s, "peak_rss_mib"))
+        );
+    }
+    if a.runs(Part::Status) {
+        status_rows(&r, a.ids);
+    }
+    if a.runs(Part::Sync) {
+        for k in ["sync_20000_5", "sync_20000_1"] {
+            println!(
+                "| submit, 20000 ids, {} | HTTP {}, {} ms, peak RSS {} MiB |",
+                r.get(k, "domains"),
+                r.get(k, "http_status"),
+                f(&r.get(k, "latency_ms")),
+                f(&r.get(k, "peak_rss_mib"))
+            );
+        }
+    }
+}
+
+/// The rows of the floor and worker rounds at `n` ids.
+fn worker_rows(r: &Figures, n: u64) {
+    let (floor, worker) = (format!("floor_{n}"), format!("worker_{n}"));
+    println!(
+        "| floor read, {n} ids | {} s ({} rows/s; runs {} s) |",
+        f(&r.get(&floor, "seconds")),
+        f(&r.get(&floor, "rows_per_s")),
+        r.runs(&floor)
+    );
+    println!(
+        "| worker, {n} ids | {} s, {} records/s, {} MB NDJSON at {} MB/s ({} MB stored), {} object writes, peak RSS {} MiB (highest of the runs; runs {} s) |",
+        f(&r.get(&worker, "seconds")),
+        f(&r.get(&worker, "records_per_s")),
+        f(&r.get(&worker, "ndjson_mb")),
+        f(&r.get(&worker, "ndjson_mb_per_s")),
+        f(&r.get(&worker, "stored_mb")),
+        r.get(&worker, "object_store_writes"),
+        f(&r.peak(&worker)),
+        r.runs(&worker),
+    );
+    println!("| worker run CPU s, {n} ids | {} |", r.cpu(&worker));
+    let ratio = r.num(&worker, "seconds") / r.num(&floor, "seconds");
+    let rounds = r
+        .get(&format!("ratio_{n}"), "rounds")
+        .as_array()
+        .map(|a| a.iter().map(|r| format!("{:.2}", r.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .join(", ");
+    println!(
+        "| worker / floor, {n} ids | median of the rounds' ratios {:.2}× (rounds {rounds}); ratio of the medians {ratio:.2}× |",
+        r.num(&format!("ratio_{n}"), "median_of_rounds")
+    );
+}
+
+/// The rows of status under load, with no job and during an `ids`-id job in each placement.
+fn status_rows(r: &Figures, ids: u64) {
+    let figures = |key: &str| {
+        format!(
+            "p50 {} ms, p99 {} ms, {} requests, {} errors; status process waited {} ms per request for a CPU",
+            f(&r.get(key, "p50_ms")),
+            f(&r.get(key, "p99_ms")),
+            r.get(key, "requests"),
+            r.get(key, "errors"),
+            f(&r.get(key, "status_cpu_wait_ms_per_request"))
+        )
+    };
+    println!("| status at 200 req/s, no job running | {} |", figures("status_no_job"));
+    for placement in Placement::ALL {
+        let key = placement.key();
+        let not_applied = match placement {
+            Placement::Shared => false,
+            Placement::SharedRealtime => r.get(key, "realtime") != Value::Bool(true),
+            Placement::Isolated => r.get(key, "isolated") != Value::Bool(true),
+        };
+        let note = if not_applied { " (NOT APPLIED: see the warnings)" } else { "" };
+        println!(
+            "| status at 200 req/s during a {ids}-id job, {}{note} | {} |",
+            placement.describe(),
+            figures(key)
+        );
+    }
+}
