@@ -30,7 +30,7 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
-use trace_adapters::runtime::Backends;
+use trace_adapters::runtime::{Backends, BackendsFromConfig};
 use trace_adapters::source::postgres::{self, PgSource};
 use trace_adapters::store::s3::S3Store;
 use trace_core::layout::{self, Manifest};
