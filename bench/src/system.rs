@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
-use trace_adapters::runtime::Backends;
+use trace_adapters::runtime::{Backends, BackendsFromConfig};
 use trace_adapters::store::s3::S3Store;
 use trace_core::layout::{self, Manifest};
 use trace_core::{Config, ContainerId, Domain, JobId, JobStatus, Profile, QueueKind, TraceRequest};

@@ -13,12 +13,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use trace_core::message::ShardMessage;
 use trace_core::ports::{ChunkStore, JobQueue};
-use trace_core::record::{RowBatch, Value as Cell};
 use trace_core::{layout, Domain, JobId};
-use trace_dataset as dataset;
 use trace_integration::lambda::{Invocation, LambdaFunction};
-use trace_integration::seeded_ids;
 use trace_integration::system::{binary, Options, System};
+use trace_integration::{contract, seeded_ids};
 
 /// Where the event files are.
 const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
@@ -31,18 +29,7 @@ fn time(s: &str) -> DateTime<Utc> {
 
 /// The seeded containers with a history row that moved out in `[start, end)`, sorted.
 fn changed(start: DateTime<Utc>, end: DateTime<Utc>) -> BTreeSet<String> {
-    let column = Domain::History.columns().iter().position(|c| c.name == "move_out").expect("move_out");
-    // Every row of container i moves out after T0 + 97 i seconds.
-    let last = ((end.timestamp() - dataset::T0_UNIX).max(0) as u64 / 97).min(seeded_ids());
-    let mut ids = BTreeSet::new();
-    for i in 1..=last {
-        let mut rows = RowBatch::with_capacity(Domain::History, 40);
-        dataset::push_rows(Domain::History, i, &mut rows);
-        if rows.rows().any(|r| matches!(r[column], Cell::Time(t) if start <= t && t < end)) {
-            ids.insert(dataset::container_id(i));
-        }
-    }
-    ids
+    contract::changed::expected(&(start..end), seeded_ids())
 }
 
 /// Runs `backfill --window-end end` as a local process with the system's environment plus `extra`;

@@ -1,30 +1,97 @@
-//! The `JobStore` contract against the in-memory store and Redis.
+//! The `JobStore` contract against the in-memory store and Redis. One test per property per
+//! implementation.
 
 use std::sync::Arc;
 
 use trace_adapters::jobs::memory::MemoryJobStore;
 use trace_integration::{contract::jobs, redis_store};
 
-#[tokio::test]
-async fn memory_job_store_contract() {
-    jobs::run(&MemoryJobStore::new()).await;
-    jobs::ttl(&MemoryJobStore::new()).await;
+mod memory {
+    use super::*;
+
+    #[tokio::test]
+    async fn create_and_read() {
+        jobs::create_and_read(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn compare_and_set() {
+        jobs::compare_and_set(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn progress_under_its_guard() {
+        jobs::progress_under_its_guard(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn a_cancel_stops_progress() {
+        jobs::a_cancel_stops_progress(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn failed_keeps_its_error() {
+        jobs::failed_keeps_its_error(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn history_newest_first() {
+        jobs::history_newest_first(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn ttl() {
+        jobs::ttl(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn exactly_one_starts() {
+        jobs::exactly_one_starts(Arc::new(MemoryJobStore::new()), 200, 8).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_job_store_exactly_one_starts() {
-    jobs::exactly_one_starts(Arc::new(MemoryJobStore::new()), 200, 8).await;
-}
+mod redis {
+    use super::*;
 
-#[tokio::test]
-async fn redis_job_store_contract() {
-    jobs::run(&redis_store().await).await;
-    jobs::ttl(&redis_store().await).await;
-}
+    #[tokio::test]
+    async fn create_and_read() {
+        jobs::create_and_read(&redis_store().await).await;
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_job_store_exactly_one_starts() {
-    // Separate connections, so the compare-and-sets really race on the server.
-    let store = redis_store().await;
-    jobs::exactly_one_starts(Arc::new(store), 200, 8).await;
+    #[tokio::test]
+    async fn compare_and_set() {
+        jobs::compare_and_set(&redis_store().await).await;
+    }
+
+    #[tokio::test]
+    async fn progress_under_its_guard() {
+        jobs::progress_under_its_guard(&redis_store().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_cancel_stops_progress() {
+        jobs::a_cancel_stops_progress(&redis_store().await).await;
+    }
+
+    #[tokio::test]
+    async fn failed_keeps_its_error() {
+        jobs::failed_keeps_its_error(&redis_store().await).await;
+    }
+
+    #[tokio::test]
+    async fn history_newest_first() {
+        jobs::history_newest_first(&redis_store().await).await;
+    }
+
+    #[tokio::test]
+    async fn ttl() {
+        jobs::ttl(&redis_store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn exactly_one_starts() {
+        // Separate connections, so the compare-and-sets really race on the server.
+        let store = redis_store().await;
+        jobs::exactly_one_starts(Arc::new(store), 200, 8).await;
+    }
 }

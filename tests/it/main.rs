@@ -4,12 +4,15 @@
 //! Run one area with a filter, e.g. `infra/test.sh -p trace-integration --test it jobs_contract::`.
 
 mod backfill;
+mod changed_contract;
 mod client;
 mod docs;
 mod functions_e2e;
 mod jobs_contract;
 mod lambda_events;
+mod markers_contract;
 mod queue_contract;
+mod ratelimit_contract;
 mod source_contract;
 mod store_contract;
 mod template;

@@ -11,9 +11,14 @@ pub mod lambda;
 pub mod system;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use trace_adapters::jobs::redis::RedisJobStore;
+use trace_adapters::markers::redis::RedisMarkers;
 use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
+use trace_adapters::ratelimit::redis::RedisRateLimiter;
+use trace_adapters::redis_connection;
+use trace_adapters::source::changed::PgChangedIds;
 use trace_adapters::source::postgres::{pool, PgSource};
 use trace_adapters::store::s3::S3Store;
 use trace_adapters::{aws, queue};
@@ -76,6 +81,23 @@ pub async fn s3_store() -> S3Store {
 /// A Redis job store under a fresh key prefix.
 pub async fn redis_store() -> RedisJobStore {
     RedisJobStore::connect(&required("REDIS_URL"), &unique("test")).await.expect("connect to Redis")
+}
+
+/// A Redis rate limiter of `limit` requests per `window` under a fresh key prefix.
+pub async fn redis_limiter(limit: u64, window: Duration) -> RedisRateLimiter {
+    let conn = redis_connection::connect(&required("REDIS_URL")).await.expect("connect to Redis");
+    RedisRateLimiter::new(conn, &unique("test"), limit, window)
+}
+
+/// Redis backfill markers under a fresh key prefix.
+pub async fn redis_markers() -> RedisMarkers {
+    let conn = redis_connection::connect(&required("REDIS_URL")).await.expect("connect to Redis");
+    RedisMarkers::new(conn, &unique("test"))
+}
+
+/// The changed ids of the seeded test database.
+pub fn pg_changed_ids() -> PgChangedIds {
+    PgChangedIds::new(pg_pool())
 }
 
 /// The test database's pool.

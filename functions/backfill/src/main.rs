@@ -12,54 +12,33 @@
 //! run could not start, 2 on a bad argument or configuration.
 
 use chrono::{DateTime, Utc};
-use trace_adapters::runtime::{config_or_exit, in_lambda, init_logging, Backends};
-use trace_service::backfill::{self, Backfill, Window};
-use trace_service::App;
+use clap::Parser;
+use trace_adapters::runtime::{config_or_exit, in_lambda, init_logging, Backends, BackendsFromConfig};
+use trace_service::backfill::{Backfill, Window};
+use trace_service::{serve, App};
 
-const USAGE: &str = "usage: backfill [--window-end RFC3339]   (e.g. --window-end 2025-01-02T00:00:00Z; default: now)\n\
-    Queues trace jobs for the containers with a history row moved out in [end - TRACE_BACKFILL_WINDOW_SECONDS, end),\n\
-    end truncated to a multiple of TRACE_BACKFILL_WINDOW_SECONDS. A window already run queues nothing again.";
+/// Queues trace jobs for the containers with a history row moved out in
+/// [end - TRACE_BACKFILL_WINDOW_SECONDS, end), end truncated to a multiple of
+/// TRACE_BACKFILL_WINDOW_SECONDS. A window already run queues nothing again.
+#[derive(Debug, Parser)]
+#[command(name = "backfill")]
+struct Args {
+    /// End of the window, RFC 3339 (e.g. 2025-01-02T00:00:00Z); default: now.
+    #[arg(long, value_name = "RFC3339", value_parser = rfc3339)]
+    window_end: Option<DateTime<Utc>>,
+}
 
-/// The window end given on the command line (`None`: now).
-fn window_end(args: &[String]) -> Result<Option<DateTime<Utc>>, String> {
-    let mut end = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "-h" | "--help" => return Err(String::new()),
-            "--window-end" => args.next().ok_or("--window-end needs a value")?.clone(),
-            other => match other.strip_prefix("--window-end=") {
-                Some(v) => v.to_owned(),
-                None => return Err(format!("unknown argument {other:?}")),
-            },
-        };
-        let parsed = DateTime::parse_from_rfc3339(&value).map_err(|e| {
-            format!("--window-end {value:?}: {e} (expected RFC 3339, e.g. 2025-01-02T00:00:00Z)")
-        })?;
-        end = Some(parsed.with_timezone(&Utc));
-    }
-    Ok(end)
+fn rfc3339(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2025-01-02T00:00:00Z)"))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config_or_exit("backfill");
     init_logging(config.log_format);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let end = if in_lambda() {
-        None
-    } else {
-        match window_end(&args) {
-            Ok(end) => end,
-            Err(e) => {
-                if !e.is_empty() {
-                    eprintln!("backfill: {e}");
-                }
-                eprintln!("{USAGE}");
-                std::process::exit(if e.is_empty() { 0 } else { 2 });
-            }
-        }
-    };
+    let end = if in_lambda() { None } else { Args::parse().window_end };
     if config.heavy_queue_url.is_none() || config.light_queue_url.is_none() {
         tracing::warn!(
             "TRACE_HEAVY_QUEUE_URL / TRACE_LIGHT_QUEUE_URL unset: jobs go to in-process queues and are lost \
@@ -67,9 +46,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let backends = Backends::from_config(&config).await?;
-    let run = Backfill::new(App::new(config, backends))?;
+    let run = Backfill::new(App::new(config, backends));
     if in_lambda() {
-        return backfill::lambda(run).await.map_err(|e| anyhow::anyhow!(e));
+        return serve::backfill(run).await.map_err(|e| anyhow::anyhow!(e));
     }
     let at = end.unwrap_or_else(Utc::now);
     let window = Window::ending_at(at, run.window_length());

@@ -3,7 +3,7 @@
 //! server: in-process queues, results under `TRACE_LOCAL_DIR`, job metadata in memory, and the
 //! reference dataset computed in process. Set the variables of the real services to use them instead.
 
-use trace_adapters::runtime::{config_or_exit, init_logging, Backends};
+use trace_adapters::runtime::{config_or_exit, init_logging, Backends, BackendsFromConfig};
 use trace_core::QueueKind;
 use trace_service::http::{router, Part};
 use trace_service::{serve, worker, App};

@@ -1,7 +1,7 @@
 //! The `stream` function: the NDJSON stream and paginated results of finished jobs (streaming responses in Lambda).
 //! Lambda when `AWS_LAMBDA_RUNTIME_API` is set, otherwise a local HTTP process on `TRACE_HTTP_ADDR`.
 
-use trace_adapters::runtime::{config_or_exit, init_logging, Backends};
+use trace_adapters::runtime::{config_or_exit, init_logging, Backends, BackendsFromConfig};
 use trace_service::http::{router, Part};
 use trace_service::{serve, App};
 

@@ -1,7 +1,7 @@
 //! The `submit` function: POST /api/trace/events: validate, admit, answer inline (200) or queue a job (202).
 //! Lambda when `AWS_LAMBDA_RUNTIME_API` is set, otherwise a local HTTP process on `TRACE_HTTP_ADDR`.
 
-use trace_adapters::runtime::{config_or_exit, init_logging, Backends};
+use trace_adapters::runtime::{config_or_exit, init_logging, Backends, BackendsFromConfig};
 use trace_service::http::{router, Part};
 use trace_service::{serve, App};
 

@@ -2,7 +2,7 @@
 //! Lambda (SQS events, partial batch responses) when `AWS_LAMBDA_RUNTIME_API` is set, otherwise a
 //! local process that long-polls its queue and stops cleanly on SIGTERM/SIGINT.
 
-use trace_adapters::runtime::{config_or_exit, init_logging, Backends};
+use trace_adapters::runtime::{config_or_exit, init_logging, Backends, BackendsFromConfig};
 use trace_service::{serve, App};
 
 #[tokio::main]

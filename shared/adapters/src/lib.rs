@@ -7,12 +7,21 @@
 //! | ChunkStore  | [`store::s3::S3Store`]    | [`store::fs::FsStore`]         |
 //! | JobStore    | [`jobs::redis::RedisJobStore`] | [`jobs::memory::MemoryJobStore`] |
 //! | EventSource | [`source::postgres::PgSource`] | [`source::embedded::DatasetSource`] |
+//! | RateLimiter | [`ratelimit::redis::RedisRateLimiter`] | [`ratelimit::memory::MemoryRateLimiter`] |
+//! | BackfillMarkers | [`markers::redis::RedisMarkers`] | [`markers::memory::MemoryMarkers`] |
+//! | ChangedIds  | [`source::changed::PgChangedIds`] | [`source::changed::DatasetChangedIds`] |
 //!
-//! Adapters depend on the core; the core never depends on them.
+//! Every Redis key is named in [`keys`]; the Redis adapters share one connection
+//! ([`redis_connection`]). [`runtime`] builds the [`Backends`](trace_core::ports::Backends) of a
+//! process from its configuration. Adapters depend on the core; the core never depends on them.
 
 pub mod aws;
 pub mod jobs;
+pub mod keys;
+pub mod markers;
 pub mod queue;
+pub mod ratelimit;
+pub mod redis_connection;
 pub mod runtime;
 pub mod source;
 pub mod store;

@@ -1,14 +1,24 @@
 //! Process start-up shared by every binary: configuration, logging, and the backends chosen from the
-//! configuration (real services where their variables are set, local stand-ins otherwise).
+//! configuration (real services where their variables are set, local stand-ins otherwise), one
+//! implementation of each port of [`Backends`].
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+pub use trace_core::config::in_lambda;
 use trace_core::config::{Config, ConfigError, LogFormat};
-use trace_core::ports::{BackendError, ChunkStore, EventSource, JobQueue, JobStore};
+pub use trace_core::ports::Backends;
+use trace_core::ports::{
+    BackendError, BackfillMarkers, ChangedIds, ChunkStore, EventSource, JobQueue, JobStore, RateLimiter,
+};
 use trace_core::QueueKind;
 
 use crate::jobs::{memory::MemoryJobStore, redis::RedisJobStore};
+use crate::markers::{memory::MemoryMarkers, redis::RedisMarkers};
 use crate::queue::{memory::MemoryQueue, sqs::SqsQueue};
+use crate::ratelimit::{memory::MemoryRateLimiter, redis::RedisRateLimiter};
+use crate::redis_connection;
+use crate::source::changed::{DatasetChangedIds, PgChangedIds};
 use crate::source::{embedded::DatasetSource, postgres};
 use crate::store::{fs::FsStore, s3::S3Store};
 
@@ -21,11 +31,6 @@ pub fn config_or_exit(binary: &str) -> Config {
             std::process::exit(2);
         }
     }
-}
-
-/// Whether this process runs inside AWS Lambda (or `cargo lambda watch`).
-pub fn in_lambda() -> bool {
-    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
 /// Installs the `tracing` subscriber: JSON lines in Lambda (or `LOG_FORMAT=json`), human text
@@ -48,78 +53,21 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// The backends a function works with.
-#[derive(Clone)]
-pub struct Backends {
-    /// The heavy queue.
-    pub heavy: Arc<dyn JobQueue>,
-    /// The light queue.
-    pub light: Arc<dyn JobQueue>,
-    /// Inputs and results.
-    pub store: Arc<dyn ChunkStore>,
-    /// Job metadata.
-    pub jobs: Arc<dyn JobStore>,
-    /// Where events come from.
-    pub source: Arc<dyn EventSource>,
-    /// The Redis connection, when Redis is configured (shared by the rate limiter).
-    pub redis: Option<redis::aio::ConnectionManager>,
-}
-
-impl std::fmt::Debug for Backends {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backends").field("redis", &self.redis.is_some()).finish_non_exhaustive()
-    }
-}
-
-impl Backends {
-    /// The queue of a kind.
-    pub fn queue(&self, kind: QueueKind) -> &Arc<dyn JobQueue> {
-        match kind {
-            QueueKind::Heavy => &self.heavy,
-            QueueKind::Light => &self.light,
-        }
-    }
-
+/// Builds [`Backends`] from the configuration: what it names is connected, local stand-ins replace
+/// the rest.
+#[async_trait]
+pub trait BackendsFromConfig: Sized {
     /// Connects what the configuration names; local stand-ins for what it does not. The chosen
     /// backends are logged once.
-    pub async fn from_config(config: &Config) -> Result<Self, BackendError> {
-        let needs_aws =
-            config.heavy_queue_url.is_some() || config.light_queue_url.is_some() || config.bucket.is_some();
-        let sdk = if needs_aws {
-            Some(crate::aws::sdk_config(config.aws_endpoint_url.as_deref()).await)
-        } else {
-            None
-        };
-        let queue = |kind: QueueKind| -> Arc<dyn JobQueue> {
-            match (config.queue_url(kind), &sdk) {
-                (Some(url), Some(sdk)) => Arc::new(SqsQueue::new(crate::aws::sqs_client(sdk), url)),
-                _ => Arc::new(MemoryQueue::new()),
-            }
-        };
-        let (heavy, light) = (queue(QueueKind::Heavy), queue(QueueKind::Light));
-        let store: Arc<dyn ChunkStore> = match (&config.bucket, &sdk) {
-            (Some(bucket), Some(sdk)) => Arc::new(S3Store::new(crate::aws::s3_client(sdk), bucket)),
-            _ => Arc::new(FsStore::new(&config.local_dir)),
-        };
-        let (jobs, redis): (Arc<dyn JobStore>, _) = match &config.redis_url {
-            Some(url) => {
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|e| BackendError::new("redis", "open", e))?;
-                let conn = redis::aio::ConnectionManager::new(client)
-                    .await
-                    .map_err(|e| BackendError::new("redis", "connect", e))?;
-                (Arc::new(RedisJobStore::from_connection(conn.clone(), &config.redis_key_prefix)), Some(conn))
-            }
-            None => (Arc::new(MemoryJobStore::new()), None),
-        };
-        let source: Arc<dyn EventSource> = match &config.database_url {
-            Some(url) => Arc::new(postgres::PgSource::new(
-                postgres::pool(url, config.db_pool_size)?,
-                config.fetch_size,
-                config.id_batch_size,
-            )),
-            None => Arc::new(DatasetSource::new(config.fetch_size)),
-        };
+    async fn from_config(config: &Config) -> Result<Self, BackendError>;
+}
+
+#[async_trait]
+impl BackendsFromConfig for Backends {
+    async fn from_config(config: &Config) -> Result<Self, BackendError> {
+        let (heavy, light, store) = aws_backends(config).await;
+        let redis = redis_backends(config).await?;
+        let (source, changes) = database_backends(config)?;
         tracing::info!(
             queues = if config.heavy_queue_url.is_some() { "sqs" } else { "in-process" },
             store = if config.bucket.is_some() { "s3" } else { "local-dir" },
@@ -127,6 +75,74 @@ impl Backends {
             source = if config.database_url.is_some() { "postgres" } else { "embedded-dataset" },
             "backends ready"
         );
-        Ok(Backends { heavy, light, store, jobs, source, redis })
+        Ok(Backends {
+            heavy,
+            light,
+            store,
+            jobs: redis.jobs,
+            source,
+            limiter: redis.limiter,
+            markers: redis.markers,
+            changes,
+        })
     }
+}
+
+/// The queues (heavy, light) and the chunk store: SQS and S3 when configured.
+async fn aws_backends(config: &Config) -> (Arc<dyn JobQueue>, Arc<dyn JobQueue>, Arc<dyn ChunkStore>) {
+    let needs_aws =
+        config.heavy_queue_url.is_some() || config.light_queue_url.is_some() || config.bucket.is_some();
+    let sdk =
+        if needs_aws { Some(crate::aws::sdk_config(config.aws_endpoint_url.as_deref()).await) } else { None };
+    let queue = |kind: QueueKind| -> Arc<dyn JobQueue> {
+        match (config.queue_url(kind), &sdk) {
+            (Some(url), Some(sdk)) => Arc::new(SqsQueue::new(crate::aws::sqs_client(sdk), url)),
+            _ => Arc::new(MemoryQueue::new()),
+        }
+    };
+    let store: Arc<dyn ChunkStore> = match (&config.bucket, &sdk) {
+        (Some(bucket), Some(sdk)) => Arc::new(S3Store::new(crate::aws::s3_client(sdk), bucket)),
+        _ => Arc::new(FsStore::new(&config.local_dir)),
+    };
+    (queue(QueueKind::Heavy), queue(QueueKind::Light), store)
+}
+
+/// What lives in Redis when it is configured.
+struct RedisBackends {
+    jobs: Arc<dyn JobStore>,
+    limiter: Arc<dyn RateLimiter>,
+    markers: Arc<dyn BackfillMarkers>,
+}
+
+/// The job store, rate limiter and backfill markers: over one Redis connection when Redis is
+/// configured (so every instance shares them), in this process otherwise.
+async fn redis_backends(config: &Config) -> Result<RedisBackends, BackendError> {
+    let (limit, window) = (config.rate_limit_requests, config.rate_limit_window);
+    let Some(url) = &config.redis_url else {
+        return Ok(RedisBackends {
+            jobs: Arc::new(MemoryJobStore::new()),
+            limiter: Arc::new(MemoryRateLimiter::new(limit, window)),
+            markers: Arc::new(MemoryMarkers::new()),
+        });
+    };
+    let conn = redis_connection::connect(url).await?;
+    let prefix = &config.redis_key_prefix;
+    Ok(RedisBackends {
+        jobs: Arc::new(RedisJobStore::from_connection(conn.clone(), prefix)),
+        limiter: Arc::new(RedisRateLimiter::new(conn.clone(), prefix, limit, window)),
+        markers: Arc::new(RedisMarkers::new(conn, prefix)),
+    })
+}
+
+/// The event source and the changed ids: PostgreSQL (one pool) when configured, the embedded
+/// dataset otherwise.
+fn database_backends(config: &Config) -> Result<(Arc<dyn EventSource>, Arc<dyn ChangedIds>), BackendError> {
+    Ok(match &config.database_url {
+        Some(url) => {
+            let pool = postgres::pool(url, config.db_pool_size)?;
+            let changes = Arc::new(PgChangedIds::new(pool.clone()));
+            (Arc::new(postgres::PgSource::new(pool, config.fetch_size, config.id_batch_size)), changes)
+        }
+        None => (Arc::new(DatasetSource::new(config.fetch_size)), Arc::new(DatasetChangedIds)),
+    })
 }

@@ -166,6 +166,11 @@ pub enum LogFormat {
     Text,
 }
 
+/// Whether this process runs inside AWS Lambda (or `cargo lambda watch`).
+pub fn in_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
 struct Reader<F> {
     lookup: F,
 }

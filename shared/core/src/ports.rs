@@ -1,20 +1,24 @@
 //! The ports: small async traits the services need from the outside world. Adapters implement them
 //! (SQS / in-process queue, S3 / on-disk store, Redis / in-memory job store, PostgreSQL / embedded
-//! source); one contract test suite per trait runs against every implementation.
+//! source, Redis / in-memory rate limiter and backfill markers, PostgreSQL / embedded changed ids);
+//! one contract test suite per trait runs against every implementation. [`Backends`] bundles them.
 //!
 //! Errors are per port and say what the caller can do next: a `Backend` error is transient (retry,
 //! leave the message), the others are answers.
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::domain::Domain;
 use crate::ids::{ContainerId, JobId};
 use crate::job::{Guard, JobMeta, JobStatus, Progress};
+use crate::queue::QueueKind;
 use crate::record::RowBatch;
 
 /// Any error from a backend library.
@@ -226,4 +230,118 @@ pub trait RowCursor: Send {
 pub trait EventSource: Send + Sync {
     /// Opens a cursor over the rows of `domain` for `ids`, ordered by container then `seq`.
     async fn open(&self, domain: Domain, ids: &[ContainerId]) -> Result<Box<dyn RowCursor>, SourceError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limiter
+// ---------------------------------------------------------------------------------------------
+
+/// What counting one request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateVerdict {
+    /// Within the caller's limit.
+    Allowed,
+    /// Over the limit until the caller's window ends.
+    Limited {
+        /// Time left in the window.
+        retry_after: Duration,
+    },
+}
+
+/// Counts requests per caller in fixed windows that start at a caller's first request; the limit and
+/// the window length are the implementation's.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Counts one request of `caller` and says whether it is within the limit.
+    async fn hit(&self, caller: &str) -> Result<RateVerdict, BackendError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backfill markers
+// ---------------------------------------------------------------------------------------------
+
+/// What claiming a backfill batch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The batch is the caller's to queue.
+    Won,
+    /// Another run has the batch.
+    Taken {
+        /// The job it created; `None` while that run has not created it yet.
+        job_id: Option<String>,
+    },
+}
+
+/// One marker per (window, batch) of the backfill, so that a window's batches are queued once
+/// however often, and however concurrently, the window is run. `window` is the window's key
+/// (`start/end`), `batch` the batch's index in it.
+#[async_trait]
+pub trait BackfillMarkers: Send + Sync {
+    /// Marks the batch as claimed for `ttl` unless it is marked already (atomically: of concurrent
+    /// claims, exactly one wins).
+    async fn claim(&self, window: &str, batch: usize, ttl: Duration) -> Result<Claim, BackendError>;
+    /// Records the job of a claimed batch, kept for `ttl`.
+    async fn confirm(
+        &self,
+        window: &str,
+        batch: usize,
+        job_id: &str,
+        ttl: Duration,
+    ) -> Result<(), BackendError>;
+    /// Removes the batch's marker (its job could not be queued).
+    async fn release(&self, window: &str, batch: usize) -> Result<(), BackendError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changed ids
+// ---------------------------------------------------------------------------------------------
+
+/// Where the containers changed in a time window come from (the backfill's input).
+#[async_trait]
+pub trait ChangedIds: Send + Sync {
+    /// Ids of the containers with a history row that moved out in `[window.start, window.end)`, as
+    /// stored (any order, possibly not valid container ids).
+    async fn changed(&self, window: &Range<DateTime<Utc>>) -> Result<Vec<String>, BackendError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backends of a process
+// ---------------------------------------------------------------------------------------------
+
+/// Every port a function works with, as chosen from the configuration (`trace_adapters::runtime`).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Backends {
+    /// The heavy queue.
+    pub heavy: Arc<dyn JobQueue>,
+    /// The light queue.
+    pub light: Arc<dyn JobQueue>,
+    /// Inputs and results.
+    pub store: Arc<dyn ChunkStore>,
+    /// Job metadata.
+    pub jobs: Arc<dyn JobStore>,
+    /// Where events come from.
+    pub source: Arc<dyn EventSource>,
+    /// Rate limiter of the job routes.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Markers of the backfill's batches.
+    pub markers: Arc<dyn BackfillMarkers>,
+    /// Where the backfill finds the changed containers.
+    pub changes: Arc<dyn ChangedIds>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends").finish_non_exhaustive()
+    }
+}
+
+impl Backends {
+    /// The queue of a kind.
+    pub fn queue(&self, kind: QueueKind) -> &Arc<dyn JobQueue> {
+        match kind {
+            QueueKind::Heavy => &self.heavy,
+            QueueKind::Light => &self.light,
+        }
+    }
 }

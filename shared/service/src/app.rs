@@ -2,20 +2,20 @@
 
 use std::sync::Arc;
 
-use trace_adapters::runtime::Backends;
+use trace_core::ports::Backends;
 use trace_core::Config;
 
-use crate::ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter};
+use crate::ratelimit::Limiter;
 
 /// Shared application state. Cheap to clone.
 #[derive(Clone)]
 pub struct App {
     /// Configuration, read once at start-up.
     pub config: Arc<Config>,
-    /// Queues, stores and source.
+    /// Queues, stores, source, counters and markers.
     pub backends: Backends,
     /// Rate limiter of the job routes.
-    pub limiter: Arc<dyn RateLimiter>,
+    pub limiter: Limiter,
 }
 
 impl std::fmt::Debug for App {
@@ -25,16 +25,10 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// State over `backends`; the rate limiter counts in Redis when Redis is configured (so every
-    /// instance shares the count), in memory otherwise.
+    /// State over `backends`; the rate limiter counts with theirs (in Redis when Redis is configured,
+    /// so every instance shares the count).
     pub fn new(config: Config, backends: Backends) -> Self {
-        let (limit, window) = (config.rate_limit_requests, config.rate_limit_window);
-        let limiter: Arc<dyn RateLimiter> = match &backends.redis {
-            Some(conn) => {
-                Arc::new(RedisRateLimiter::new(conn.clone(), &config.redis_key_prefix, limit, window))
-            }
-            None => Arc::new(MemoryRateLimiter::new(limit, window)),
-        };
+        let limiter = Limiter::new(backends.limiter.clone());
         App { config: Arc::new(config), backends, limiter }
     }
 }

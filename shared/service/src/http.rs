@@ -214,7 +214,7 @@ mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
-    use trace_adapters::runtime::Backends;
+    use trace_adapters::runtime::{Backends, BackendsFromConfig};
     use trace_core::Config;
 
     async fn app() -> App {

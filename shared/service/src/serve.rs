@@ -10,14 +10,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use axum::Router;
 use lambda_runtime::{service_fn, LambdaEvent};
 use tokio::sync::watch;
-use trace_adapters::runtime::in_lambda;
+use trace_core::config::in_lambda;
 use trace_core::ports::{Delivery, JobQueue};
 use trace_core::QueueKind;
 
+use crate::backfill::{Backfill, Window};
 use crate::worker::{self, Disposition};
 use crate::App;
 
@@ -146,4 +148,29 @@ pub async fn sqs_batch(
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failures;
     response
+}
+
+/// Serves the backfill in Lambda: each EventBridge event (the schedule's "Scheduled Event") runs the
+/// window ending at its `time`. A run with failed batches answers an error, so that Lambda retries it
+/// (the retry queues only the unmarked batches).
+pub async fn backfill(backfill: Backfill) -> Result<(), ServeError> {
+    let backfill = Arc::new(backfill);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
+        let backfill = backfill.clone();
+        async move {
+            let window = Window::of_event(&event.payload, backfill.window_length(), chrono::Utc::now());
+            tracing::info!(%window, time = ?event.payload.time, detail_type = %event.payload.detail_type, "backfill event");
+            let report = backfill.run(window).await?;
+            if report.failed > 0 {
+                return Err(format!(
+                    "backfill of {window}: {} of {} batches could not be queued (a retry queues them)",
+                    report.failed,
+                    report.batches.len()
+                )
+                .into());
+            }
+            Ok::<_, lambda_runtime::Error>(report)
+        }
+    }))
+    .await
 }

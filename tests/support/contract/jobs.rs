@@ -21,15 +21,19 @@ fn job(created_offset_ms: i64) -> JobMeta {
     )
 }
 
-/// Create, read, compare-and-set, progress, history, TTL.
-pub async fn run(s: &dyn JobStore) {
+/// Created jobs read back; a second create of an id is refused; an unknown id reads as none.
+pub async fn create_and_read(s: &dyn JobStore) {
     let meta = job(0);
     s.create(&meta, TTL).await.expect("create");
     assert_eq!(s.get(&meta.job_id).await.expect("get"), Some(meta.clone()));
     assert!(matches!(s.create(&meta, TTL).await, Err(JobStoreError::AlreadyExists(id)) if id == meta.job_id));
     assert_eq!(s.get(&JobId::new()).await.expect("get"), None);
+}
 
-    // queued -> started with the right guard applies, a second time with the same guard conflicts.
+/// Creates `meta` and starts it: queued -> started with the right guard applies, a second time with
+/// the same guard conflicts.
+async fn started(s: &dyn JobStore, meta: &JobMeta) -> JobMeta {
+    s.create(meta, TTL).await.expect("create");
     let now = Utc::now();
     let started = meta.transitioned(JobStatus::Started, now, None).expect("allowed");
     assert_eq!(s.compare_and_set(meta.guard(), &started).await.expect("cas"), CasOutcome::Applied);
@@ -38,8 +42,20 @@ pub async fn run(s: &dyn JobStore) {
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert_eq!(s.get(&meta.job_id).await.expect("get"), Some(started.clone()));
+    started
+}
 
-    // Progress under the right guard; refused under a stale one.
+/// A compare-and-set applies once per guard; of a job that does not exist it is `Missing`.
+pub async fn compare_and_set(s: &dyn JobStore) {
+    started(s, &job(0)).await;
+    let missing = job(0);
+    assert_eq!(s.compare_and_set(missing.guard(), &missing).await.expect("cas"), CasOutcome::Missing);
+}
+
+/// Starts `meta` and records progress under the right guard; refused under a stale one. The job as
+/// read back.
+async fn with_progress(s: &dyn JobStore, meta: &JobMeta) -> (JobMeta, Progress) {
+    let started = started(s, meta).await;
     let mut progress = Progress::start(25_000);
     progress.domain = Some(Domain::Rejects);
     progress.records_written = 12_345;
@@ -59,27 +75,51 @@ pub async fn run(s: &dyn JobStore) {
         s.update_progress(&JobId::new(), started.guard(), &progress).await.expect("progress"),
         CasOutcome::Missing
     );
+    (read, progress)
+}
 
-    // A cancel makes the worker's next progress update fail: that is how it learns to stop.
+/// Progress is recorded under the job's guard only.
+pub async fn progress_under_its_guard(s: &dyn JobStore) {
+    with_progress(s, &job(0)).await;
+}
+
+/// Starts and cancels `meta`: a cancel makes the worker's next progress update fail (that is how it
+/// learns to stop).
+async fn cancelled(s: &dyn JobStore, meta: &JobMeta) {
+    let (read, progress) = with_progress(s, meta).await;
+    let started_guard = read.guard();
     let cancelled = read.transitioned(JobStatus::Cancelled, Utc::now(), None).expect("allowed");
     assert_eq!(s.compare_and_set(read.guard(), &cancelled).await.expect("cas"), CasOutcome::Applied);
-    match s.update_progress(&meta.job_id, started.guard(), &progress).await.expect("progress") {
+    match s.update_progress(&meta.job_id, started_guard, &progress).await.expect("progress") {
         CasOutcome::Conflict(current) => assert_eq!(current.status, JobStatus::Cancelled),
         other => panic!("expected a conflict, got {other:?}"),
     }
+}
 
-    // Failed keeps its error.
-    let other = job(5);
-    s.create(&other, TTL).await.expect("create");
+/// After a cancel, progress updates conflict.
+pub async fn a_cancel_stops_progress(s: &dyn JobStore) {
+    cancelled(s, &job(0)).await;
+}
+
+/// Creates `other` and fails it: failed keeps its error.
+async fn failed(s: &dyn JobStore, other: &JobMeta) {
+    s.create(other, TTL).await.expect("create");
     let error = JobError { code: "JOB_TIMEOUT".into(), message: "ran 900 s".into() };
     let failed = other.transitioned(JobStatus::Failed, Utc::now(), Some(error.clone())).expect("allowed");
     assert_eq!(s.compare_and_set(other.guard(), &failed).await.expect("cas"), CasOutcome::Applied);
     assert_eq!(s.get(&other.job_id).await.expect("get").expect("exists").error, Some(error));
-    let missing = job(0);
-    assert_eq!(s.compare_and_set(missing.guard(), &missing).await.expect("cas"), CasOutcome::Missing);
+}
 
-    // History: newest first, filtered, limited.
-    let third = job(10);
+/// A failed job keeps its error.
+pub async fn failed_keeps_its_error(s: &dyn JobStore) {
+    failed(s, &job(5)).await;
+}
+
+/// History: newest first, filtered, limited (a cancelled, a failed and a queued job).
+pub async fn history_newest_first(s: &dyn JobStore) {
+    let (meta, other, third) = (job(0), job(5), job(10));
+    cancelled(s, &meta).await;
+    failed(s, &other).await;
     s.create(&third, TTL).await.expect("create");
     let recent: Vec<_> = s.list_recent(None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
     assert_eq!(recent, [third.job_id, other.job_id, meta.job_id]);

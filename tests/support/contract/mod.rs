@@ -1,8 +1,10 @@
-//! One contract suite per port. Each `run_*` function takes an implementation and checks the
-//! behaviour every implementation must share, so the local stand-ins cannot drift from the real
-//! services.
+//! One contract suite per port. Each function takes an implementation and checks one property every
+//! implementation must have, so the local stand-ins cannot drift from the real services.
 
+pub mod changed;
 pub mod jobs;
+pub mod markers;
 pub mod queue;
+pub mod ratelimit;
 pub mod source;
 pub mod store;

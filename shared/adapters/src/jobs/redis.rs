@@ -1,9 +1,10 @@
 //! Job metadata in Redis.
 //!
-//! Keys: `{prefix}:job:{id}:meta`, a hash with fields `status` and `attempt` (plain, compared by the
-//! compare-and-set scripts), `meta` (the JSON of the rest), `progress` and `heartbeat_at` (updated on
-//! their own); `{prefix}:jobs`, a sorted set of job ids by creation time for the history listing.
-//! Every change that depends on the current state is one Lua script, so it is atomic.
+//! Keys ([`crate::keys`]): `{prefix}:job:{id}:meta`, a hash with fields `status` and `attempt`
+//! (plain, compared by the compare-and-set scripts), `meta` (the JSON of the rest), `progress` and
+//! `heartbeat_at` (updated on their own); `{prefix}:jobs`, a sorted set of job ids by creation time
+//! for the history listing. Every change that depends on the current state is one Lua script, so it
+//! is atomic.
 
 use std::time::Duration;
 
@@ -12,14 +13,17 @@ use chrono::Utc;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use trace_core::job::{Guard, JobMeta, JobStatus, Progress};
-use trace_core::ports::{BackendError, CasOutcome, JobStore, JobStoreError};
+use trace_core::ports::{CasOutcome, JobStore, JobStoreError};
 use trace_core::JobId;
+
+use crate::keys::Keys;
+use crate::redis_connection::{self, failed};
 
 /// A Redis-backed job store. Cheap to clone (the connection manager is shared).
 #[derive(Clone)]
 pub struct RedisJobStore {
     conn: ConnectionManager,
-    prefix: String,
+    keys: Keys,
     create: Script,
     cas: Script,
     progress: Script,
@@ -27,12 +31,12 @@ pub struct RedisJobStore {
 
 impl std::fmt::Debug for RedisJobStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisJobStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisJobStore").field("prefix", &self.keys.prefix()).finish_non_exhaustive()
     }
 }
 
 fn backend(op: &'static str, e: redis::RedisError) -> JobStoreError {
-    JobStoreError::Backend(BackendError::new("redis", op, e))
+    JobStoreError::Backend(failed(op)(e))
 }
 
 /// KEYS: meta, history. ARGV: ttl seconds, score, job id, then field/value pairs.
@@ -58,28 +62,18 @@ return 2
 impl RedisJobStore {
     /// Connects to `url`; every key starts with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, JobStoreError> {
-        let client = redis::Client::open(url).map_err(|e| backend("open", e))?;
-        let conn = ConnectionManager::new(client).await.map_err(|e| backend("connect", e))?;
-        Ok(Self::from_connection(conn, prefix))
+        Ok(Self::from_connection(redis_connection::connect(url).await?, prefix))
     }
 
-    /// Uses an existing connection manager (shared with the rate limiter).
+    /// Uses an existing connection manager (shared with the rate limiter and the markers).
     pub fn from_connection(conn: ConnectionManager, prefix: &str) -> Self {
         RedisJobStore {
             conn,
-            prefix: prefix.to_owned(),
+            keys: Keys::new(prefix),
             create: Script::new(CREATE),
             cas: Script::new(CAS),
             progress: Script::new(CAS),
         }
-    }
-
-    fn meta_key(&self, id: &JobId) -> String {
-        format!("{}:job:{id}:meta", self.prefix)
-    }
-
-    fn history_key(&self) -> String {
-        format!("{}:jobs", self.prefix)
     }
 
     fn fields(meta: &JobMeta) -> Vec<(&'static str, String)> {
@@ -136,8 +130,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 #[async_trait]
 impl JobStore for RedisJobStore {
     async fn create(&self, meta: &JobMeta, ttl: Duration) -> Result<(), JobStoreError> {
-        let mut inv = self.create.key(self.meta_key(&meta.job_id));
-        inv.key(self.history_key())
+        let mut inv = self.create.key(self.keys.job_meta(meta.job_id));
+        inv.key(self.keys.job_history())
             .arg(ttl.as_secs().max(1))
             .arg(meta.created_at.timestamp_millis())
             .arg(meta.job_id.to_string());
@@ -155,12 +149,12 @@ impl JobStore for RedisJobStore {
 
     async fn get(&self, id: &JobId) -> Result<Option<JobMeta>, JobStoreError> {
         let map: std::collections::HashMap<String, String> =
-            self.conn.clone().hgetall(self.meta_key(id)).await.map_err(|e| backend("hgetall", e))?;
+            self.conn.clone().hgetall(self.keys.job_meta(id)).await.map_err(|e| backend("hgetall", e))?;
         Self::decode(id, map)
     }
 
     async fn compare_and_set(&self, guard: Guard, next: &JobMeta) -> Result<CasOutcome, JobStoreError> {
-        let mut inv = self.cas.key(self.meta_key(&next.job_id));
+        let mut inv = self.cas.key(self.keys.job_meta(next.job_id));
         inv.arg(guard.status.as_str()).arg(guard.attempt);
         for (k, v) in Self::fields(next) {
             inv.arg(k).arg(v);
@@ -178,7 +172,7 @@ impl JobStore for RedisJobStore {
     ) -> Result<CasOutcome, JobStoreError> {
         let code: i64 = self
             .progress
-            .key(self.meta_key(id))
+            .key(self.keys.job_meta(id))
             .arg(guard.status.as_str())
             .arg(guard.attempt)
             .arg("progress")
@@ -203,7 +197,7 @@ impl JobStore for RedisJobStore {
         let mut start: isize = 0;
         while out.len() < limit && start < MAX_SCANNED {
             let ids: Vec<String> = conn
-                .zrevrange(self.history_key(), start, start + PAGE - 1)
+                .zrevrange(self.keys.job_history(), start, start + PAGE - 1)
                 .await
                 .map_err(|e| backend("zrevrange", e))?;
             if ids.is_empty() {
@@ -211,7 +205,7 @@ impl JobStore for RedisJobStore {
             }
             let mut pipe = redis::pipe();
             for id in &ids {
-                pipe.hgetall(format!("{}:job:{id}:meta", self.prefix));
+                pipe.hgetall(self.keys.job_meta(id));
             }
             let maps: Vec<std::collections::HashMap<String, String>> =
                 pipe.query_async(&mut conn).await.map_err(|e| backend("hgetall", e))?;
@@ -230,7 +224,8 @@ impl JobStore for RedisJobStore {
                 }
             }
             if !expired.is_empty() {
-                let _: i64 = conn.zrem(self.history_key(), &expired).await.map_err(|e| backend("zrem", e))?;
+                let _: i64 =
+                    conn.zrem(self.keys.job_history(), &expired).await.map_err(|e| backend("zrem", e))?;
                 start -= expired.len() as isize;
             }
             start += PAGE;
@@ -241,7 +236,7 @@ impl JobStore for RedisJobStore {
     async fn refresh_ttl(&self, id: &JobId, ttl: Duration) -> Result<bool, JobStoreError> {
         self.conn
             .clone()
-            .expire(self.meta_key(id), ttl.as_secs().max(1) as i64)
+            .expire(self.keys.job_meta(id), ttl.as_secs().max(1) as i64)
             .await
             .map_err(|e| backend("expire", e))
     }
