@@ -148,8 +148,6 @@ pub fn run_delay_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// Where the two sides of the status-under-load measurement run: the job's side (the worker,
-
 /// CPU seconds per group between two snapshots, to the hundredth.
 pub fn cpu_delta(before: &BTreeMap<&'static str, f64>, after: &BTreeMap<&'static str, f64>) -> Value {
     let mut out = serde_json::Map::new();
