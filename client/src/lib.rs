@@ -26,6 +26,7 @@
 pub mod error;
 pub mod lines;
 pub mod output;
+pub mod pages;
 pub mod stream;
 pub mod types;
 
@@ -35,13 +36,14 @@ use std::time::{Duration, Instant};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use trace_core::job::JobStatus;
 use trace_core::{Domain, JobId};
 
 pub use error::ClientError;
 pub use stream::{LineStream, Resume};
 pub use trace_core::ndjson::StreamLine;
-pub use types::{Accepted, InlineResult, JobInfo, JobList, Page, SubmitRequest, Submitted};
+pub use types::{Accepted, ErrorBody, InlineResult, JobInfo, JobList, Page, SubmitRequest, Submitted};
 
 /// Most records a result page may hold (the server's limit).
 pub const MAX_PAGE: u32 = 5000;
@@ -194,8 +196,9 @@ impl Client {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                let seconds = header.or_else(|| body["retry_after_seconds"].as_u64()).unwrap_or(1);
+                let body: ErrorBody = response.json().await.unwrap_or_default();
+                let in_body = body.details.get("retry_after_seconds").and_then(serde_json::Value::as_u64);
+                let seconds = header.or(in_body).unwrap_or(1);
                 let retry_after = Duration::from_secs(seconds);
                 if retries >= self.config.rate_limit_retries {
                     return Err(ClientError::RateLimited { retry_after });
@@ -283,7 +286,7 @@ impl Client {
         let response = self.send(&url, Some(self.config.request_timeout), |h| h.get(&url)).await?;
         let body =
             response.bytes().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
-        Page::parse(&body).map_err(|reason| ClientError::InvalidResponse { url, reason })
+        Page::parse(&body).map_err(|e| ClientError::InvalidResponse { url, reason: e.to_string() })
     }
 
     /// Polls the job every [`ClientConfig::poll_interval`] until it ends, calling `progress` with each
@@ -371,10 +374,12 @@ async fn http_error(url: &str, response: Response) -> ClientError {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     let body: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    let code = body["code"].as_str().map(str::to_owned).unwrap_or_else(|| format!("HTTP_{status}"));
-    let message = body["message"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{url}: {}", text.chars().take(200).collect::<String>()));
+    let ErrorBody { code, message, .. } = ErrorBody::deserialize(&body).unwrap_or_default();
+    let code = if code.is_empty() { format!("HTTP_{status}") } else { code };
+    let message = if message.is_empty() {
+        format!("{url}: {}", text.chars().take(200).collect::<String>())
+    } else {
+        message
+    };
     ClientError::Http { status, code, message, body }
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use trace_client::output::{DirSink, Format, NdjsonSink, Sink};
+use trace_client::pages::{closing_lines, inline_lines, DomainPages};
+use trace_client::types::ResultPage;
 use trace_client::{
     Client, ClientConfig, ClientError, JobInfo, Resume, StreamLine, SubmitRequest, Submitted, MAX_PAGE,
 };
@@ -162,19 +164,14 @@ struct ResultArgs {
     out: OutputArgs,
 }
 
+/// A duration in humantime's syntax (`500ms`, `3s`, `30m`, `1h 30m`); a bare number is seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 3s, 500ms, 30m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 3s, 500ms, 30m or 1h 30m: {e}"))
 }
 
 fn parse_format(text: &str) -> Result<Format, String> {
@@ -365,18 +362,45 @@ fn sink(out: &OutputArgs) -> Result<Box<dyn Sink>, Failure> {
     })
 }
 
-/// Streams a job into `sink`; how many times the stream was resumed.
+/// Writes lines to a sink, showing progress (the records received of the domain in progress).
+struct Writer {
+    sink: Box<dyn Sink>,
+    received: u64,
+}
+
+impl Writer {
+    /// A writer to the sink `out` asks for.
+    fn new(out: &OutputArgs) -> Result<Self, Failure> {
+        Ok(Writer { sink: sink(out)?, received: 0 })
+    }
+
+    fn line(&mut self, line: &StreamLine, progress: &mut Progress) -> Result<(), Failure> {
+        match line {
+            StreamLine::DomainStart { .. } => self.received = 0,
+            StreamLine::Records { count, .. } => self.received += count,
+            _ => {}
+        }
+        progress.line(line, self.received);
+        Ok(self.sink.line(line)?)
+    }
+
+    fn finish(mut self) -> Result<(), Failure> {
+        Ok(self.sink.finish()?)
+    }
+}
+
+/// Streams a job into `out`; how many times the stream was resumed.
 async fn stream_job(
     client: &Client,
     job: &JobId,
-    sink: &mut dyn Sink,
+    out: &OutputArgs,
     progress: &mut Progress,
 ) -> Result<u64, Failure> {
+    let mut writer = Writer::new(out)?;
     let (notices, mut notices_rx) = tokio::sync::mpsc::unbounded_channel::<Resume>();
     let mut lines = client.stream_with(job, move |r: &Resume| {
         let _ = notices.send(r.clone());
     });
-    let mut received = 0u64;
     while let Some(line) = lines.next().await {
         while let Ok(r) = notices_rx.try_recv() {
             progress.note(&format!(
@@ -387,17 +411,9 @@ async fn stream_job(
                 r.offset
             ));
         }
-        let line = line?;
-        if let StreamLine::Records { count, .. } = &line {
-            received += count;
-        }
-        if let StreamLine::DomainStart { .. } = &line {
-            received = 0;
-        }
-        progress.line(&line, received);
-        sink.line(&line)?;
+        writer.line(&line?, progress)?;
     }
-    sink.finish()?;
+    writer.finish()?;
     Ok(lines.resumes() as u64)
 }
 
@@ -410,8 +426,7 @@ async fn follow(
     progress: &mut Progress,
 ) -> Result<(), Failure> {
     client.wait_with(job, wait.interval, wait.timeout, |info| progress.job(info)).await?;
-    let mut sink = sink(out)?;
-    let resumes = stream_job(client, job, sink.as_mut(), progress).await?;
+    let resumes = stream_job(client, job, out, progress).await?;
     progress.note(&format!(
         "trace: job {job} streamed in {}{}",
         progress.elapsed(),
@@ -444,7 +459,8 @@ where
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+/// The client the global options describe.
+fn client_config(cli: &Cli) -> ClientConfig {
     let url = if cli.url.trim().is_empty() { DEFAULT_URL } else { cli.url.trim() };
     let mut config = ClientConfig::new(url);
     config.submit_url = cli.submit_url.clone().filter(|u| !u.is_empty());
@@ -461,49 +477,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if no_resume {
         config.max_resumes = 0;
     }
-    let client = Client::new(config)?;
+    config
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let client = Client::new(client_config(&cli))?;
     let mut progress = Progress::new(cli.quiet);
     match cli.command {
-        Command::Submit(args) => {
-            let ids = read_ids(args.ids.as_ref())?;
-            let profile = match &args.profile {
-                Some(p) => Some(p.parse::<Profile>().map_err(|e| Failure::Usage(e.to_string()))?),
-                None => None,
-            };
-            let domains = args
-                .domains
-                .iter()
-                .filter(|d| !d.trim().is_empty())
-                .map(|d| parse_domain(d.trim()).map_err(Failure::Usage))
-                .collect::<Result<Vec<_>, _>>()?;
-            let request = SubmitRequest {
-                profile,
-                domains: (!domains.is_empty()).then_some(domains),
-                ..SubmitRequest::new(ids)
-            };
-            match client.submit(&request).await? {
-                Submitted::Inline(result) => {
-                    let mut sink = sink(&args.out)?;
-                    let lines = result.into_lines(MAX_PAGE as usize);
-                    for line in &lines {
-                        progress.line(line, 0);
-                        sink.line(line)?;
-                    }
-                    sink.finish()?;
-                    if let Some(StreamLine::Complete { total_records }) = lines.last() {
-                        progress.note(&format!("trace: answered inline, {total_records} records"));
-                    }
-                    Ok(())
-                }
-                Submitted::Accepted(accepted) if args.follow => {
-                    let job = accepted.job_id;
-                    progress.note(&format!("trace: job {job} accepted ({} queue)", accepted.queue.as_str()));
-                    let work = follow(&client, &job, &args.wait, &args.out, &mut progress);
-                    interruptible(&client, Some(&job), args.wait.cancel_on_interrupt, work).await
-                }
-                Submitted::Accepted(accepted) => print_json(&accepted),
-            }
-        }
+        Command::Submit(args) => submit(&client, &args, &mut progress).await,
         Command::Status { job } => print_json(&client.status(&job_id(&job)?).await?),
         Command::Wait { job, wait } => {
             let job = job_id(&job)?;
@@ -515,88 +496,114 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             interruptible(&client, Some(&job), wait.cancel_on_interrupt, work).await
         }
         Command::Cancel { job } => print_json(&client.cancel(&job_id(&job)?).await?),
-        Command::Jobs { status, limit } => {
-            let status = match status.as_deref().filter(|s| !s.is_empty()) {
-                Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-                    Failure::Usage(format!("{s:?} is not queued, started, finished, failed or cancelled"))
-                })?),
-                None => None,
-            };
-            let list = client.jobs(status, limit).await?;
-            for job in &list.jobs {
-                print_json(job)?;
-            }
-            Ok(())
-        }
+        Command::Jobs { status, limit } => list_jobs(&client, status.as_deref(), limit).await,
         Command::Stream { job, out } => {
             let job = job_id(&job)?;
-            let work = async {
-                let mut sink = sink(&out)?;
-                stream_job(&client, &job, sink.as_mut(), &mut progress).await.map(|_| ())
-            };
+            let work = async { stream_job(&client, &job, &out, &mut progress).await.map(|_| ()) };
             interruptible(&client, None, false, work).await
         }
         Command::Result(args) => {
             let job = job_id(&args.job)?;
             if !args.all {
                 let page = client.page(&job, args.domain, args.offset, args.limit).await?;
-                let body = serde_json::json!({
-                    "stage": "events",
-                    "results": { page.domain.as_str(): {
-                        "data": page.data, "count": page.count, "total": page.total,
-                        "offset": page.offset, "limit": page.limit,
-                    }},
-                    "aggregation": page.aggregation,
-                });
-                return print_json(&body);
+                return print_json(&ResultPage::from(page));
             }
-            let work = async {
-                let domains = match args.domain {
-                    Some(d) => vec![d],
-                    None => client.status(&job).await?.domains,
-                };
-                let mut sink = sink(&args.out)?;
-                let mut total = 0;
-                let mut aggregation = None;
-                for domain in domains {
-                    let mut offset = args.offset;
-                    let mut batch = 0;
-                    let mut started = false;
-                    loop {
-                        let page = client.page(&job, Some(domain), offset, args.limit).await?;
-                        if !started {
-                            sink.line(&StreamLine::DomainStart { domain, total: page.total })?;
-                            started = true;
-                        }
-                        aggregation = page.aggregation.clone();
-                        if page.count > 0 {
-                            offset += page.count;
-                            let line =
-                                StreamLine::Records { domain, batch, count: page.count, data: page.data };
-                            progress.line(&line, offset);
-                            sink.line(&line)?;
-                            batch += 1;
-                        }
-                        if page.count == 0 || offset >= page.total {
-                            let count = offset.saturating_sub(args.offset);
-                            total += count;
-                            let end = StreamLine::DomainEnd { domain, count };
-                            progress.line(&end, count);
-                            sink.line(&end)?;
-                            break;
-                        }
-                    }
-                }
-                if let Some(data) = aggregation {
-                    sink.line(&StreamLine::Aggregation { data })?;
-                }
-                sink.line(&StreamLine::Complete { total_records: total })?;
-                sink.finish()?;
-                Ok(())
-            };
+            let work = write_all_pages(&client, &job, &args, &mut progress);
             interruptible(&client, None, false, work).await
         }
     }
+}
+
+/// The request `trace submit` describes.
+fn submit_request(args: &SubmitArgs) -> Result<SubmitRequest, Failure> {
+    let ids = read_ids(args.ids.as_ref())?;
+    let profile = match &args.profile {
+        Some(p) => Some(p.parse::<Profile>().map_err(|e| Failure::Usage(e.to_string()))?),
+        None => None,
+    };
+    let domains = args
+        .domains
+        .iter()
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| parse_domain(d.trim()).map_err(Failure::Usage))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SubmitRequest {
+        profile,
+        domains: (!domains.is_empty()).then_some(domains),
+        ..SubmitRequest::new(ids)
+    })
+}
+
+/// `trace submit`: an inline answer is written like a stream; a job is followed or printed.
+async fn submit(client: &Client, args: &SubmitArgs, progress: &mut Progress) -> Result<(), Failure> {
+    match client.submit(&submit_request(args)?).await? {
+        Submitted::Inline(result) => {
+            let mut writer = Writer::new(&args.out)?;
+            let lines = inline_lines(result, MAX_PAGE as usize)?;
+            for line in &lines {
+                writer.line(line, progress)?;
+            }
+            writer.finish()?;
+            if let Some(StreamLine::Complete { total_records }) = lines.last() {
+                progress.note(&format!("trace: answered inline, {total_records} records"));
+            }
+            Ok(())
+        }
+        Submitted::Accepted(accepted) if args.follow => {
+            let job = accepted.job_id;
+            progress.note(&format!("trace: job {job} accepted ({} queue)", accepted.queue.as_str()));
+            let work = follow(client, &job, &args.wait, &args.out, progress);
+            interruptible(client, Some(&job), args.wait.cancel_on_interrupt, work).await
+        }
+        Submitted::Accepted(accepted) => print_json(&accepted),
+    }
+}
+
+/// `trace jobs`: one JSON line per job.
+async fn list_jobs(client: &Client, status: Option<&str>, limit: Option<u32>) -> Result<(), Failure> {
+    let status = match status.filter(|s| !s.is_empty()) {
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            Failure::Usage(format!("{s:?} is not queued, started, finished, failed or cancelled"))
+        })?),
+        None => None,
+    };
+    let list = client.jobs(status, limit).await?;
+    for job in &list.jobs {
+        print_json(job)?;
+    }
+    Ok(())
+}
+
+/// `trace result --all`: every record of the job's domains (or of one) through pages, written like
+/// a stream.
+async fn write_all_pages(
+    client: &Client,
+    job: &JobId,
+    args: &ResultArgs,
+    progress: &mut Progress,
+) -> Result<(), Failure> {
+    let domains = match args.domain {
+        Some(d) => vec![d],
+        None => client.status(job).await?.domains,
+    };
+    let mut writer = Writer::new(&args.out)?;
+    let mut total = 0;
+    let mut aggregation = None;
+    for domain in domains {
+        let mut pages = DomainPages::new(domain, args.offset);
+        while !pages.is_complete() {
+            let mut page = client.page(job, Some(domain), pages.offset(), args.limit).await?;
+            aggregation = page.aggregation.take();
+            for line in pages.lines(page)? {
+                writer.line(&line, progress)?;
+            }
+        }
+        total += pages.delivered();
+    }
+    for line in closing_lines(aggregation, total) {
+        writer.line(&line, progress)?;
+    }
+    writer.finish()
 }
 
 fn main() -> ExitCode {

@@ -30,6 +30,7 @@ use trace_core::ndjson::StreamLine;
 use trace_core::{Domain, JobId};
 
 use crate::lines::{LineReader, ReadError};
+use crate::pages::{closing_lines, DomainPages};
 use crate::{Client, ClientError};
 
 /// Where an interrupted stream was resumed.
@@ -80,22 +81,11 @@ enum Mode {
     Open,
     /// Reading the stream.
     Live(LineReader<Body>),
-    /// Reading pages.
-    Paging(Paging),
+    /// Reading pages: the domain in progress (None: the next one of `meta`, or the closing lines
+    /// once every domain is delivered).
+    Paging(Option<DomainPages>),
     /// Finished (or failed).
     Done,
-}
-
-/// Where paging is.
-struct Paging {
-    /// Index into the job's domains.
-    index: usize,
-    /// Records of that domain delivered.
-    offset: u64,
-    /// Next batch number.
-    batch: u64,
-    /// Its `domain_start` total, once delivered.
-    total: Option<u64>,
 }
 
 struct State {
@@ -155,92 +145,80 @@ fn snippet(line: &[u8]) -> String {
     String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned()
 }
 
+/// What one step produced: a line to deliver, or nothing yet (the next step goes on).
+type Step = Result<Option<StreamLine>, ClientError>;
+
 impl State {
+    /// The next line: pending lines first, then one step of the current mode after another.
     async fn next(&mut self) -> Option<Result<StreamLine, ClientError>> {
         loop {
             if let Some(line) = self.pending.pop_front() {
                 return Some(Ok(line));
             }
-            match std::mem::replace(&mut self.mode, Mode::Done) {
+            let step = match std::mem::replace(&mut self.mode, Mode::Done) {
                 Mode::Done => return None,
-                Mode::Open => match self.client.open_stream(&self.job).await {
-                    Ok(response) => {
-                        let body: Body = response.bytes_stream().boxed();
-                        self.mode = Mode::Live(LineReader::new(body, self.client.config.max_line_bytes));
-                    }
-                    Err(e @ ClientError::Transport { .. }) => {
-                        if let Err(e) = self.interrupted(e.to_string()).await {
-                            return Some(Err(e));
-                        }
-                    }
-                    Err(e) => return Some(Err(e)),
-                },
-                Mode::Live(mut reader) => match reader.next_line().await {
-                    Ok(Some(bytes)) => {
-                        let line_no = reader.line_no();
-                        let line = match serde_json::from_slice::<StreamLine>(&bytes) {
-                            Ok(line) => line,
-                            Err(e) => {
-                                return Some(Err(ClientError::MalformedLine {
-                                    line_no,
-                                    reason: e.to_string(),
-                                    snippet: snippet(&bytes),
-                                }))
-                            }
-                        };
-                        if let Err(reason) = self.observe(&line) {
-                            return Some(Err(ClientError::MalformedLine {
-                                line_no,
-                                reason,
-                                snippet: snippet(&bytes),
-                            }));
-                        }
-                        match line {
-                            StreamLine::Error { code, message } => {
-                                return Some(Err(ClientError::StreamError { code, message }))
-                            }
-                            StreamLine::Complete { .. } => {}
-                            _ => self.mode = Mode::Live(reader),
-                        }
-                        return Some(Ok(line));
-                    }
-                    Ok(None) => {
-                        if let Err(e) =
-                            self.interrupted("the stream ended before its complete line".into()).await
-                        {
-                            return Some(Err(e));
-                        }
-                    }
-                    Err(ReadError::Truncated { bytes }) => {
-                        let reason =
-                            format!("the stream ended inside line {} ({bytes} bytes)", reader.line_no() + 1);
-                        if let Err(e) = self.interrupted(reason).await {
-                            return Some(Err(e));
-                        }
-                    }
-                    Err(ReadError::Body(e)) => {
-                        if let Err(e) = self.interrupted(format!("reading the stream failed: {e}")).await {
-                            return Some(Err(e));
-                        }
-                    }
-                    Err(ReadError::TooLong { line_no, limit, head }) => {
-                        return Some(Err(ClientError::MalformedLine {
-                            line_no,
-                            reason: format!("longer than the limit of {limit} bytes"),
-                            snippet: snippet(&head),
-                        }))
-                    }
-                },
-                Mode::Paging(paging) => {
-                    if let Err(e) = self.page_step(paging).await {
-                        return Some(Err(e));
-                    }
-                }
+                Mode::Open => self.open_step().await,
+                Mode::Live(reader) => self.live_step(reader).await,
+                Mode::Paging(pages) => self.page_step(pages).await.map(|()| None),
+            };
+            if let Some(item) = step.transpose() {
+                return Some(item);
             }
         }
     }
 
-    /// Updates the position after a live line; an error for a line that contradicts the sequence.
+    /// Opens the stream (again).
+    async fn open_step(&mut self) -> Step {
+        match self.client.open_stream(&self.job).await {
+            Ok(response) => {
+                let body: Body = response.bytes_stream().boxed();
+                self.mode = Mode::Live(LineReader::new(body, self.client.config.max_line_bytes));
+                Ok(None)
+            }
+            Err(e @ ClientError::Transport { .. }) => self.interrupted(e.to_string()).await.map(|()| None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the next live line; an interruption plans the resumption.
+    async fn live_step(&mut self, mut reader: LineReader<Body>) -> Step {
+        let reason = match reader.next_line().await {
+            Ok(Some(bytes)) => return self.live_line(reader, &bytes).map(Some),
+            Ok(None) => "the stream ended before its complete line".to_owned(),
+            Err(ReadError::Truncated { bytes }) => {
+                format!("the stream ended inside line {} ({bytes} bytes)", reader.line_no() + 1)
+            }
+            Err(ReadError::Body(e)) => format!("reading the stream failed: {e}"),
+            Err(ReadError::TooLong { line_no, limit, head }) => {
+                return Err(ClientError::MalformedLine {
+                    line_no,
+                    reason: format!("longer than the limit of {limit} bytes"),
+                    snippet: snippet(&head),
+                })
+            }
+        };
+        self.interrupted(reason).await.map(|()| None)
+    }
+
+    /// Parses and checks one live line; the stream goes on after it unless it is the last.
+    fn live_line(&mut self, reader: LineReader<Body>, bytes: &[u8]) -> Result<StreamLine, ClientError> {
+        let malformed = |reason: String| ClientError::MalformedLine {
+            line_no: reader.line_no(),
+            reason,
+            snippet: snippet(bytes),
+        };
+        let line = serde_json::from_slice::<StreamLine>(bytes).map_err(|e| malformed(e.to_string()))?;
+        self.observe(&line).map_err(malformed)?;
+        match line {
+            StreamLine::Error { code, message } => return Err(ClientError::StreamError { code, message }),
+            StreamLine::Complete { .. } => {}
+            _ => self.mode = Mode::Live(reader),
+        }
+        Ok(line)
+    }
+
+    /// Updates the position after a line (live or from pages); an error for a line that
+    /// contradicts the sequence.
     fn observe(&mut self, line: &StreamLine) -> Result<(), String> {
         match line {
             StreamLine::Meta { domains, .. } => {
@@ -296,23 +274,14 @@ impl State {
                 Resume { attempt: self.attempts, domain: None, offset: 0, reason }
             }
             Some(domains) => {
-                let paging = match self.open_domain {
-                    Some((domain, total)) => Paging {
-                        index: self.domains_done,
-                        offset: self.domain_records,
-                        batch: self.next_batch,
-                        total: Some(total),
-                    }
-                    .checked(domains, domain)?,
-                    None => Paging { index: self.domains_done, offset: 0, batch: 0, total: None },
-                };
+                let pages = self.open_domain_pages(domains)?;
                 let resume = Resume {
                     attempt: self.attempts,
-                    domain: domains.get(paging.index).copied(),
-                    offset: paging.offset,
+                    domain: domains.get(self.domains_done).copied(),
+                    offset: pages.as_ref().map_or(0, DomainPages::offset),
                     reason,
                 };
-                self.mode = Mode::Paging(paging);
+                self.mode = Mode::Paging(pages);
                 resume
             }
         };
@@ -320,98 +289,83 @@ impl State {
         Ok(())
     }
 
-    /// One step of paging: a page of the current domain, or the closing lines.
-    async fn page_step(&mut self, mut p: Paging) -> Result<(), ClientError> {
-        let domains = self.domains.clone().unwrap_or_default();
-        let limit = self.client.config.page_limit;
-        if let Some(&domain) = domains.get(p.index) {
-            if p.total.is_some_and(|t| p.offset >= t) {
-                // Everything of the domain was delivered but not its domain_end.
-                self.end_domain(domain, &mut p);
-                self.mode = Mode::Paging(p);
-                return Ok(());
-            }
-            let page = match self.client.page(&self.job, Some(domain), p.offset, limit).await {
-                Ok(page) => page,
-                Err(e @ ClientError::Transport { .. }) => return self.retry_page(p, e).await,
-                Err(e) => return Err(e),
-            };
-            let url = || format!("result page {domain} offset {}", p.offset);
-            if page.domain != domain || page.offset != p.offset {
-                return Err(ClientError::InvalidResponse {
-                    url: url(),
-                    reason: format!("got {} offset {}", page.domain, page.offset),
-                });
-            }
-            match p.total {
-                Some(total) if total != page.total => {
-                    return Err(ClientError::InvalidResponse {
-                        url: url(),
-                        reason: format!("total {} but the stream announced {total}", page.total),
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    p.total = Some(page.total);
-                    self.pending.push_back(StreamLine::DomainStart { domain, total: page.total });
-                    self.last_domain = Some(domain);
-                    self.domain_records = 0;
-                }
-            }
-            self.page_aggregation = Some(page.aggregation.clone());
-            if page.count == 0 && p.offset < page.total {
-                return Err(ClientError::InvalidResponse {
-                    url: url(),
-                    reason: format!("an empty page before the domain's {} records", page.total),
-                });
-            }
-            if page.count > 0 {
-                p.offset += page.count;
-                self.domain_records += page.count;
-                self.total_records += page.count;
-                self.pending.push_back(StreamLine::Records {
-                    domain,
-                    batch: p.batch,
-                    count: page.count,
-                    data: page.data,
-                });
-                p.batch += 1;
-            }
-            if p.offset >= page.total {
-                self.end_domain(domain, &mut p);
-            }
-            self.mode = Mode::Paging(p);
-            return Ok(());
+    /// The rest of the domain in progress, checked to be the next one of `domains` (None between
+    /// two domains).
+    fn open_domain_pages(&self, domains: &[Domain]) -> Result<Option<DomainPages>, ClientError> {
+        let Some((open, total)) = self.open_domain else { return Ok(None) };
+        if domains.get(self.domains_done) != Some(&open) {
+            return Err(ClientError::StreamInterrupted {
+                after_domain: Some(open),
+                after_records: self.domain_records,
+                reason: format!("the stream's domains are out of the order its meta line announced ({open})"),
+            });
         }
-        // All domains delivered: the aggregation (every page carries it) and complete.
+        Ok(Some(DomainPages::resume(open, self.domain_records, self.next_batch, total)))
+    }
+
+    /// One step of paging: a page of the domain in progress, or the closing lines.
+    async fn page_step(&mut self, pages: Option<DomainPages>) -> Result<(), ClientError> {
+        let next = self.domains.as_ref().and_then(|d| d.get(self.domains_done)).copied();
+        let mut pages = match (pages, next) {
+            (Some(pages), _) => pages,
+            (None, Some(domain)) => DomainPages::new(domain, 0),
+            (None, None) => return self.close_from_pages().await,
+        };
+        if pages.is_complete() {
+            // Everything of the domain was delivered but not its domain_end.
+            self.mode = Mode::Paging(None);
+            return self.deliver(vec![pages.end()]);
+        }
+        let limit = self.client.config.page_limit;
+        let mut page = match self.client.page(&self.job, Some(pages.domain()), pages.offset(), limit).await {
+            Ok(page) => page,
+            Err(e @ ClientError::Transport { .. }) => return self.retry_page(Some(pages), e).await,
+            Err(e) => return Err(e),
+        };
+        self.page_aggregation = Some(page.aggregation.take());
+        let lines = pages.lines(page)?;
+        self.mode = Mode::Paging((!pages.is_complete()).then_some(pages));
+        self.deliver(lines)
+    }
+
+    /// All domains delivered: the aggregation (every page carries it) and complete.
+    async fn close_from_pages(&mut self) -> Result<(), ClientError> {
+        let mut aggregation = None;
         if !self.aggregation_done {
-            let aggregation = match self.page_aggregation.take() {
+            aggregation = match self.page_aggregation.take() {
                 Some(a) => a,
-                None => match self.client.page(&self.job, domains.first().copied(), 0, 1).await {
-                    Ok(page) => page.aggregation,
-                    Err(e @ ClientError::Transport { .. }) => return self.retry_page(p, e).await,
-                    Err(e) => return Err(e),
-                },
+                None => {
+                    let first = self.domains.as_ref().and_then(|d| d.first()).copied();
+                    match self.client.page(&self.job, first, 0, 1).await {
+                        Ok(page) => page.aggregation,
+                        Err(e @ ClientError::Transport { .. }) => return self.retry_page(None, e).await,
+                        Err(e) => return Err(e),
+                    }
+                }
             };
             self.aggregation_done = true;
-            if let Some(data) = aggregation {
-                self.pending.push_back(StreamLine::Aggregation { data });
-            }
         }
-        self.pending.push_back(StreamLine::Complete { total_records: self.total_records });
-        self.mode = Mode::Done;
+        self.deliver(closing_lines(aggregation, self.total_records))
+    }
+
+    /// Queues lines made from pages, keeping the position as for live lines.
+    fn deliver(&mut self, lines: Vec<StreamLine>) -> Result<(), ClientError> {
+        for line in lines {
+            self.observe(&line).map_err(|reason| ClientError::InvalidResponse {
+                url: format!("result pages of job {}", self.job),
+                reason,
+            })?;
+            self.pending.push_back(line);
+        }
         Ok(())
     }
 
-    fn end_domain(&mut self, domain: Domain, p: &mut Paging) {
-        let count = p.total.unwrap_or(p.offset);
-        self.pending.push_back(StreamLine::DomainEnd { domain, count });
-        self.domains_done += 1;
-        *p = Paging { index: p.index + 1, offset: 0, batch: 0, total: None };
-    }
-
     /// A page failed in transit: try it again while attempts remain.
-    async fn retry_page(&mut self, p: Paging, error: ClientError) -> Result<(), ClientError> {
+    async fn retry_page(
+        &mut self,
+        pages: Option<DomainPages>,
+        error: ClientError,
+    ) -> Result<(), ClientError> {
         if self.attempts >= self.client.config.max_resumes {
             return Err(ClientError::StreamInterrupted {
                 after_domain: self.last_domain,
@@ -421,21 +375,7 @@ impl State {
         }
         self.attempts += 1;
         tokio::time::sleep(Duration::from_millis(500 * u64::from(self.attempts))).await;
-        self.mode = Mode::Paging(p);
+        self.mode = Mode::Paging(pages);
         Ok(())
-    }
-}
-
-impl Paging {
-    /// Checks that the open domain is the next one of `domains`.
-    fn checked(self, domains: &[Domain], open: Domain) -> Result<Paging, ClientError> {
-        if domains.get(self.index) != Some(&open) {
-            return Err(ClientError::StreamInterrupted {
-                after_domain: Some(open),
-                after_records: self.offset,
-                reason: format!("the stream's domains are out of the order its meta line announced ({open})"),
-            });
-        }
-        Ok(self)
     }
 }

@@ -1,8 +1,22 @@
-//! Wire types of the HTTP answers that both the server and clients use, defined once so they cannot
-//! drift: the 202 answer of submit and a job's status.
+//! Wire types of the HTTP answers, defined once for the server and its clients so they cannot drift:
+//! the 202 answer of submit ([`Accepted`]), a job's status ([`JobInfo`]), the history ([`JobList`]),
+//! the events answers — inline ([`InlineResult`]) and a result page ([`ResultPage`], read as a
+//! [`Page`]) — and the error body ([`ErrorBody`]).
+//!
+//! An events answer is `{"stage":"events","results":{"<domain>":{…}},"aggregation":…}`, its domains
+//! in the request's order ([`DomainMap`]). Its records are generic: a client reads them as
+//! `Vec<Value>`, the server writes records it has already rendered as JSON ([`RenderedRecords`]), so
+//! they are copied into the answer without being parsed into values and serialised again.
+
+use std::fmt;
+use std::ops::Deref;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use crate::domain::Domain;
 use crate::ids::JobId;
@@ -101,6 +115,288 @@ impl JobInfo {
     }
 }
 
+/// `GET /api/trace/jobs`: the newest jobs first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobInfo>,
+    /// Their number.
+    pub count: u64,
+}
+
+impl From<Vec<JobInfo>> for JobList {
+    fn from(jobs: Vec<JobInfo>) -> Self {
+        JobList { count: jobs.len() as u64, jobs }
+    }
+}
+
+/// The body of every error answer: `{"code","message",…}` plus the fields some codes carry
+/// (`status`, `limit`, `retry_after_seconds`, …; see [`TraceError::body`](crate::TraceError::body),
+/// which produces it). A field missing from a foreign body (a gateway's `{"message":…}`) is empty.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The stable code (`JOB_NOT_FOUND`, …).
+    #[serde(default)]
+    pub code: String,
+    /// What happened.
+    #[serde(default)]
+    pub message: String,
+    /// The other fields.
+    #[serde(flatten)]
+    pub details: Map<String, Value>,
+}
+
+/// The `stage` of an events answer: always `events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Stage {
+    /// `events`.
+    #[default]
+    #[serde(rename = "events")]
+    Events,
+}
+
+/// A JSON object keyed by domain, in the order of its entries (the request's domain order), both
+/// when written and when read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainMap<T>(pub Vec<(Domain, T)>);
+
+impl<T> Deref for DomainMap<T> {
+    type Target = [(Domain, T)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<T> IntoIterator for DomainMap<T> {
+    type Item = (Domain, T);
+    type IntoIter = std::vec::IntoIter<(Domain, T)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<T: Serialize> Serialize for DomainMap<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (domain, value) in &self.0 {
+            map.serialize_entry(domain, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for DomainMap<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Ordered<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Ordered<T> {
+            type Value = DomainMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object keyed by domain")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(DomainMap(entries))
+            }
+        }
+        deserializer.deserialize_map(Ordered(std::marker::PhantomData))
+    }
+}
+
+/// An events answer: `{"stage":"events","results":{"<domain>":R,…},"aggregation":A|null}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsAnswer<R, A = Value> {
+    /// Always `events`.
+    #[serde(default)]
+    pub stage: Stage,
+    /// Per domain, in the request's order.
+    pub results: DomainMap<R>,
+    /// The MSD aggregation (null for other profiles).
+    #[serde(default)]
+    pub aggregation: Option<A>,
+}
+
+impl<R, A> EventsAnswer<R, A> {
+    /// The answer of `results` and `aggregation`.
+    pub fn new(results: Vec<(Domain, R)>, aggregation: Option<A>) -> Self {
+        EventsAnswer { stage: Stage::Events, results: DomainMap(results), aggregation }
+    }
+}
+
+impl<R: Serialize, A: Serialize> EventsAnswer<R, A> {
+    /// The answer as JSON, written into a buffer of `capacity` bytes (the expected size, so a large
+    /// answer is written without reallocations).
+    pub fn to_json(&self, capacity: usize) -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
+    }
+}
+
+/// The records of one domain in an inline answer: `{"data":[…],"count":n}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainRecords<D = Vec<Value>> {
+    /// The records.
+    pub data: D,
+    /// Their number.
+    pub count: u64,
+}
+
+/// The 200 answer of submit: the whole result inline.
+pub type InlineResult<D = Vec<Value>, A = Value> = EventsAnswer<DomainRecords<D>, A>;
+
+/// One page of a domain's records: `{"data":[…],"count","total","offset","limit"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainPage<D = Vec<Value>> {
+    /// The records `offset..offset+count`.
+    pub data: D,
+    /// Records in `data`.
+    pub count: u64,
+    /// Records of the domain in all.
+    pub total: u64,
+    /// First record's position.
+    pub offset: u64,
+    /// The limit asked for.
+    pub limit: u64,
+}
+
+/// `GET /api/trace/job/{id}/result`: one page of one domain's records.
+pub type ResultPage<D = Vec<Value>, A = Value> = EventsAnswer<DomainPage<D>, A>;
+
+/// A result page as a client reads it: its one domain, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The domain.
+    pub domain: Domain,
+    /// The records `offset..offset+count`.
+    pub data: Vec<Value>,
+    /// Records in `data`.
+    pub count: u64,
+    /// Records of the domain in all.
+    pub total: u64,
+    /// First record's position.
+    pub offset: u64,
+    /// The limit asked for.
+    pub limit: u64,
+    /// The MSD aggregation (None when null).
+    pub aggregation: Option<Value>,
+}
+
+/// Why a body is not a result page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// Not JSON of the page's shape.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// `results` is empty.
+    #[error("the page has no domain")]
+    NoDomain,
+    /// `results` has several domains.
+    #[error("the page has more than one domain")]
+    SeveralDomains,
+    /// `count` is not the number of records in `data`.
+    #[error("count {count} but {records} records")]
+    CountMismatch {
+        /// The page's `count`.
+        count: u64,
+        /// Records in its `data`.
+        records: usize,
+    },
+}
+
+impl Page {
+    /// Parses and checks a page body.
+    pub fn parse(body: &[u8]) -> Result<Page, PageError> {
+        serde_json::from_slice::<ResultPage>(body)?.try_into()
+    }
+}
+
+impl TryFrom<ResultPage> for Page {
+    type Error = PageError;
+
+    fn try_from(answer: ResultPage) -> Result<Page, PageError> {
+        let mut results = answer.results.into_iter();
+        let (domain, page) = results.next().ok_or(PageError::NoDomain)?;
+        if results.next().is_some() {
+            return Err(PageError::SeveralDomains);
+        }
+        if page.count != page.data.len() as u64 {
+            return Err(PageError::CountMismatch { count: page.count, records: page.data.len() });
+        }
+        Ok(Page {
+            domain,
+            data: page.data,
+            count: page.count,
+            total: page.total,
+            offset: page.offset,
+            limit: page.limit,
+            aggregation: answer.aggregation,
+        })
+    }
+}
+
+impl From<Page> for ResultPage {
+    fn from(page: Page) -> Self {
+        let Page { domain, data, count, total, offset, limit, aggregation } = page;
+        EventsAnswer::new(vec![(domain, DomainPage { data, count, total, offset, limit })], aggregation)
+    }
+}
+
+/// Records already rendered as JSON objects, kept as one JSON array (`[{…},{…}]`) and written into
+/// an answer as they are: no record is parsed into a value or serialised again (writing only checks
+/// that the bytes are JSON).
+#[derive(Debug, Clone)]
+pub struct RenderedRecords {
+    /// `[`, the records separated by commas, `]`.
+    json: Vec<u8>,
+    count: u64,
+}
+
+impl Default for RenderedRecords {
+    fn default() -> Self {
+        RenderedRecords { json: b"[]".to_vec(), count: 0 }
+    }
+}
+
+impl RenderedRecords {
+    /// Appends the record `render` writes (one JSON object, no newline).
+    pub fn push_with(&mut self, render: impl FnOnce(&mut Vec<u8>)) {
+        self.json.pop();
+        if self.count > 0 {
+            self.json.push(b',');
+        }
+        render(&mut self.json);
+        self.json.push(b']');
+        self.count += 1;
+    }
+
+    /// Appends one record given as JSON.
+    pub fn push(&mut self, record: &[u8]) {
+        self.push_with(|out| out.extend_from_slice(record));
+    }
+
+    /// Records held.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Bytes of the array.
+    pub fn byte_len(&self) -> usize {
+        self.json.len()
+    }
+}
+
+impl Serialize for RenderedRecords {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_slice(&self.json).map_err(S::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +410,82 @@ mod tests {
         assert_eq!(json["stage"], "events");
         assert_eq!(json["stream_url"], format!("/api/trace/job/{job}/stream"));
         assert_eq!(serde_json::from_value::<Accepted>(json).unwrap(), a);
+    }
+    #[test]
+    fn inline_answer_is_written_byte_for_byte_in_domain_order() {
+        let mut holds = RenderedRecords::default();
+        holds.push(br#"{"a":1}"#);
+        holds.push_with(|out| out.extend_from_slice(br#"{"a":"x,y"}"#));
+        let answer: InlineResult<RenderedRecords, Value> = EventsAnswer::new(
+            vec![
+                (Domain::Holds, DomainRecords { count: holds.count(), data: holds }),
+                (Domain::History, DomainRecords { count: 0, data: RenderedRecords::default() }),
+            ],
+            None,
+        );
+        let json = answer.to_json(0).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            r#"{"stage":"events","results":{"holds":{"data":[{"a":1},{"a":"x,y"}],"count":2},"history":{"data":[],"count":0}},"aggregation":null}"#
+        );
+        let read: InlineResult = serde_json::from_slice(&json).unwrap();
+        assert_eq!(read.results[0].0, Domain::Holds);
+        assert_eq!(read.results[1].0, Domain::History);
+        assert_eq!(read.results[0].1.data, vec![serde_json::json!({"a":1}), serde_json::json!({"a":"x,y"})]);
+    }
+
+    #[test]
+    fn result_page_is_written_byte_for_byte() {
+        let mut data = RenderedRecords::default();
+        data.push(br#"{"x":1}"#);
+        let page: ResultPage<RenderedRecords> = EventsAnswer::new(
+            vec![(Domain::Jobs, DomainPage { count: data.count(), data, total: 9, offset: 8, limit: 5000 })],
+            Some(serde_json::json!({"k":1})),
+        );
+        assert_eq!(
+            std::str::from_utf8(&page.to_json(0).unwrap()).unwrap(),
+            r#"{"stage":"events","results":{"jobs":{"data":[{"x":1}],"count":1,"total":9,"offset":8,"limit":5000}},"aggregation":{"k":1}}"#
+        );
+    }
+
+    #[test]
+    fn records_that_are_not_json_are_refused_when_written() {
+        let mut data = RenderedRecords::default();
+        data.push(b"{not json");
+        let answer: InlineResult<RenderedRecords> =
+            EventsAnswer::new(vec![(Domain::Jobs, DomainRecords { count: 1, data })], None);
+        assert!(answer.to_json(0).is_err());
+    }
+
+    #[test]
+    fn page_parses_and_checks_its_count() {
+        let page = Page::parse(
+            br#"{"stage":"events","results":{"jobs":{"data":[{"x":1}],"count":1,"total":9,"offset":8,"limit":5000}},"aggregation":{"k":1}}"#,
+        )
+        .unwrap();
+        assert_eq!((page.domain, page.count, page.total, page.offset), (Domain::Jobs, 1, 9, 8));
+        assert_eq!(page.aggregation, Some(serde_json::json!({"k":1})));
+        assert!(Page::parse(
+            br#"{"results":{"jobs":{"data":[],"count":1,"total":9,"offset":8,"limit":5000}},"aggregation":null}"#
+        )
+        .is_err());
+        let back = serde_json::to_value(ResultPage::from(page)).unwrap();
+        assert_eq!(back["results"]["jobs"]["offset"], 8);
+    }
+
+    #[test]
+    fn the_error_body_reads_what_the_server_writes() {
+        let error = crate::TraceError::TooManyRequests { retry_after_seconds: 7 };
+        let body: ErrorBody = serde_json::from_value(error.body()).unwrap();
+        assert_eq!(body.code, "TOO_MANY_REQUESTS");
+        assert_eq!(body.message, error.to_string());
+        assert_eq!(body.details["retry_after_seconds"], 7);
+        assert_eq!(serde_json::to_value(&body).unwrap(), error.body());
+    }
+
+    #[test]
+    fn the_history_counts_its_jobs() {
+        let list = JobList::from(Vec::new());
+        assert_eq!(serde_json::to_string(&list).unwrap(), r#"{"jobs":[],"count":0}"#);
     }
 }

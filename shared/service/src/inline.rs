@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use trace_core::api::{DomainRecords, EventsAnswer, InlineResult, RenderedRecords};
 use trace_core::record::RowBatch;
 use trace_core::{Domain, TraceRequest};
 
@@ -19,28 +20,24 @@ const FRAME_BYTES: usize = 64;
 struct InlineSink {
     budget: usize,
     used: usize,
-    /// Per requested domain: the records as a JSON array body (no brackets), and the count.
-    parts: Vec<(Domain, Vec<u8>, u64)>,
+    /// Per requested domain: its records, rendered.
+    parts: Vec<(Domain, RenderedRecords)>,
 }
 
 #[async_trait]
 impl RecordSink for InlineSink {
     async fn rows(&mut self, batch: &RowBatch) -> Result<(), RunError> {
-        let Some((_, buf, count)) = self.parts.iter_mut().find(|(d, _, _)| *d == batch.domain()) else {
+        let Some((_, records)) = self.parts.iter_mut().find(|(d, _)| *d == batch.domain()) else {
             return Ok(());
         };
-        let before = buf.len();
+        let before = records.byte_len();
         for i in 0..batch.len() {
-            if !buf.is_empty() {
-                buf.push(b',');
-            }
-            batch.write_row_json(i, buf);
-            *count += 1;
-            if self.used + (buf.len() - before) > self.budget {
+            records.push_with(|out| batch.write_row_json(i, out));
+            if self.used + (records.byte_len() - before) > self.budget {
                 return Err(RunError::TooLarge(self.budget));
             }
         }
-        self.used += buf.len() - before;
+        self.used += records.byte_len() - before;
         Ok(())
     }
 
@@ -52,7 +49,7 @@ impl RecordSink for InlineSink {
 /// Runs `request` inline; the JSON answer, or `TooLarge` past the budget.
 pub async fn run(app: &App, request: &TraceRequest) -> Result<Vec<u8>, RunError> {
     let budget = app.config.limits.inline_max_bytes;
-    let parts = request.domains.iter().map(|d| (*d, Vec::new(), 0)).collect();
+    let parts = request.domains.iter().map(|d| (*d, RenderedRecords::default())).collect();
     let mut sink = InlineSink { budget, used: FRAME_BYTES * (request.domains.len() + 1), parts };
     let aggregation = engine::run(
         app.backends.source.clone(),
@@ -63,22 +60,14 @@ pub async fn run(app: &App, request: &TraceRequest) -> Result<Vec<u8>, RunError>
         &mut sink,
     )
     .await?;
-    let aggregation = aggregation.map(|a| serde_json::to_vec(&a).unwrap_or_default());
-    if sink.used + aggregation.as_ref().map_or(4, Vec::len) > budget {
+    let aggregation_bytes = aggregation.as_ref().map_or(4, |a| serde_json::to_vec(a).map_or(0, |v| v.len()));
+    if sink.used + aggregation_bytes > budget {
         return Err(RunError::TooLarge(budget));
     }
-    let mut out = Vec::with_capacity(sink.used + 256);
-    out.extend_from_slice(br#"{"stage":"events","results":{"#);
-    for (i, (domain, records, count)) in sink.parts.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(format!(r#""{domain}":{{"data":["#).as_bytes());
-        out.extend_from_slice(&records);
-        out.extend_from_slice(format!(r#"],"count":{count}}}"#).as_bytes());
-    }
-    out.extend_from_slice(br#"},"aggregation":"#);
-    out.extend_from_slice(aggregation.as_deref().unwrap_or(b"null"));
-    out.push(b'}');
-    Ok(out)
+    let results =
+        sink.parts.into_iter().map(|(d, data)| (d, DomainRecords { count: data.count(), data })).collect();
+    let answer: InlineResult<RenderedRecords, _> = EventsAnswer::new(results, aggregation);
+    // The records were rendered by `write_row_json` and the aggregation is a plain struct: writing
+    // them cannot fail.
+    Ok(answer.to_json(sink.used + aggregation_bytes).expect("the inline answer is valid JSON"))
 }

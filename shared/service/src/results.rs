@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use futures::stream::{self, Stream};
+use trace_core::api::{DomainPage, EventsAnswer, RenderedRecords, ResultPage};
 use trace_core::layout::{self, ChunkEntry, Manifest};
 use trace_core::ndjson::{write_records_line, StreamLine};
 use trace_core::ports::StoreError;
@@ -183,8 +184,7 @@ pub async fn page(
         }
     };
     let end = (offset + limit as u64).min(dm.records);
-    let mut data = Vec::new();
-    let mut count = 0u64;
+    let mut data = RenderedRecords::default();
     let mut first = 0u64;
     for entry in &dm.chunks {
         let last = first + entry.records;
@@ -196,11 +196,7 @@ pub async fn page(
             let skip = offset.saturating_sub(first) as usize;
             let take = (end.min(last) - first.max(offset)) as usize;
             for record in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).skip(skip).take(take) {
-                if count > 0 {
-                    data.push(b',');
-                }
-                data.extend_from_slice(record);
-                count += 1;
+                data.push(record);
             }
         }
         if last >= end {
@@ -208,20 +204,11 @@ pub async fn page(
         }
         first = last;
     }
-    let mut out = Vec::with_capacity(data.len() + 256);
-    out.extend_from_slice(format!(r#"{{"stage":"events","results":{{"{}":{{"data":["#, dm.domain).as_bytes());
-    out.extend_from_slice(&data);
-    out.extend_from_slice(
-        format!(
-            r#"],"count":{count},"total":{},"offset":{offset},"limit":{limit}}}}},"aggregation":"#,
-            dm.records
-        )
-        .as_bytes(),
-    );
-    match &manifest.aggregation {
-        Some(a) => out.extend_from_slice(&serde_json::to_vec(a).unwrap_or_default()),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.push(b'}');
-    Ok(out)
+    let capacity = data.byte_len() + 256;
+    let (domain, total) = (dm.domain, dm.records);
+    let page = DomainPage { count: data.count(), data, total, offset, limit: limit as u64 };
+    let answer: ResultPage<RenderedRecords> = EventsAnswer::new(vec![(domain, page)], manifest.aggregation);
+    answer
+        .to_json(capacity)
+        .map_err(|e| TraceError::Internal(format!("a result page of {id} is not JSON: {e}")))
 }

@@ -12,6 +12,8 @@ pub const MAX_LIST: usize = 200;
 
 /// What `GET /api/trace/job/{id}` answers (the wire type shared with clients).
 pub use trace_core::api::JobInfo as StatusBody;
+/// What `GET /api/trace/jobs` answers (the wire type shared with clients).
+pub use trace_core::api::JobList;
 
 /// Parses a job id from a path.
 pub fn parse_job_id(id: &str) -> Result<JobId, TraceError> {
@@ -42,11 +44,7 @@ pub async fn status(app: &App, id: &str) -> Result<StatusBody, TraceError> {
 }
 
 /// `GET /api/trace/jobs?status=&limit=`: newest first.
-pub async fn list(
-    app: &App,
-    status: Option<&str>,
-    limit: Option<&str>,
-) -> Result<serde_json::Value, TraceError> {
+pub async fn list(app: &App, status: Option<&str>, limit: Option<&str>) -> Result<JobList, TraceError> {
     let status = match status.filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| TraceError::InvalidParameter {
@@ -73,7 +71,7 @@ pub async fn list(
         .into_iter()
         .map(|m| StatusBody::of(m, now))
         .collect();
-    Ok(serde_json::json!({ "jobs": jobs, "count": jobs.len() }))
+    Ok(JobList::from(jobs))
 }
 
 /// `DELETE /api/trace/job/{id}`: a queued or running job becomes cancelled (a running worker stops at
