@@ -384,7 +384,7 @@ impl Bench {
         let request = TraceRequest {
             ids: ids(n),
             profile: Profile::QueryTool,
-            domains: Domain::ALL.to_vec(),
+            domains: Domain::BASE.to_vec(),
             params: Default::default(),
         };
         let accepted = submit::enqueue(app, &request, QueueKind::Light).await?;
@@ -404,7 +404,7 @@ impl Bench {
         let started = Instant::now();
         let mut rows = 0u64;
         for batch in ids.chunks(self.app.config.id_batch_size) {
-            for domain in Domain::ALL {
+            for domain in Domain::BASE {
                 let mut cursor = source.open(domain, batch).await?;
                 while let Some(b) = cursor.next_batch().await? {
                     rows += b.len() as u64;
@@ -639,7 +639,7 @@ async fn main() -> anyhow::Result<()> {
     let conn = pool.get().await?;
     let mut rows = serde_json::Map::new();
     let mut total = 0i64;
-    for d in Domain::ALL {
+    for d in Domain::BASE {
         let n: i64 = conn.query_one(&format!("SELECT count(*) FROM {d}"), &[]).await?.get(0);
         total += n;
         rows.insert(d.to_string(), n.into());
