@@ -25,7 +25,7 @@ impl Bench {
         let started = Instant::now();
         let mut rows = 0u64;
         for batch in ids.chunks(self.app.config.id_batch_size) {
-            for domain in Domain::ALL {
+            for domain in Domain::BASE {
                 let mut cursor = source.open(domain, batch).await?;
                 while let Some(b) = cursor.next_batch().await? {
                     rows += b.len() as u64;

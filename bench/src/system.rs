@@ -201,7 +201,7 @@ impl Bench {
         let request = TraceRequest {
             ids: ids(n),
             profile: Profile::QueryTool,
-            domains: Domain::ALL.to_vec(),
+            domains: Domain::BASE.to_vec(),
             params: Default::default(),
         };
         let accepted = submit::enqueue(app, &request, QueueKind::Light).await?;

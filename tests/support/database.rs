@@ -64,6 +64,28 @@ pub fn digest_json<'a>(records: impl IntoIterator<Item = (Domain, &'a Value)>) -
     out
 }
 
+/// The rows of `domain` as a `FROM` item named after it, with SQL of its own (not the system's): a
+/// table, or for the two MSD views a derivation written differently from the domain catalog's (an
+/// anti-join instead of `DISTINCT ON`, the workcenter's last two digits instead of a pattern).
+pub fn relation(domain: Domain) -> String {
+    const GROUP: &str = "'WG-' || (right(workcenter, 2)::int / 5)";
+    match domain {
+        Domain::UpstreamHistory => format!(
+            "(SELECT container_id, workcenter, {GROUP} AS workcenter_group, equipment, step, move_in, qty_in \
+              FROM history h WHERE NOT EXISTS (SELECT 1 FROM history later \
+                  WHERE later.container_id = h.container_id AND later.workcenter = h.workcenter \
+                    AND later.equipment = h.equipment AND (later.move_in, later.seq) > (h.move_in, h.seq))) \
+             AS {domain}"
+        ),
+        Domain::DownstreamRejects => format!(
+            "(SELECT container_id, workcenter, {GROUP} AS workcenter_group, reason_code AS loss_reason, \
+                     text '(NA)' AS equipment, qty AS reject_total_qty, rejected_at AS txn_at FROM rejects) \
+             AS {domain}"
+        ),
+        table => table.as_str().to_owned(),
+    }
+}
+
 /// The same digest computed from the tables for `ids`, with its own SQL (not the system's).
 pub async fn digest_db(
     pool: &deadpool_postgres::Pool,
@@ -83,7 +105,8 @@ pub async fn digest_db(
                 ColumnType::Time => format!("extract(epoch from {})::int8", c.name),
             })
             .collect();
-        let sql = format!("SELECT {} FROM {domain} WHERE container_id = ANY($1)", select.join(", "));
+        let sql =
+            format!("SELECT {} FROM {} WHERE container_id = ANY($1)", select.join(", "), relation(domain));
         let rows = conn.query_raw(sql.as_str(), [&ids]).await.expect("query");
         pin_mut!(rows);
         let mut digest = Digest::default();
@@ -109,7 +132,10 @@ pub async fn digest_db(
 pub async fn count(pool: &deadpool_postgres::Pool, domain: Domain, ids: &[String]) -> u64 {
     let conn = pool.get().await.expect("connect");
     let row = conn
-        .query_one(&format!("SELECT count(*) FROM {domain} WHERE container_id = ANY($1)"), &[&ids])
+        .query_one(
+            &format!("SELECT count(*) FROM {} WHERE container_id = ANY($1)", relation(domain)),
+            &[&ids],
+        )
         .await
         .expect("count");
     row.get::<_, i64>(0) as u64

@@ -6,6 +6,13 @@
 //! qty_in` (null when `qty_in` is 0). Totals: `group_count`, `total_reject_qty`, `reject_lot_count`.
 //! The top 100 groups by `reject_qty` are kept, ties by workcenter then reason_code.
 //!
+//! Which domains it reads ([`MsdInputs::for_request`]): rejects from `downstream_rejects`
+//! (`loss_reason`, `reject_total_qty`) when the request carries it and not `rejects`, otherwise from
+//! `rejects` (`reason_code`, `qty`); input quantities from `upstream_history` when the request carries
+//! it and not `history`, otherwise from `history` (`qty_in` in both). A table the request does not carry
+//! is read for the aggregation only. On the reference dataset both sources give the same answer (no
+//! container passes a workcenter twice, so `upstream_history` keeps every history row).
+//!
 //! Memory is bounded by one id batch, never by the job: rows are observed batch by batch (a batch is
 //! a set of containers whose rows all arrive before [`MsdAggregator::end_batch`]), and only the
 //! ~1000 (workcenter × reason) group sums outlive a batch. Partials from several shards merge exactly,
@@ -74,9 +81,57 @@ struct BatchState {
     qty_in: HashMap<(String, String), i64>,
 }
 
+/// The two domains the aggregation reads: one for rejects, one for input quantities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsdInputs {
+    /// `rejects` or `downstream_rejects`.
+    pub rejects: Domain,
+    /// `history` or `upstream_history`.
+    pub history: Domain,
+}
+
+impl Default for MsdInputs {
+    /// The tables, `rejects` and `history`.
+    fn default() -> Self {
+        MsdInputs { rejects: Domain::Rejects, history: Domain::History }
+    }
+}
+
+impl MsdInputs {
+    /// The inputs of a request carrying `requested`: of each pair, the MSD view when the request carries
+    /// it and not the table, otherwise the table.
+    pub fn for_request(requested: &[Domain]) -> Self {
+        let pick = |table: Domain, view: Domain| {
+            if requested.contains(&view) && !requested.contains(&table) {
+                view
+            } else {
+                table
+            }
+        };
+        MsdInputs {
+            rejects: pick(Domain::Rejects, Domain::DownstreamRejects),
+            history: pick(Domain::History, Domain::UpstreamHistory),
+        }
+    }
+
+    /// Both domains, rejects first.
+    pub const fn domains(self) -> [Domain; 2] {
+        [self.rejects, self.history]
+    }
+
+    /// The (reason, quantity) columns of the rejects domain.
+    fn reject_columns(self) -> (&'static str, &'static str) {
+        match self.rejects {
+            Domain::DownstreamRejects => ("loss_reason", "reject_total_qty"),
+            _ => ("reason_code", "qty"),
+        }
+    }
+}
+
 /// Streaming MSD aggregation.
 #[derive(Debug, Default)]
 pub struct MsdAggregator {
+    inputs: MsdInputs,
     groups: HashMap<(String, String), Sums>,
     reject_lot_count: u64,
     batch: BatchState,
@@ -91,53 +146,70 @@ fn int(row: &[Value], i: Option<usize>) -> Option<i64> {
 }
 
 impl MsdAggregator {
-    /// A new, empty aggregation.
+    /// A new, empty aggregation over the tables (`rejects`, `history`).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The domains whose rows it needs.
-    pub const fn needs(domain: Domain) -> bool {
-        matches!(domain, Domain::Rejects | Domain::History)
+    /// A new, empty aggregation over `inputs`.
+    pub fn with_inputs(inputs: MsdInputs) -> Self {
+        MsdAggregator { inputs, ..Self::default() }
     }
 
-    /// Observes a fetch of rows (other domains are ignored).
+    /// The domains it reads.
+    pub fn inputs(&self) -> MsdInputs {
+        self.inputs
+    }
+
+    /// Whether it reads rows of `domain`.
+    pub fn needs(&self, domain: Domain) -> bool {
+        self.inputs.domains().contains(&domain)
+    }
+
+    /// Observes a fetch of rows (domains other than its inputs are ignored).
     pub fn observe(&mut self, batch: &RowBatch) {
         let domain = batch.domain();
-        match domain {
-            Domain::Rejects => {
-                let (c, wc, rc, qty) = (
-                    domain.column_index("container_id"),
-                    domain.column_index("workcenter"),
-                    domain.column_index("reason_code"),
-                    domain.column_index("qty"),
-                );
-                for row in batch.rows() {
-                    let (Some(c), Some(wc), Some(rc)) = (text(row, c), text(row, wc), text(row, rc)) else {
-                        continue;
-                    };
-                    let entry = self.batch.rejects.entry((wc.to_owned(), rc.to_owned())).or_default();
-                    entry.0 += int(row, qty).unwrap_or(0);
-                    if !entry.1.contains(c) {
-                        entry.1.insert(c.to_owned());
-                    }
-                }
+        if domain == self.inputs.rejects {
+            let (reason, qty) = self.inputs.reject_columns();
+            self.observe_rejects(batch, reason, qty);
+        } else if domain == self.inputs.history {
+            self.observe_history(batch);
+        }
+    }
+
+    fn observe_rejects(&mut self, batch: &RowBatch, reason: &str, qty: &str) {
+        let domain = batch.domain();
+        let (c, wc, rc, qty) = (
+            domain.column_index("container_id"),
+            domain.column_index("workcenter"),
+            domain.column_index(reason),
+            domain.column_index(qty),
+        );
+        for row in batch.rows() {
+            let (Some(c), Some(wc), Some(rc)) = (text(row, c), text(row, wc), text(row, rc)) else {
+                continue;
+            };
+            let entry = self.batch.rejects.entry((wc.to_owned(), rc.to_owned())).or_default();
+            entry.0 += int(row, qty).unwrap_or(0);
+            if !entry.1.contains(c) {
+                entry.1.insert(c.to_owned());
             }
-            Domain::History => {
-                let (c, wc, qty_in) = (
-                    domain.column_index("container_id"),
-                    domain.column_index("workcenter"),
-                    domain.column_index("qty_in"),
-                );
-                for row in batch.rows() {
-                    let (Some(c), Some(wc)) = (text(row, c), text(row, wc)) else {
-                        continue;
-                    };
-                    *self.batch.qty_in.entry((c.to_owned(), wc.to_owned())).or_default() +=
-                        int(row, qty_in).unwrap_or(0);
-                }
-            }
-            _ => {}
+        }
+    }
+
+    fn observe_history(&mut self, batch: &RowBatch) {
+        let domain = batch.domain();
+        let (c, wc, qty_in) = (
+            domain.column_index("container_id"),
+            domain.column_index("workcenter"),
+            domain.column_index("qty_in"),
+        );
+        for row in batch.rows() {
+            let (Some(c), Some(wc)) = (text(row, c), text(row, wc)) else {
+                continue;
+            };
+            *self.batch.qty_in.entry((c.to_owned(), wc.to_owned())).or_default() +=
+                int(row, qty_in).unwrap_or(0);
         }
     }
 
@@ -242,6 +314,74 @@ mod tests {
             ]);
         }
         b
+    }
+
+    fn downstream_rejects(rows: &[(&str, &str, &str, i64)]) -> RowBatch {
+        let mut b = RowBatch::with_capacity(Domain::DownstreamRejects, rows.len());
+        for (c, wc, rc, qty) in rows {
+            b.push_row([
+                Value::Text((*c).into()),
+                Value::Text((*wc).into()),
+                Value::Text("G".into()),
+                Value::Text((*rc).into()),
+                Value::Text("(NA)".into()),
+                Value::Int(*qty),
+                Value::Null,
+            ]);
+        }
+        b
+    }
+
+    fn upstream_history(rows: &[(&str, &str, i64)]) -> RowBatch {
+        let mut b = RowBatch::with_capacity(Domain::UpstreamHistory, rows.len());
+        for (c, wc, qty_in) in rows {
+            b.push_row([
+                Value::Text((*c).into()),
+                Value::Text((*wc).into()),
+                Value::Text("G".into()),
+                Value::Text("E".into()),
+                Value::Text("S".into()),
+                Value::Null,
+                Value::Int(*qty_in),
+            ]);
+        }
+        b
+    }
+
+    #[test]
+    fn inputs_follow_the_request() {
+        use Domain::*;
+        let inputs = |requested: &[Domain]| MsdInputs::for_request(requested).domains();
+        assert_eq!(inputs(&[Materials]), [Rejects, History]);
+        assert_eq!(inputs(&[UpstreamHistory, Materials]), [Rejects, UpstreamHistory]);
+        assert_eq!(inputs(&[UpstreamHistory, DownstreamRejects]), [DownstreamRejects, UpstreamHistory]);
+        assert_eq!(inputs(&[DownstreamRejects, History]), [DownstreamRejects, History]);
+        // Both of a pair: the table.
+        assert_eq!(inputs(&[UpstreamHistory, History, DownstreamRejects, Rejects]), [Rejects, History]);
+        assert_eq!(MsdAggregator::new().inputs(), MsdInputs::default());
+    }
+
+    #[test]
+    fn the_msd_views_give_the_same_answer_as_the_tables() {
+        let reject_rows =
+            [("A", "W1", "R1", 3), ("A", "W1", "R1", 2), ("B", "W1", "R1", 1), ("B", "W2", "R2", 4)];
+        let history_rows = [("A", "W1", 100), ("A", "W2", 7), ("B", "W1", 10), ("B", "W2", 20)];
+        let mut tables = MsdAggregator::new();
+        tables.observe(&rejects(&reject_rows));
+        tables.observe(&history(&history_rows));
+        let mut views = MsdAggregator::with_inputs(MsdInputs::for_request(&[
+            Domain::UpstreamHistory,
+            Domain::DownstreamRejects,
+        ]));
+        views.observe(&downstream_rejects(&reject_rows));
+        views.observe(&upstream_history(&history_rows));
+        // Rows of a domain that is not an input are ignored (no quantity counted twice).
+        views.observe(&history(&history_rows));
+        views.observe(&rejects(&reject_rows));
+        let (tables, views) = (tables.finish(), views.finish());
+        assert_eq!(views, tables);
+        assert_eq!((tables.group_count, tables.total_reject_qty, tables.reject_lot_count), (2, 10, 2));
+        assert_eq!((tables.groups[0].reject_qty, tables.groups[0].qty_in), (6, 110));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! This is the one table of domains on the core side: which domains exist, in which order they are
 //! returned, and which columns a record of each domain carries. The SQL that reads a domain lives with
 //! the PostgreSQL adapter; everything else (validation, chunking, aggregation) is driven from here.
+//!
+//! Five domains are tables ([`Domain::BASE`]); two more are the dashboard's MSD views over them
+//! ([`Domain::UpstreamHistory`] over `history`, [`Domain::DownstreamRejects`] over `rejects`), with a
+//! workcenter group beside the workcenter and without `seq`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,6 +27,12 @@ pub enum Domain {
     Holds,
     /// Equipment jobs the container ran through.
     Jobs,
+    /// The MSD page's upstream view of `history`: per container, the latest track-in at each
+    /// (workcenter, equipment), with the workcenter group.
+    UpstreamHistory,
+    /// The MSD page's downstream view of `rejects`: each reject with the workcenter group, its loss
+    /// reason and total quantity.
+    DownstreamRejects,
 }
 
 /// The type of one column of a record.
@@ -93,6 +103,26 @@ const HOLDS: &[Column] = &[
     col("hold_at", Time),
     nullable("release_at", Time),
 ];
+const UPSTREAM_HISTORY: &[Column] = &[
+    col("container_id", Text),
+    col("workcenter", Text),
+    // Null for a workcenter outside the reference naming (`WC-nn`).
+    nullable("workcenter_group", Text),
+    col("equipment", Text),
+    col("step", Text),
+    col("move_in", Time),
+    col("qty_in", Int),
+];
+const DOWNSTREAM_REJECTS: &[Column] = &[
+    col("container_id", Text),
+    col("workcenter", Text),
+    // Null for a workcenter outside the reference naming (`WC-nn`).
+    nullable("workcenter_group", Text),
+    col("loss_reason", Text),
+    col("equipment", Text),
+    col("reject_total_qty", Int),
+    col("txn_at", Time),
+];
 const JOBS: &[Column] = &[
     col("container_id", Text),
     col("seq", Int),
@@ -104,9 +134,23 @@ const JOBS: &[Column] = &[
 ];
 
 impl Domain {
-    /// Every domain, in result order (the order of a request that names no domains).
-    pub const ALL: [Domain; 5] =
+    /// Every domain, in result order: the five tables, then the two MSD views.
+    pub const ALL: [Domain; 7] = [
+        Domain::History,
+        Domain::Materials,
+        Domain::Rejects,
+        Domain::Holds,
+        Domain::Jobs,
+        Domain::UpstreamHistory,
+        Domain::DownstreamRejects,
+    ];
+
+    /// The five table domains, in result order: the domains of a request that names none (MSD aside).
+    pub const BASE: [Domain; 5] =
         [Domain::History, Domain::Materials, Domain::Rejects, Domain::Holds, Domain::Jobs];
+
+    /// The domains of an MSD request that names none: the dashboard's backward tracing.
+    pub const MSD_DEFAULT: [Domain; 2] = [Domain::UpstreamHistory, Domain::Materials];
 
     /// The wire name (`"history"`, …), also the table name and the chunk folder.
     pub const fn as_str(self) -> &'static str {
@@ -116,11 +160,13 @@ impl Domain {
             Domain::Rejects => "rejects",
             Domain::Holds => "holds",
             Domain::Jobs => "jobs",
+            Domain::UpstreamHistory => "upstream_history",
+            Domain::DownstreamRejects => "downstream_rejects",
         }
     }
 
     /// The columns of this domain's records, in the order sources produce them.
-    /// The first two are always `container_id` and `seq`.
+    /// The first is always `container_id`; in the table domains the second is `seq`.
     pub const fn columns(self) -> &'static [Column] {
         match self {
             Domain::History => HISTORY,
@@ -128,6 +174,8 @@ impl Domain {
             Domain::Rejects => REJECTS,
             Domain::Holds => HOLDS,
             Domain::Jobs => JOBS,
+            Domain::UpstreamHistory => UPSTREAM_HISTORY,
+            Domain::DownstreamRejects => DOWNSTREAM_REJECTS,
         }
     }
 
@@ -143,9 +191,13 @@ impl fmt::Display for Domain {
     }
 }
 
+/// The wire names of [`Domain::ALL`], comma-separated, for error messages.
+pub const KNOWN_NAMES: &str =
+    "history, materials, rejects, holds, jobs, upstream_history, downstream_rejects";
+
 /// A domain name that is not one of [`Domain::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown domain {0:?}")]
+#[error("unknown domain {0:?}; known domains are {known}", known = KNOWN_NAMES)]
 pub struct UnknownDomain(pub String);
 
 impl FromStr for Domain {
@@ -173,7 +225,25 @@ mod tests {
     fn every_domain_starts_with_the_key_columns() {
         for d in Domain::ALL {
             assert_eq!(d.columns()[0].name, "container_id");
+        }
+        for d in Domain::BASE {
             assert_eq!(d.columns()[1].name, "seq");
         }
+    }
+
+    #[test]
+    fn the_unknown_domain_message_lists_every_domain() {
+        let names: Vec<&str> = Domain::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(KNOWN_NAMES, names.join(", "));
+        let message = UnknownDomain("x".into()).to_string();
+        assert!(message.ends_with(&format!("known domains are {KNOWN_NAMES}")), "{message}");
+    }
+
+    #[test]
+    fn base_and_msd_default_are_known_domains() {
+        assert_eq!(Domain::BASE, Domain::ALL[..5]);
+        assert!(Domain::MSD_DEFAULT.iter().all(|d| Domain::ALL.contains(d)));
+        assert_eq!("upstream_history".parse(), Ok(Domain::UpstreamHistory));
+        assert_eq!("downstream_rejects".parse(), Ok(Domain::DownstreamRejects));
     }
 }

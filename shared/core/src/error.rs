@@ -28,7 +28,7 @@ pub enum TraceError {
         reason: String,
     },
     /// A domain name is not known.
-    #[error("unknown domain {0:?}; known domains are history, materials, rejects, holds, jobs")]
+    #[error("unknown domain {0:?}; known domains are {known}", known = crate::domain::KNOWN_NAMES)]
     UnknownDomain(String),
     /// A profile name is not known.
     #[error(

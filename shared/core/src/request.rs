@@ -19,7 +19,8 @@ pub struct TraceRequest {
     pub ids: Vec<ContainerId>,
     /// The profile.
     pub profile: Profile,
-    /// Domains to fetch, unique, in the order given (all domains when none were given).
+    /// Domains to fetch, unique, in the order given (when none were given: [`Domain::BASE`], or
+    /// [`Domain::MSD_DEFAULT`] for the MSD profile).
     pub domains: Vec<Domain>,
     /// Profile parameters, passed through.
     pub params: serde_json::Map<String, serde_json::Value>,
@@ -68,9 +69,12 @@ impl TraceRequest {
             None | Some("") => Profile::QueryTool,
             Some(p) => p.parse()?,
         };
+        // No domains: the five tables, or for MSD the dashboard's backward default.
+        let default_domains =
+            || if profile.is_msd() { Domain::MSD_DEFAULT.to_vec() } else { Domain::BASE.to_vec() };
         let domains = match raw.domains {
-            None => Domain::ALL.to_vec(),
-            Some(names) if names.is_empty() => Domain::ALL.to_vec(),
+            None => default_domains(),
+            Some(names) if names.is_empty() => default_domains(),
             Some(names) => {
                 let mut domains = Vec::with_capacity(names.len());
                 for name in names {
@@ -108,7 +112,24 @@ mod tests {
         assert_eq!(ids, ["B", "A", "C"]);
         assert_eq!(r.cid_count(), 3);
         assert_eq!(r.profile, Profile::QueryTool);
-        assert_eq!(r.domains, Domain::ALL.to_vec());
+        assert_eq!(r.domains, Domain::BASE.to_vec());
+    }
+
+    #[test]
+    fn an_msd_request_without_domains_traces_backward() {
+        for body in [
+            r#"{"container_ids":["A"],"profile":"msd"}"#,
+            r#"{"container_ids":["A"],"profile":"mid_section_defect","domains":[]}"#,
+        ] {
+            assert_eq!(parse(body).unwrap().domains, [Domain::UpstreamHistory, Domain::Materials]);
+        }
+        let r = parse(r#"{"container_ids":["A"],"profile":"query_tool_reverse","domains":[]}"#).unwrap();
+        assert_eq!(r.domains, Domain::BASE.to_vec());
+        let r = parse(
+            r#"{"container_ids":["A"],"profile":"msd","domains":["upstream_history","downstream_rejects"]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.domains, [Domain::UpstreamHistory, Domain::DownstreamRejects]);
     }
 
     #[test]

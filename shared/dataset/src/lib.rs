@@ -5,6 +5,8 @@
 //! a closed-form function of `i` and the row's `seq`. The PostgreSQL side loads it with set-based SQL
 //! (`trace_seed(n)` in the adapters' `sql/schema.sql`); this module generates exactly the same rows
 //! without a database. It backs the embedded local event source and cross-checks the SQL generator.
+//! The two MSD domains (`upstream_history`, `downstream_rejects`) are derived here from the history and
+//! rejects rows exactly as their SQL in the adapters' domain catalog derives them.
 //!
 //! Ids are defined for `1..=`[`MAX_INDEX`] (seven digits). All arithmetic is exact for that range.
 
@@ -69,27 +71,29 @@ fn history_count(i: u64) -> u64 {
     1 + mix_at(i, 1) % 39
 }
 
-/// How many rows container `i` has in `domain` (its `seq` runs 1..=count).
+/// How many rows container `i` has in `domain`.
 ///
 /// history `1 + mix(8i+1) mod 39`, materials `mix(8i+2) mod 17`, rejects `mix(8i+3) mod 5`,
-/// holds `mix(8i+4) mod 3`, jobs `mix(8i+5) mod 21`.
+/// holds `mix(8i+4) mod 3`, jobs `mix(8i+5) mod 21`; `upstream_history` the distinct (workcenter,
+/// equipment) pairs of the history rows, `downstream_rejects` as rejects.
 pub fn row_count(domain: Domain, i: u64) -> u32 {
     let n = match domain {
         Domain::History => history_count(i),
         Domain::Materials => mix_at(i, 2) % 17,
-        Domain::Rejects => mix_at(i, 3) % 5,
+        Domain::Rejects | Domain::DownstreamRejects => mix_at(i, 3) % 5,
         Domain::Holds => mix_at(i, 4) % 3,
         Domain::Jobs => mix_at(i, 5) % 21,
+        Domain::UpstreamHistory => upstream_history(i).len() as u64,
     };
     // At most 39.
     n as u32
 }
 
-/// Row counts per domain, in [`Domain::ALL`] order, for containers `1..=n`.
-pub fn totals(n: u64) -> [u64; 5] {
-    let mut sums = [0u64; 5];
+/// Row counts of `domains` (in that order) for containers `1..=n`.
+pub fn totals<const N: usize>(domains: [Domain; N], n: u64) -> [u64; N] {
+    let mut sums = [0u64; N];
     for i in 1..=n {
-        for (sum, domain) in sums.iter_mut().zip(Domain::ALL) {
+        for (sum, domain) in sums.iter_mut().zip(domains) {
             *sum += u64::from(row_count(domain, i));
         }
     }
@@ -113,88 +117,197 @@ fn padded(prefix: &str, v: u64, width: usize) -> Value {
     Value::Text(format!("{prefix}{v:0width$}"))
 }
 
-/// Appends every row of container `i` in `domain` (`seq` 1..=[`row_count`]) to `batch`, values as the
-/// specification gives them, in the column order of [`Domain::columns`].
+/// The workcenter group of workcenter `WC-nn` (`n` its number): `WG-` and `n / 5`.
+fn workcenter_group(workcenter: u64) -> Value {
+    Value::Text(format!("WG-{}", workcenter / 5))
+}
+
+/// Row `s` of container `i` in `history`, as numbers (a workcenter is its `nn`, an instant its `T` offset).
+#[derive(Debug, Clone, Copy)]
+struct HistoryRow {
+    seq: u64,
+    workcenter: u64,
+    step: u64,
+    equipment: u64,
+    qty_in: u64,
+    qty_out: u64,
+    move_in: u64,
+    move_out: u64,
+}
+
+impl HistoryRow {
+    fn new(i: u64, s: u64) -> Self {
+        let qty_in = 500 + i % 500 - s;
+        HistoryRow {
+            seq: s,
+            workcenter: (i + 7 * s) % 40,
+            step: s,
+            equipment: (13 * i + 29 * s) % 500,
+            qty_in,
+            qty_out: qty_in - (i + s) % 4,
+            move_in: 97 * i + 3600 * s,
+            move_out: 97 * i + 3600 * s + 600 + (i * s) % 3000,
+        }
+    }
+}
+
+/// Row `s` of container `i` in `rejects`, as numbers.
+#[derive(Debug, Clone, Copy)]
+struct RejectRow {
+    seq: u64,
+    workcenter: u64,
+    reason_code: u64,
+    qty: u64,
+    rejected_at: u64,
+}
+
+impl RejectRow {
+    /// `history` is the container's history row count.
+    fn new(i: u64, s: u64, history: u64) -> Self {
+        // The history row (its seq) the reject happened at.
+        let k = 1 + (7 * i + 3 * s) % history;
+        RejectRow {
+            seq: s,
+            workcenter: (i + 7 * k) % 40,
+            reason_code: (3 * i + 5 * s) % 25,
+            qty: 1 + (i + 7 * s) % 20,
+            rejected_at: 97 * i + 3600 * k + 1800,
+        }
+    }
+}
+
+fn history_rows(i: u64) -> impl Iterator<Item = HistoryRow> {
+    (1..=history_count(i)).map(move |s| HistoryRow::new(i, s))
+}
+
+fn reject_rows(i: u64) -> impl Iterator<Item = RejectRow> {
+    let history = history_count(i);
+    (1..=u64::from(row_count(Domain::Rejects, i))).map(move |s| RejectRow::new(i, s, history))
+}
+
+/// The `upstream_history` rows of container `i`.
+fn upstream_history(i: u64) -> Vec<HistoryRow> {
+    latest_per_station(history_rows(i).collect())
+}
+
+/// Of one container's history `rows`, per (workcenter, equipment) the row with the latest `move_in`
+/// (ties: highest seq), ordered by `move_in` (then seq).
+fn latest_per_station(mut rows: Vec<HistoryRow>) -> Vec<HistoryRow> {
+    // Within a (workcenter, equipment) the latest first; keep the first of each.
+    rows.sort_by_key(|r| (r.workcenter, r.equipment, std::cmp::Reverse((r.move_in, r.seq))));
+    rows.dedup_by_key(|r| (r.workcenter, r.equipment));
+    rows.sort_by_key(|r| (r.move_in, r.seq));
+    rows
+}
+
+/// The `downstream_rejects` rows of container `i`: its rejects ordered by time, then seq.
+fn downstream_rejects(i: u64) -> Vec<RejectRow> {
+    let mut rows: Vec<RejectRow> = reject_rows(i).collect();
+    rows.sort_by_key(|r| (r.rejected_at, r.seq));
+    rows
+}
+
+/// Appends every row of container `i` in `domain` to `batch`, values as the specification gives them,
+/// in the column order of [`Domain::columns`] and the order the domain's SQL returns them (the table
+/// domains by `seq` 1..=[`row_count`]).
 ///
 /// `batch` must be a batch of `domain`.
 pub fn push_rows(domain: Domain, i: u64, batch: &mut RowBatch) {
     debug_assert_eq!(batch.domain(), domain, "push_rows into a batch of another domain");
     let id = container_id(i);
-    let count = u64::from(row_count(domain, i));
     let cid = || Value::Text(id.clone());
     match domain {
         Domain::History => {
-            for s in 1..=count {
-                let qty_in = 500 + i % 500 - s;
+            for r in history_rows(i) {
                 batch.push_row([
                     cid(),
-                    int(s),
-                    padded("WC-", (i + 7 * s) % 40, 2),
-                    padded("STEP-", s, 3),
-                    padded("EQ-", (13 * i + 29 * s) % 500, 4),
-                    int(qty_in),
-                    int(qty_in - (i + s) % 4),
-                    t(97 * i + 3600 * s),
-                    t(97 * i + 3600 * s + 600 + (i * s) % 3000),
+                    int(r.seq),
+                    padded("WC-", r.workcenter, 2),
+                    padded("STEP-", r.step, 3),
+                    padded("EQ-", r.equipment, 4),
+                    int(r.qty_in),
+                    int(r.qty_out),
+                    t(r.move_in),
+                    t(r.move_out),
                 ]);
             }
         }
-        Domain::Materials => {
-            for s in 1..=count {
+        Domain::UpstreamHistory => {
+            for r in upstream_history(i) {
                 batch.push_row([
                     cid(),
-                    int(s),
-                    padded("ML-", (31 * i + s) % 10_000_000, 7),
-                    padded("PN-", (i + 11 * s) % 2000, 5),
-                    Value::Float(((i * s) % 100_000) as f64 / 100.0),
-                    t(97 * i + 1800 * s),
+                    padded("WC-", r.workcenter, 2),
+                    workcenter_group(r.workcenter),
+                    padded("EQ-", r.equipment, 4),
+                    padded("STEP-", r.step, 3),
+                    t(r.move_in),
+                    int(r.qty_in),
                 ]);
             }
         }
         Domain::Rejects => {
-            let history = history_count(i);
-            for s in 1..=count {
-                // The history row (its seq) the reject happened at.
-                let k = 1 + (7 * i + 3 * s) % history;
+            for r in reject_rows(i) {
                 batch.push_row([
                     cid(),
-                    int(s),
-                    padded("WC-", (i + 7 * k) % 40, 2),
-                    padded("RC-", (3 * i + 5 * s) % 25, 2),
-                    int(1 + (i + 7 * s) % 20),
-                    t(97 * i + 3600 * k + 1800),
+                    int(r.seq),
+                    padded("WC-", r.workcenter, 2),
+                    padded("RC-", r.reason_code, 2),
+                    int(r.qty),
+                    t(r.rejected_at),
                 ]);
             }
         }
-        Domain::Holds => {
-            for s in 1..=count {
-                let release_at = if (i + s) % 10 == 0 {
-                    Value::Null
-                } else {
-                    t(97 * i + 7200 * s + 60 + (i * s) % 86_400)
-                };
+        Domain::DownstreamRejects => {
+            for r in downstream_rejects(i) {
                 batch.push_row([
                     cid(),
-                    int(s),
-                    padded("HR-", (i + s) % 12, 2),
-                    t(97 * i + 7200 * s),
-                    release_at,
+                    padded("WC-", r.workcenter, 2),
+                    workcenter_group(r.workcenter),
+                    padded("RC-", r.reason_code, 2),
+                    Value::Text("(NA)".to_owned()),
+                    int(r.qty),
+                    t(r.rejected_at),
                 ]);
             }
         }
-        Domain::Jobs => {
-            for s in 1..=count {
-                batch.push_row([
-                    cid(),
-                    int(s),
-                    padded("EQ-", (17 * i + 23 * s) % 500, 4),
-                    padded("JOB-", 100 * i + s, 10),
-                    padded("RCP-", (i * s) % 300, 3),
-                    t(97 * i + 2400 * s),
-                    t(97 * i + 2400 * s + 300 + (i * s) % 2000),
-                ]);
-            }
-        }
+        Domain::Materials => push_materials(i, cid, batch),
+        Domain::Holds => push_holds(i, cid, batch),
+        Domain::Jobs => push_jobs(i, cid, batch),
+    }
+}
+
+fn push_materials(i: u64, cid: impl Fn() -> Value, batch: &mut RowBatch) {
+    for s in 1..=u64::from(row_count(Domain::Materials, i)) {
+        batch.push_row([
+            cid(),
+            int(s),
+            padded("ML-", (31 * i + s) % 10_000_000, 7),
+            padded("PN-", (i + 11 * s) % 2000, 5),
+            Value::Float(((i * s) % 100_000) as f64 / 100.0),
+            t(97 * i + 1800 * s),
+        ]);
+    }
+}
+
+fn push_holds(i: u64, cid: impl Fn() -> Value, batch: &mut RowBatch) {
+    for s in 1..=u64::from(row_count(Domain::Holds, i)) {
+        let release_at =
+            if (i + s) % 10 == 0 { Value::Null } else { t(97 * i + 7200 * s + 60 + (i * s) % 86_400) };
+        batch.push_row([cid(), int(s), padded("HR-", (i + s) % 12, 2), t(97 * i + 7200 * s), release_at]);
+    }
+}
+
+fn push_jobs(i: u64, cid: impl Fn() -> Value, batch: &mut RowBatch) {
+    for s in 1..=u64::from(row_count(Domain::Jobs, i)) {
+        batch.push_row([
+            cid(),
+            int(s),
+            padded("EQ-", (17 * i + 23 * s) % 500, 4),
+            padded("JOB-", 100 * i + s, 10),
+            padded("RCP-", (i * s) % 300, 3),
+            t(97 * i + 2400 * s),
+            t(97 * i + 2400 * s + 300 + (i * s) % 2000),
+        ]);
     }
 }
 
@@ -214,6 +327,13 @@ mod tests {
 
     fn text(s: &str) -> Value {
         Value::Text(s.to_owned())
+    }
+
+    fn instant(v: &Value) -> DateTime<Utc> {
+        match v {
+            Value::Time(t) => *t,
+            other => panic!("not a time: {other:?}"),
+        }
     }
 
     fn at(rfc3339: &str) -> Value {
@@ -249,18 +369,22 @@ mod tests {
     #[test]
     fn check_figures_match_the_specification() {
         // dataset.md, "Check figures".
-        let small = totals(10_000);
+        let small = totals(Domain::BASE, 10_000);
         assert_eq!(small, [197_906, 80_142, 20_063, 10_179, 100_200]);
         assert_eq!(small.iter().sum::<u64>(), 408_490);
-        let large = totals(114_000);
+        let large = totals(Domain::BASE, 114_000);
         assert_eq!(large, [2_273_847, 911_444, 228_686, 114_193, 1_138_926]);
         assert_eq!(large.iter().sum::<u64>(), 4_667_096);
+        // The MSD views ("The two MSD domains"): as many rows as history and rejects.
+        let msd = [Domain::UpstreamHistory, Domain::DownstreamRejects];
+        assert_eq!(totals(msd, 10_000), [197_906, 20_063]);
+        assert_eq!(totals(msd, 114_000), [2_273_847, 228_686]);
     }
 
     #[test]
     fn push_rows_yields_row_count_rows_with_seq_1_to_n() {
         for i in [1, 2, 3, 77, 9_999, 114_000, MAX_INDEX] {
-            for domain in Domain::ALL {
+            for domain in Domain::BASE {
                 let rows = rows_of(domain, i);
                 assert_eq!(rows.len(), row_count(domain, i) as usize, "{domain} of {i}");
                 for (n, row) in rows.iter().enumerate() {
@@ -276,7 +400,7 @@ mod tests {
     fn sample_rows_match_hand_computed_values() {
         // Expected rows computed with an independent python3 port of dataset.md.
         // Container 1: history 28, materials 12, rejects 0, holds 0, jobs 6 rows.
-        let counts: Vec<u32> = Domain::ALL.iter().map(|&d| row_count(d, 1)).collect();
+        let counts: Vec<u32> = Domain::BASE.iter().map(|&d| row_count(d, 1)).collect();
         assert_eq!(counts, [28, 12, 0, 0, 6]);
         assert_eq!(
             rows_of(Domain::History, 1)[0],
@@ -442,5 +566,118 @@ mod tests {
             rows_of(Domain::Holds, 9)[0],
             [text("CID-0000009"), Value::Int(1), text("HR-10"), at("2025-01-01T02:14:33Z"), Value::Null]
         );
+    }
+
+    #[test]
+    fn the_msd_views_are_history_and_rejects_reshaped() {
+        let column = |d: Domain, name: &str| d.column_index(name).unwrap();
+        for i in 1..=2_000 {
+            // No container passes a workcenter twice: upstream_history is every history row, by move_in.
+            let history = rows_of(Domain::History, i);
+            let upstream = rows_of(Domain::UpstreamHistory, i);
+            assert_eq!(upstream.len(), history.len(), "container {i}");
+            assert_eq!(upstream.len(), row_count(Domain::UpstreamHistory, i) as usize);
+            for (u, h) in upstream.iter().zip(&history) {
+                for name in ["container_id", "workcenter", "equipment", "step", "move_in", "qty_in"] {
+                    let (u, h) =
+                        (&u[column(Domain::UpstreamHistory, name)], &h[column(Domain::History, name)]);
+                    assert_eq!(u, h, "container {i} {name}");
+                }
+            }
+            // downstream_rejects: the same rejects, by time then seq.
+            let rejects = rows_of(Domain::Rejects, i);
+            let downstream = rows_of(Domain::DownstreamRejects, i);
+            assert_eq!(downstream.len(), row_count(Domain::DownstreamRejects, i) as usize);
+            let mut by_time = rejects.clone();
+            by_time.sort_by_key(|r| (instant(&r[5]), r[1].as_int()));
+            for (d, r) in downstream.iter().zip(&by_time) {
+                assert_eq!(d[..2], [r[0].clone(), r[2].clone()], "container {i}");
+                assert_eq!(d[3..], [r[3].clone(), text("(NA)"), r[4].clone(), r[5].clone()], "container {i}");
+            }
+            assert_eq!(downstream.len(), rejects.len());
+            // The group of WC-nn is WG-(nn / 5).
+            for row in upstream.iter().chain(&downstream) {
+                let wc: u64 = row[1].as_text().unwrap()[3..].parse().unwrap();
+                assert_eq!(row[2], Value::Text(format!("WG-{}", wc / 5)));
+            }
+        }
+    }
+
+    #[test]
+    fn downstream_rejects_are_ordered_by_time_not_seq() {
+        // Container 7's third reject happened first; container 3's four happened at one time (its only
+        // history row), so seq orders them (python3 port of dataset.md).
+        let seqs = |i| downstream_rejects(i).iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(7), [3, 1, 2]);
+        assert_eq!(seqs(3), [1, 2, 3, 4]);
+        let times: Vec<DateTime<Utc>> =
+            rows_of(Domain::DownstreamRejects, 7).iter().map(|r| instant(&r[6])).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+        assert_eq!(
+            rows_of(Domain::DownstreamRejects, 2),
+            [[
+                text("CID-0000002"),
+                text("WC-08"),
+                text("WG-1"),
+                text("RC-11"),
+                text("(NA)"),
+                Value::Int(10),
+                at("2025-01-01T18:33:14Z"),
+            ]]
+        );
+        assert_eq!(
+            rows_of(Domain::UpstreamHistory, 1)[0],
+            [
+                text("CID-0000001"),
+                text("WC-08"),
+                text("WG-1"),
+                text("EQ-0042"),
+                text("STEP-001"),
+                at("2025-01-01T01:01:37Z"),
+                Value::Int(500),
+            ]
+        );
+    }
+
+    #[test]
+    fn upstream_history_keeps_the_latest_track_in_per_workcenter_and_equipment() {
+        let row = |seq, workcenter, equipment, move_in| HistoryRow {
+            seq,
+            workcenter,
+            step: seq,
+            equipment,
+            qty_in: 0,
+            qty_out: 0,
+            move_in,
+            move_out: 0,
+        };
+        let rows =
+            vec![row(1, 3, 7, 50), row(2, 3, 7, 90), row(3, 3, 8, 10), row(4, 3, 7, 90), row(5, 1, 7, 70)];
+        let kept: Vec<u64> = latest_per_station(rows).iter().map(|r| r.seq).collect();
+        // (3, 7): seq 2 and 4 tie on the latest move_in, the higher seq wins; then by move_in.
+        assert_eq!(kept, [3, 5, 4]);
+    }
+
+    #[test]
+    fn the_msd_aggregation_is_the_same_over_the_views_and_the_tables() {
+        use trace_core::aggregation::{MsdAggregator, MsdInputs};
+        let views = MsdInputs::for_request(&[Domain::UpstreamHistory, Domain::DownstreamRejects]);
+        let mut by_tables = MsdAggregator::new();
+        let mut by_views = MsdAggregator::with_inputs(views);
+        for first in (1..=3_000).step_by(1_000) {
+            for domain in Domain::ALL {
+                let mut batch = RowBatch::with_capacity(domain, 0);
+                for i in first..first + 1_000 {
+                    push_rows(domain, i, &mut batch);
+                }
+                by_tables.observe(&batch);
+                by_views.observe(&batch);
+            }
+            by_tables.end_batch();
+            by_views.end_batch();
+        }
+        let (tables, views) = (by_tables.finish(), by_views.finish());
+        assert!(tables.group_count > 900 && tables.reject_lot_count > 1_500, "{tables:?}");
+        assert_eq!(views, tables);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use trace_core::aggregation::{MsdAggregation, MsdAggregator};
+use trace_core::aggregation::{MsdAggregation, MsdAggregator, MsdInputs};
 use trace_core::ids::IdList;
 use trace_core::ports::{BackendError, EventSource, JobStoreError, QueueError, SourceError, StoreError};
 use trace_core::record::RowBatch;
@@ -106,7 +106,8 @@ enum Read {
 
 /// Reads `domains` for `ids` into `sink`; returns the MSD aggregation for the MSD profile.
 ///
-/// For MSD, `rejects` and `history` are read even when not requested (for the aggregation only).
+/// For MSD, the aggregation's inputs (`MsdInputs::for_request`: `rejects` or `downstream_rejects`,
+/// `history` or `upstream_history`) are read even when not requested (for the aggregation only).
 /// The reading runs as a task of its own (its decoding on another core than the sink's rendering).
 pub async fn run(
     source: Arc<dyn EventSource>,
@@ -116,10 +117,11 @@ pub async fn run(
     id_batch_size: usize,
     sink: &mut dyn RecordSink,
 ) -> Result<Option<MsdAggregation>, RunError> {
-    let mut aggregator = profile.is_msd().then(MsdAggregator::new);
+    let mut aggregator =
+        profile.is_msd().then(|| MsdAggregator::with_inputs(MsdInputs::for_request(domains)));
     let mut order: Vec<Domain> = domains.to_vec();
-    if aggregator.is_some() {
-        for needed in [Domain::Rejects, Domain::History] {
+    if let Some(agg) = &aggregator {
+        for needed in agg.inputs().domains() {
             if !order.contains(&needed) {
                 order.push(needed);
             }
@@ -134,7 +136,7 @@ pub async fn run(
         while let Some(item) = rx.recv().await {
             match item? {
                 Read::Rows(batch) => {
-                    if let Some(agg) = aggregator.as_mut().filter(|_| MsdAggregator::needs(batch.domain())) {
+                    if let Some(agg) = aggregator.as_mut().filter(|agg| agg.needs(batch.domain())) {
                         agg.observe(&batch);
                     }
                     if domains.contains(&batch.domain()) {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use trace_core::ports::EventSource;
-use trace_core::record::{RowBatch, RowGauge};
+use trace_core::record::{RowBatch, RowGauge, Value};
 use trace_core::{ContainerId, Domain};
 use trace_dataset as dataset;
 
@@ -17,51 +17,68 @@ fn sample_ids() -> Vec<ContainerId> {
     ids
 }
 
-/// Reads every batch of one domain, checking each batch's size.
-pub async fn read_all(
+/// Reads `domain` for `ids` and checks every row against the Rust twin, streaming (nothing but one
+/// fetch and one container's expected rows is held): the rows of the known ids, ordered by container
+/// (as the domain orders them within one), in non-empty fetches of at most `fetch` rows, and no fetch
+/// after the end. Returns the number of rows.
+pub async fn assert_twin_rows(
     source: &dyn EventSource,
     domain: Domain,
     ids: &[ContainerId],
     fetch: usize,
-) -> Vec<RowBatch> {
+) -> u64 {
+    let mut indexes: Vec<u64> =
+        ids.iter().filter_map(|i| dataset::parse_container_index(i.as_str())).collect();
+    indexes.sort_by_key(|i| dataset::container_id(*i));
+    indexes.dedup();
+    let mut expected = indexes.into_iter().flat_map(|i| {
+        let mut rows = RowBatch::with_capacity(domain, 0);
+        dataset::push_rows(domain, i, &mut rows);
+        rows.rows().map(<[Value]>::to_vec).collect::<Vec<_>>()
+    });
     let mut cursor = source.open(domain, ids).await.expect("open");
-    let mut out = Vec::new();
+    let mut n = 0u64;
     while let Some(batch) = cursor.next_batch().await.expect("fetch") {
         assert!(!batch.is_empty(), "a fetch returned an empty batch");
         assert!(batch.len() <= fetch, "{domain}: a fetch of {} rows exceeds {fetch}", batch.len());
-        out.push(batch);
+        for got in batch.rows() {
+            let want = expected.next().unwrap_or_else(|| panic!("{domain}: row count: more than {n} rows"));
+            assert_eq!(got, want.as_slice(), "{domain}: row {n} differs");
+            n += 1;
+        }
     }
     assert!(cursor.next_batch().await.expect("fetch").is_none(), "cursor resumed after its end");
-    out
+    assert!(expected.next().is_none(), "{domain}: row count: only {n} rows");
+    n
 }
 
-/// Exact rows for sample ids in every domain, ordered by container then seq, in fetches of at most
-/// `fetch` rows. `source` must serve the reference dataset for ids up to 114,000.
+/// Exact rows for sample ids in every domain, in each domain's order, in fetches of at most `fetch`
+/// rows. `source` must serve the reference dataset for ids up to 114,000.
 pub async fn run(source: &dyn EventSource, fetch: usize) {
     let ids = sample_ids();
-    let mut expected_indexes: Vec<u64> =
-        ids.iter().filter_map(|i| dataset::parse_container_index(i.as_str())).collect();
-    expected_indexes.sort_by_key(|i| dataset::container_id(*i));
     for domain in Domain::ALL {
-        let mut expected = RowBatch::with_capacity(domain, 0);
-        for i in &expected_indexes {
-            dataset::push_rows(domain, *i, &mut expected);
-        }
-        let mut got = RowBatch::with_capacity(domain, 0);
-        for batch in read_all(source, domain, &ids, fetch).await {
-            for r in 0..batch.len() {
-                got.push_row_from(&batch, r);
-            }
-        }
-        assert_eq!(got.len(), expected.len(), "{domain}: row count");
-        for (n, (g, e)) in got.rows().zip(expected.rows()).enumerate() {
-            assert_eq!(g, e, "{domain}: row {n} differs");
-        }
+        assert_twin_rows(source, domain, &ids, fetch).await;
     }
     // No ids, or only unknown ones: no rows.
-    assert!(read_all(source, Domain::History, &[], fetch).await.is_empty());
     let unknown = [ContainerId::parse("NOPE").expect("id")];
-    assert!(read_all(source, Domain::Jobs, &unknown, fetch).await.is_empty());
+    for domain in Domain::ALL {
+        assert_eq!(assert_twin_rows(source, domain, &[], fetch).await, 0, "{domain}: rows of no ids");
+        assert_eq!(
+            assert_twin_rows(source, domain, &unknown, fetch).await,
+            0,
+            "{domain}: rows of unknown ids"
+        );
+    }
+}
+
+/// The two MSD views for the first 10,000 ids: exactly the twin's rows, and the row counts of
+/// dataset.md (197,906 and 20,063).
+pub async fn msd_views_of_the_first_10k_ids(source: &dyn EventSource, fetch: usize) {
+    let ids: Vec<ContainerId> =
+        (1..=10_000).map(|i| ContainerId::parse(dataset::container_id(i)).expect("id")).collect();
+    let upstream = assert_twin_rows(source, Domain::UpstreamHistory, &ids, fetch).await;
+    let downstream = assert_twin_rows(source, Domain::DownstreamRejects, &ids, fetch).await;
+    assert_eq!((upstream, downstream), (197_906, 20_063), "(upstream_history, downstream_rejects) rows");
 }
 
 /// Streams `domain` for `ids` dropping each fetch before the next, and returns (rows, peak rows held).

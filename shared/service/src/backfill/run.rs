@@ -226,7 +226,7 @@ impl Backfill {
         let request = TraceRequest {
             ids: ids.to_vec(),
             profile: Profile::QueryTool,
-            domains: Domain::ALL.to_vec(),
+            domains: Domain::BASE.to_vec(),
             params,
         };
         let queue = admission::route(&request, &self.app.config.limits);
