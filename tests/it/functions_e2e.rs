@@ -385,7 +385,8 @@ async fn status_errors_and_unfinished_results_have_their_codes() {
     // Malformed bodies.
     for (body, code) in [
         (json!({ "container_ids": [] }), "EMPTY_CONTAINER_IDS"),
-        (json!({ "container_ids": ["ok", "not ok"] }), "INVALID_CONTAINER_ID"),
+        (json!({ "container_ids": ["ok", "bad\u{1}id"] }), "INVALID_CONTAINER_ID"),
+        (json!({ "container_ids": ["", "  ", 7] }), "EMPTY_CONTAINER_IDS"),
         (json!({ "container_ids": ["A"], "domains": ["x"] }), "UNKNOWN_DOMAIN"),
         (json!({ "container_ids": ["A"], "profile": "x" }), "UNKNOWN_PROFILE"),
         (json!({ "ids": ["A"] }), "INVALID_REQUEST"),

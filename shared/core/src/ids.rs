@@ -11,7 +11,9 @@ use uuid::Uuid;
 /// Longest container id accepted.
 pub const MAX_CONTAINER_ID_LEN: usize = 64;
 
-/// A container (production lot) id: 1 to 64 characters from `A-Z a-z 0-9 - _ . : /`.
+/// A container (production lot) id: the dashboard's rule — any text of 1 to 64 characters after trimming
+/// white space, with no control characters. It is only ever bound as a query parameter, never spliced
+/// into SQL, an object key or a Redis key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct ContainerId(String);
@@ -19,31 +21,34 @@ pub struct ContainerId(String);
 /// Why a string is not a container id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidContainerId {
-    /// The empty string.
+    /// Empty, or only white space.
     #[error("container id is empty")]
     Empty,
-    /// More than [`MAX_CONTAINER_ID_LEN`] characters.
+    /// More than [`MAX_CONTAINER_ID_LEN`] characters after trimming.
     #[error("container id is longer than {MAX_CONTAINER_ID_LEN} characters")]
     TooLong,
-    /// A character outside the allowed set.
-    #[error("container id contains {0:?}; allowed are letters, digits and - _ . : /")]
-    BadChar(char),
+    /// A control character (U+0000–U+001F, U+007F–U+009F).
+    #[error("container id contains the control character {0:?}")]
+    ControlChar(char),
 }
 
 impl ContainerId {
-    /// Checks `s` and wraps it.
+    /// Trims white space from both ends, checks the rest and wraps it.
     pub fn parse(s: impl Into<String>) -> Result<Self, InvalidContainerId> {
-        let s = s.into();
+        let mut s = s.into();
+        let trimmed = s.trim();
+        if trimmed.len() != s.len() {
+            s = trimmed.to_owned();
+        }
         if s.is_empty() {
             return Err(InvalidContainerId::Empty);
         }
-        if s.len() > MAX_CONTAINER_ID_LEN {
+        // Byte length bounds the character count from above: only long strings are counted.
+        if s.len() > MAX_CONTAINER_ID_LEN && s.chars().count() > MAX_CONTAINER_ID_LEN {
             return Err(InvalidContainerId::TooLong);
         }
-        if let Some(c) =
-            s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
-        {
-            return Err(InvalidContainerId::BadChar(c));
+        if let Some(c) = s.chars().find(|c| c.is_control()) {
+            return Err(InvalidContainerId::ControlChar(c));
         }
         Ok(ContainerId(s))
     }
@@ -116,10 +121,16 @@ mod tests {
         assert!(ContainerId::parse("CID-0000001").is_ok());
         assert!(ContainerId::parse("lot_7.a:b/c").is_ok());
         assert_eq!(ContainerId::parse(""), Err(InvalidContainerId::Empty));
-        assert_eq!(ContainerId::parse("a b"), Err(InvalidContainerId::BadChar(' ')));
+        assert_eq!(ContainerId::parse("  lot 7 A  ").unwrap().as_str(), "lot 7 A");
+        assert_eq!(ContainerId::parse("批次-ä").unwrap().as_str(), "批次-ä");
+        assert_eq!(ContainerId::parse(" \t "), Err(InvalidContainerId::Empty));
+        assert_eq!(ContainerId::parse("a\u{7}b"), Err(InvalidContainerId::ControlChar('\u{7}')));
         assert_eq!(ContainerId::parse("x".repeat(65)), Err(InvalidContainerId::TooLong));
+        assert!(ContainerId::parse("é".repeat(64)).is_ok(), "64 characters of two bytes each");
+        assert_eq!(ContainerId::parse("é".repeat(65)), Err(InvalidContainerId::TooLong));
         assert!(ContainerId::parse("x".repeat(64)).is_ok());
-        assert!(serde_json::from_str::<ContainerId>("\"a'b\"").is_err());
+        assert_eq!(serde_json::from_str::<ContainerId>("\" a'b \"").unwrap().as_str(), "a'b");
+        assert!(serde_json::from_str::<ContainerId>("\"a\\u0001b\"").is_err());
     }
 
     #[test]
@@ -225,6 +236,6 @@ mod id_list_tests {
         let batch: Vec<_> = list.batch(1..3).iter().map(|i| i.as_str().to_owned()).collect();
         assert_eq!(batch, ["BB", "CCC"]);
         assert_eq!(list.slice(1..2).get(0), Some("BB"));
-        assert!(serde_json::from_str::<IdList>(r#"["ok","not ok"]"#).is_err());
+        assert!(serde_json::from_str::<IdList>(r#"["ok","not\u0007ok"]"#).is_err());
     }
 }

@@ -108,6 +108,47 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// The progress as the dashboard shows it, one line of text: `queued`, `starting`,
+    /// `history 2/5: 45,000 of 114,000 ids (39.5%)` while a domain is read, `writing the result` between
+    /// the last read and the end, then `complete`, `failed` or `cancelled`.
+    pub fn describe(&self, status: JobStatus, domains: &[Domain]) -> String {
+        match status {
+            JobStatus::Queued => "queued".to_owned(),
+            JobStatus::Finished => "complete".to_owned(),
+            JobStatus::Failed => "failed".to_owned(),
+            JobStatus::Cancelled => "cancelled".to_owned(),
+            JobStatus::Started => match self.domain {
+                Some(domain) if self.ids_done < self.ids_total || self.ids_total == 0 => {
+                    let position = domains.iter().position(|d| *d == domain).map_or(0, |i| i + 1);
+                    format!(
+                        "{domain} {position}/{}: {} of {} ids ({}%)",
+                        domains.len(),
+                        thousands(self.ids_done),
+                        thousands(self.ids_total),
+                        self.percent
+                    )
+                }
+                Some(_) => "writing the result".to_owned(),
+                None => "starting".to_owned(),
+            },
+        }
+    }
+}
+
+/// `114000` → `114,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Why a job failed: a stable code and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
@@ -315,5 +356,27 @@ mod tests {
         assert_eq!(p.percent, 33.3);
         p.set_ids_done(9);
         assert_eq!((p.ids_done, p.percent), (3, 100.0));
+    }
+
+    #[test]
+    fn progress_reads_as_one_line_of_text() {
+        let domains = [Domain::History, Domain::Materials, Domain::Rejects, Domain::Holds, Domain::Jobs];
+        let mut p = Progress::start(114_000);
+        assert_eq!(p.describe(Queued, &domains), "queued");
+        assert_eq!(p.describe(Started, &domains), "starting");
+        p.domain = Some(Domain::Materials);
+        p.set_ids_done(45_000);
+        assert_eq!(p.describe(Started, &domains), "materials 2/5: 45,000 of 114,000 ids (39.5%)");
+        p.set_ids_done(114_000);
+        assert_eq!(p.describe(Started, &domains), "writing the result");
+        assert_eq!(p.describe(Finished, &domains), "complete");
+        assert_eq!(
+            (p.describe(Failed, &domains), p.describe(Cancelled, &domains)),
+            ("failed".into(), "cancelled".into())
+        );
+        assert_eq!(
+            (thousands(0), thousands(999), thousands(1_000), thousands(1_234_567)),
+            ("0".into(), "999".into(), "1,000".into(), "1,234,567".into())
+        );
     }
 }

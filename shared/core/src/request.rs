@@ -1,15 +1,19 @@
 //! The trace request: parsing and validation of `POST /api/trace/events` bodies.
 //!
 //! [`TraceRequest::parse`] is the only way in: it enforces the body-size limit, decodes JSON,
-//! checks every id, profile and domain, and removes duplicate ids keeping first-seen order.
+//! checks every id, profile and domain, and removes duplicate ids keeping first-seen order. Ids follow
+//! the dashboard's rules: trimmed; empty and non-string entries dropped; any printable text of at most
+//! 64 characters accepted; a request left with no id is refused.
 
 use std::collections::HashSet;
+use std::fmt;
 
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::domain::Domain;
 use crate::error::TraceError;
-use crate::ids::ContainerId;
+use crate::ids::{ContainerId, InvalidContainerId};
 use crate::profile::Profile;
 
 /// A validated trace request.
@@ -26,12 +30,122 @@ pub struct TraceRequest {
     pub params: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The body as sent. Unknown fields (the dashboard also sends `cache_key`, `seed_container_ids`,
+/// `lineage`, …) are ignored.
 #[derive(Deserialize)]
 struct RawRequest {
-    container_ids: Option<Vec<serde_json::Value>>,
+    container_ids: Option<RawIds>,
     profile: Option<String>,
     domains: Option<Vec<String>>,
     params: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `container_ids` read element by element, without holding the array as JSON values: strings are
+/// trimmed and checked, empty strings and non-strings are dropped (as the dashboard's original service
+/// did), duplicates are dropped keeping first-seen order, and the first invalid id is kept for the error.
+#[derive(Default)]
+struct RawIds {
+    ids: Vec<ContainerId>,
+    first_invalid: Option<(usize, InvalidContainerId)>,
+}
+
+impl<'de> Deserialize<'de> for RawIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(RawIdsVisitor)
+    }
+}
+
+struct RawIdsVisitor;
+
+impl<'de> Visitor<'de> for RawIdsVisitor {
+    type Value = RawIds;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of container id strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawIds, A::Error> {
+        let mut out = RawIds::default();
+        let mut seen = HashSet::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+        let mut index = 0;
+        while let Some(element) = seq.next_element::<Element>()? {
+            if let Element::Text(text) = element {
+                match ContainerId::parse(text) {
+                    Ok(id) => {
+                        if seen.insert(id.clone()) {
+                            out.ids.push(id);
+                        }
+                    }
+                    Err(InvalidContainerId::Empty) => {}
+                    Err(e) => {
+                        out.first_invalid.get_or_insert((index, e));
+                    }
+                }
+            }
+            index += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// One element of `container_ids`: its text, or anything else (skipped without being kept).
+enum Element {
+    Text(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ElementVisitor)
+    }
+}
+
+struct ElementVisitor;
+
+impl<'de> Visitor<'de> for ElementVisitor {
+    type Value = Element;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Element, E> {
+        Ok(Element::Text(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Element, E> {
+        Ok(Element::Text(v))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Element, E> {
+        Ok(Element::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Element::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Element::Other)
+    }
 }
 
 impl TraceRequest {
@@ -50,21 +164,13 @@ impl TraceRequest {
         let raw_ids = raw
             .container_ids
             .ok_or_else(|| TraceError::InvalidRequest("missing field `container_ids`".to_owned()))?;
-        if raw_ids.is_empty() {
+        if let Some((index, e)) = raw_ids.first_invalid {
+            return Err(TraceError::InvalidContainerId { index, reason: e.to_string() });
+        }
+        if raw_ids.ids.is_empty() {
             return Err(TraceError::EmptyContainerIds);
         }
-        let mut seen = HashSet::with_capacity(raw_ids.len());
-        let mut ids = Vec::with_capacity(raw_ids.len());
-        for (index, value) in raw_ids.into_iter().enumerate() {
-            let serde_json::Value::String(text) = value else {
-                return Err(TraceError::InvalidContainerId { index, reason: "not a string".to_owned() });
-            };
-            let id = ContainerId::parse(text)
-                .map_err(|e| TraceError::InvalidContainerId { index, reason: e.to_string() })?;
-            if seen.insert(id.clone()) {
-                ids.push(id);
-            }
-        }
+        let ids = raw_ids.ids;
         let profile = match raw.profile.as_deref() {
             None | Some("") => Profile::QueryTool,
             Some(p) => p.parse()?,
@@ -151,8 +257,9 @@ mod tests {
         assert_eq!(code("{}"), "INVALID_REQUEST");
         assert_eq!(code(r#"{"container_ids":"A"}"#), "INVALID_REQUEST");
         assert_eq!(code(r#"{"container_ids":[]}"#), "EMPTY_CONTAINER_IDS");
-        assert_eq!(code(r#"{"container_ids":["A",""]}"#), "INVALID_CONTAINER_ID");
-        assert_eq!(code(r#"{"container_ids":["A",7]}"#), "INVALID_CONTAINER_ID");
+        assert_eq!(code(r#"{"container_ids":["", "  ", 7, null]}"#), "EMPTY_CONTAINER_IDS");
+        assert_eq!(code(r#"{"container_ids":["A","B\u0000"]}"#), "INVALID_CONTAINER_ID");
+        assert_eq!(code(r#"{"container_ids":["A","x\ty"]}"#), "INVALID_CONTAINER_ID");
         assert_eq!(code(r#"{"container_ids":["A"],"profile":"nope"}"#), "UNKNOWN_PROFILE");
         assert_eq!(code(r#"{"container_ids":["A"],"domains":["history","x"]}"#), "UNKNOWN_DOMAIN");
         let big = format!(r#"{{"container_ids":["{}"]}}"#, "A".repeat(100));
@@ -161,9 +268,24 @@ mod tests {
 
     #[test]
     fn bad_id_reports_its_position() {
-        match parse(r#"{"container_ids":["A","B","c d"]}"#).unwrap_err() {
-            TraceError::InvalidContainerId { index, .. } => assert_eq!(index, 2),
+        let long = "x".repeat(65);
+        let body = format!(r#"{{"container_ids":["A",7,"B","{long}","C\u0001"]}}"#);
+        match parse(&body).unwrap_err() {
+            TraceError::InvalidContainerId { index, .. } => assert_eq!(index, 3),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_dashboard_request_shape_is_accepted() {
+        let r = parse(
+            r#"{"profile":"query_tool","container_ids":["  A-1 ", "", 7, null, {"x":[1]}, "lot 7", "A-1", "批次ä"],
+                "domains":["holds"],"cache_key":"k","seed_container_ids":["A-1"],
+                "lineage":{"ancestors":{},"children_map":{},"seed_roots":[]},"some_future_field":true}"#,
+        )
+        .unwrap();
+        let ids: Vec<_> = r.ids.iter().map(|i| i.as_str()).collect();
+        assert_eq!(ids, ["A-1", "lot 7", "批次ä"], "trimmed, non-strings and empties dropped, deduplicated");
+        assert_eq!(r.domains, vec![Domain::Holds]);
     }
 }
