@@ -14,7 +14,7 @@
 //!
 //! let client = Client::new(ClientConfig::new("http://127.0.0.1:8080"))?;
 //! if let Submitted::Accepted(job) = client.submit(&SubmitRequest::new(["CID-0000001"])).await? {
-//!     client.wait(&job.job_id, |s| eprintln!("{} {}%", s.status, s.progress.percent)).await?;
+//!     client.wait(&job.job_id, |s| eprintln!("{} {}%", s.status, s.progress_detail.percent)).await?;
 //!     let mut lines = client.stream(&job.job_id);
 //!     while let Some(line) = lines.next().await {
 //!         println!("{:?}", line?);
@@ -326,10 +326,9 @@ impl Client {
             match info.status {
                 JobStatus::Finished => return Ok(info),
                 JobStatus::Failed => {
-                    let (code, message) = match &info.error {
-                        Some(e) => (e.code.clone(), e.message.clone()),
-                        None => ("JOB_FAILED".to_owned(), "the job failed without an error".to_owned()),
-                    };
+                    let code = info.error_code.clone().unwrap_or_else(|| "JOB_FAILED".to_owned());
+                    let message =
+                        info.error.clone().unwrap_or_else(|| "the job failed without an error".to_owned());
                     return Err(ClientError::JobFailed { job_id: info.job_id, code, message });
                 }
                 JobStatus::Cancelled => return Err(ClientError::JobCancelled { job_id: info.job_id }),

@@ -273,7 +273,7 @@ impl Progress {
     }
 
     fn job(&mut self, info: &JobInfo) {
-        let p = &info.progress;
+        let p = &info.progress_detail;
         let domain = p.domain.map(|d| d.as_str()).unwrap_or("-");
         let text = format!(
             "job {} {:<9} {:>5.1}%  domain {domain:<9} records {:>9}  ids {}/{}  elapsed {}",

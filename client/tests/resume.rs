@@ -150,9 +150,10 @@ async fn status(State(fake): State<Arc<Fake>>, Path(id): Path<String>) -> Respon
     }
     axum::Json(json!({
         "job_id": id, "status": "finished", "profile": "query_tool", "cid_count": 1, "domains": ["holds"],
-        "progress": {"domain": null, "records_written": 0, "ids_done": 1, "ids_total": 1, "percent": 100.0},
-        "queue": "light", "created_at": "2026-01-01T00:00:00Z", "started_at": null, "completed_at": null,
-        "elapsed_seconds": 1.5, "error": null, "attempt": 1
+        "progress": "complete",
+        "progress_detail": {"domain": null, "records_written": 0, "ids_done": 1, "ids_total": 1, "percent": 100.0},
+        "queue": "light", "created_at": 1767225600.0, "started_at": null, "completed_at": null,
+        "elapsed_seconds": 1.5, "error": null, "error_code": null, "attempt": 1
     }))
     .into_response()
 }

@@ -225,7 +225,7 @@ async fn following_a_25k_job_prints_progress_and_writes_exactly_the_database_rec
     assert_database(&checked, &Domain::BASE, &ids).await;
     let (_, status) = system.get_status(&format!("/api/trace/job/{job}")).await;
     let written: u64 = checked.counts.values().sum();
-    assert_eq!(status["progress"]["records_written"].as_u64(), Some(written));
+    assert_eq!(status["progress_detail"]["records_written"].as_u64(), Some(written));
 
     // The same result as one CSV file per domain.
     let csv = dir.join("csv");

@@ -83,7 +83,7 @@ async fn wait_running(system: &System, job: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
-        if s["status"] == "started" && s["progress"]["records_written"].as_u64().unwrap_or(0) > 0 {
+        if s["status"] == "started" && s["progress_detail"]["records_written"].as_u64().unwrap_or(0) > 0 {
             return;
         }
         assert_ne!(s["status"], "finished", "the job finished before the test could act on it");
@@ -126,17 +126,18 @@ async fn a_25k_job_runs_async_and_streams_exactly_the_database_rows() {
     }
     let status = system.wait_terminal(&job, Duration::from_secs(600)).await;
     assert_eq!(status["status"], "finished", "{status}");
-    assert_eq!(status["progress"]["percent"], 100.0);
-    assert_eq!(status["progress"]["ids_done"], 25_000);
+    assert_eq!(status["progress_detail"]["percent"], 100.0);
+    assert_eq!(status["progress_detail"]["ids_done"], 25_000);
     assert_eq!(status["cid_count"], 25_000);
-    assert!(status["completed_at"].is_string() && status["started_at"].is_string());
+    assert!(status["completed_at"].is_f64() && status["started_at"].is_f64());
+    assert_eq!(status["progress"], "complete");
     assert!(status["elapsed_seconds"].as_f64().expect("elapsed") > 0.0);
 
     let (code, ctype, lines) = system.stream_lines(&job).await;
     assert_eq!((code, ctype.as_str()), (200, "application/x-ndjson"));
     let records = check_stream(&job, &lines, &Domain::BASE, false);
     let total: usize = records.values().map(Vec::len).sum();
-    assert_eq!(status["progress"]["records_written"].as_u64(), Some(total as u64));
+    assert_eq!(status["progress_detail"]["records_written"].as_u64(), Some(total as u64));
     assert_matches_database(&records, &ids).await;
 
     // Chunks are stored LZ4-compressed (the default), well under their NDJSON size.
@@ -537,7 +538,7 @@ async fn the_same_message_delivered_twice_gives_one_result_counted_once() {
         .map(|d| d["chunks"].as_array().map_or(0, Vec::len))
         .sum();
     assert_eq!(chunks.len(), listed, "stored chunks vs manifest");
-    assert_eq!(status["progress"]["records_written"], manifest["total_records"]);
+    assert_eq!(status["progress_detail"]["records_written"], manifest["total_records"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,7 +556,7 @@ async fn a_message_that_keeps_failing_ends_in_the_dead_letter_queue_and_its_job_
     let job = accepted["job_id"].as_str().expect("job").to_owned();
     let status = system.wait_terminal(&job, Duration::from_secs(120)).await;
     assert_eq!(status["status"], "failed");
-    assert_eq!(status["error"]["code"], "SOURCE_ERROR");
+    assert_eq!(status["error_code"], "SOURCE_ERROR");
     let deadline = Instant::now() + Duration::from_secs(60);
     let dead = loop {
         let got =
@@ -634,7 +635,7 @@ async fn a_job_past_its_timeout_fails_with_job_timeout_and_no_result() {
     let job = accepted["job_id"].as_str().expect("job").to_owned();
     let status = system.wait_terminal(&job, Duration::from_secs(120)).await;
     assert_eq!(status["status"], "failed", "{status}");
-    assert_eq!(status["error"]["code"], "JOB_TIMEOUT");
+    assert_eq!(status["error_code"], "JOB_TIMEOUT");
     let elapsed = status["elapsed_seconds"].as_f64().expect("elapsed");
     assert!(elapsed >= 2.0, "failed after {elapsed} s, before its timeout");
     let job_id: JobId = job.parse().expect("id");

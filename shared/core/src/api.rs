@@ -64,6 +64,10 @@ impl Accepted {
 }
 
 /// A job's status: `GET /api/trace/job/{id}`, an entry of the history, the answer of cancel.
+///
+/// The dashboard's front end reads `job_id`, `status`, `profile`, `cid_count`, `domains`, `progress`
+/// (text), `created_at` (epoch seconds), `elapsed_seconds` and `error` (text or null): those names and
+/// types are its wire contract. The rest is this project's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobInfo {
     /// The job.
@@ -76,20 +80,28 @@ pub struct JobInfo {
     pub cid_count: u64,
     /// Domains, in result order.
     pub domains: Vec<Domain>,
-    /// Progress of the current run.
-    pub progress: Progress,
+    /// Progress as one line of text ([`Progress::describe`]): `queued`, `history 2/5: 45,000 of
+    /// 114,000 ids (39.5%)`, `complete`, …
+    pub progress: String,
+    /// Progress of the current run, structured.
+    pub progress_detail: Progress,
     /// The queue.
     pub queue: QueueKind,
-    /// Submitted.
+    /// Submitted, in seconds since the Unix epoch (milliseconds as the fraction).
+    #[serde(with = "epoch_seconds")]
     pub created_at: DateTime<Utc>,
-    /// Started.
+    /// Started, in epoch seconds.
+    #[serde(with = "epoch_seconds::option", default)]
     pub started_at: Option<DateTime<Utc>>,
-    /// Ended.
+    /// Ended, in epoch seconds.
+    #[serde(with = "epoch_seconds::option", default)]
     pub completed_at: Option<DateTime<Utc>>,
     /// Seconds run so far (or in all).
     pub elapsed_seconds: f64,
-    /// Why it failed.
-    pub error: Option<JobError>,
+    /// Why it failed, in words (null unless failed).
+    pub error: Option<String>,
+    /// The failure's stable code (`SOURCE_ERROR`, `JOB_TIMEOUT`, …; null unless failed).
+    pub error_code: Option<String>,
     /// Worker attempts.
     pub attempt: u32,
 }
@@ -97,20 +109,68 @@ pub struct JobInfo {
 impl JobInfo {
     /// The answer for a job at `now`.
     pub fn of(meta: JobMeta, now: DateTime<Utc>) -> Self {
+        let (error, error_code) = match meta.error.clone() {
+            Some(JobError { code, message }) => (Some(message), Some(code)),
+            None => (None, None),
+        };
+        let elapsed_seconds = meta.elapsed_seconds(now);
+        let progress = meta.progress.describe(meta.status, &meta.domains);
         JobInfo {
-            elapsed_seconds: meta.elapsed_seconds(now),
+            elapsed_seconds,
+            progress,
             job_id: meta.job_id,
             status: meta.status,
             profile: meta.profile,
             cid_count: meta.cid_count,
             domains: meta.domains,
-            progress: meta.progress,
+            progress_detail: meta.progress,
             queue: meta.queue,
             created_at: meta.created_at,
             started_at: meta.started_at,
             completed_at: meta.completed_at,
-            error: meta.error,
+            error,
+            error_code,
             attempt: meta.attempt,
+        }
+    }
+}
+
+/// Timestamps as seconds since the Unix epoch, a JSON number with milliseconds as the fraction (the
+/// dashboard's `created_at`).
+mod epoch_seconds {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    fn to_seconds(t: &DateTime<Utc>) -> f64 {
+        t.timestamp_millis() as f64 / 1000.0
+    }
+
+    fn from_seconds<E: serde::de::Error>(s: f64) -> Result<DateTime<Utc>, E> {
+        DateTime::from_timestamp_millis((s * 1000.0).round() as i64)
+            .ok_or_else(|| E::custom(format!("{s} is not a time in epoch seconds")))
+    }
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(to_seconds(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        from_seconds(f64::deserialize(d)?)
+    }
+
+    /// The same for an optional time (null when absent).
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_some(&to_seconds(t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<f64>::deserialize(d)?.map(from_seconds).transpose()
         }
     }
 }
@@ -402,6 +462,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_has_the_dashboard_field_types_and_round_trips() {
+        let created = DateTime::parse_from_rfc3339("2026-11-30T10:00:00.250Z").unwrap().with_timezone(&Utc);
+        let mut meta = JobMeta::new(
+            JobId::new(),
+            Profile::MidSectionDefect,
+            3,
+            vec![Domain::History],
+            QueueKind::Heavy,
+            created,
+        );
+        meta.status = JobStatus::Failed;
+        meta.error = Some(JobError { code: "SOURCE_ERROR".into(), message: "the database failed".into() });
+        let info = JobInfo::of(meta, created);
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["progress"], "failed");
+        assert_eq!(json["created_at"], 1_796_032_800.25);
+        assert_eq!(json["started_at"], Value::Null);
+        assert_eq!(
+            (json["error"].as_str(), json["error_code"].as_str()),
+            (Some("the database failed"), Some("SOURCE_ERROR"))
+        );
+        assert!(json["progress_detail"].is_object() && json["elapsed_seconds"].is_number());
+        assert_eq!(serde_json::from_value::<JobInfo>(json).unwrap(), info);
+    }
+
+    #[test]
     fn accepted_round_trips_with_the_client_fields() {
         let job = JobId::new();
         let a = Accepted::queued(job, QueueKind::Light);
@@ -476,11 +562,12 @@ mod tests {
     #[test]
     fn the_error_body_reads_what_the_server_writes() {
         let error = crate::TraceError::TooManyRequests { retry_after_seconds: 7 };
-        let body: ErrorBody = serde_json::from_value(error.body()).unwrap();
+        let written = error.body();
+        let body: ErrorBody = serde_json::from_value(written.clone()).unwrap();
         assert_eq!(body.code, "TOO_MANY_REQUESTS");
         assert_eq!(body.message, error.to_string());
         assert_eq!(body.details["retry_after_seconds"], 7);
-        assert_eq!(serde_json::to_value(&body).unwrap(), error.body());
+        assert_eq!(serde_json::to_value(&body).unwrap(), written);
     }
 
     #[test]

@@ -133,9 +133,29 @@ impl TraceError {
         }
     }
 
-    /// The JSON body: `{"code", "message", …}` plus the fields the client reads for some codes.
+    /// The JSON body at the current time: see [`TraceError::body_at`].
     pub fn body(&self) -> Value {
-        let mut body = json!({ "code": self.code(), "message": self.to_string() });
+        self.body_at(chrono::Utc::now())
+    }
+
+    /// The JSON body: `{"code", "message", …}` plus the fields the client reads for some codes, inside
+    /// the dashboard's envelope — `"success": false`, `"error": {"code", "message"}` and
+    /// `"meta": {"timestamp", "retry_after_seconds"?}` — so both this project's client (top-level
+    /// `code`/`message`) and the dashboard's (`error.message`, `error.code`, `meta.retry_after_seconds`)
+    /// read it.
+    pub fn body_at(&self, now: chrono::DateTime<chrono::Utc>) -> Value {
+        let (code, message) = (self.code(), self.to_string());
+        let mut meta = json!({ "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) });
+        if let TraceError::TooManyRequests { retry_after_seconds } = self {
+            meta["retry_after_seconds"] = json!(retry_after_seconds);
+        }
+        let mut body = json!({
+            "success": false,
+            "code": code,
+            "message": message,
+            "error": { "code": code, "message": message },
+            "meta": meta,
+        });
         let extra = match self {
             TraceError::CidLimitExceeded { cid_count, limit } => {
                 json!({ "cid_count": cid_count, "limit": limit })
@@ -179,6 +199,21 @@ mod tests {
         assert_eq!(body["cid_count"], 60_000);
         assert_eq!(body["limit"], 50_000);
         assert!(body["message"].as_str().unwrap().contains("60000"));
+        assert_eq!(
+            (body["success"].as_bool(), body["error"]["code"].as_str()),
+            (Some(false), Some("CID_LIMIT_EXCEEDED"))
+        );
+        assert_eq!(body["error"]["message"], body["message"]);
+        assert!(body["meta"]["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn rate_limit_body_carries_the_wait_where_the_dashboard_reads_it() {
+        let body = TraceError::TooManyRequests { retry_after_seconds: 7 }.body();
+        assert_eq!(
+            (body["retry_after_seconds"].as_u64(), body["meta"]["retry_after_seconds"].as_u64()),
+            (Some(7), Some(7))
+        );
     }
 
     #[test]
