@@ -96,6 +96,7 @@ impl Bench {
             ("TRACE_LIGHT_QUEUE_URL", light),
             ("TRACE_BUCKET", name.clone()),
             ("TRACE_RATE_LIMIT_REQUESTS", "1000000000".into()),
+            ("TRACE_SUBMIT_RATE_LIMIT_REQUESTS", "1000000000".into()),
             // The processes' log level: RUST_LOG when set, warnings otherwise.
             ("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())),
         ]

@@ -417,10 +417,10 @@ async fn status_errors_and_unfinished_results_have_their_codes() {
 }
 
 #[tokio::test]
-async fn the_61st_status_request_in_a_minute_is_refused() {
+async fn the_61st_status_request_and_the_16th_submit_in_a_minute_are_refused() {
     let system = System::start(Options {
         no_workers: true,
-        env: env(&[("TRACE_RATE_LIMIT_REQUESTS", "60")]),
+        env: env(&[("TRACE_RATE_LIMIT_REQUESTS", "60"), ("TRACE_SUBMIT_RATE_LIMIT_REQUESTS", "15")]),
         ..Default::default()
     })
     .await;
@@ -445,6 +445,14 @@ async fn the_61st_status_request_in_a_minute_is_refused() {
         .await
         .expect("get");
     assert_eq!(r.status().as_u16(), 404);
+    // Submits count apart from the reads (the 60 reads above do not use them up): 15, then 429.
+    for i in 1..=15 {
+        let (code, body) = system.submit(&json!({ "container_ids": [] })).await;
+        assert_eq!((code, body["code"].as_str()), (400, Some("EMPTY_CONTAINER_IDS")), "submit {i}");
+    }
+    let (code, body) = system.submit(&json!({ "container_ids": ["CID-0000001"] })).await;
+    assert_eq!((code, body["code"].as_str()), (429, Some("TOO_MANY_REQUESTS")), "{body}");
+    assert!(body["meta"]["retry_after_seconds"].as_u64().is_some_and(|s| (1..=60).contains(&s)), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

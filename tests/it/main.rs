@@ -6,6 +6,7 @@
 mod backfill;
 mod changed_contract;
 mod client;
+mod dashboard;
 mod docs;
 mod functions_e2e;
 mod jobs_contract;

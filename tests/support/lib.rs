@@ -86,7 +86,7 @@ pub async fn redis_store() -> RedisJobStore {
 /// A Redis rate limiter of `limit` requests per `window` under a fresh key prefix.
 pub async fn redis_limiter(limit: u64, window: Duration) -> RedisRateLimiter {
     let conn = redis_connection::connect(&required("REDIS_URL")).await.expect("connect to Redis");
-    RedisRateLimiter::new(conn, &unique("test"), limit, window)
+    RedisRateLimiter::new(conn, &unique("test"), "reads", limit, window)
 }
 
 /// Redis backfill markers under a fresh key prefix.

@@ -108,6 +108,7 @@ impl System {
             ("TRACE_LIGHT_QUEUE_URL".into(), light.clone()),
             ("TRACE_BUCKET".into(), name.clone()),
             ("TRACE_RATE_LIMIT_REQUESTS".into(), "100000".into()),
+            ("TRACE_SUBMIT_RATE_LIMIT_REQUESTS".into(), "100000".into()),
             ("TRACE_WORKER_VISIBILITY_SECONDS".into(), "30".into()),
             ("TRACE_WORKER_HEARTBEAT_SECONDS".into(), "5".into()),
             ("RUST_LOG".into(), "info".into()),

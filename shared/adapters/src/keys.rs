@@ -36,9 +36,9 @@ impl Keys {
         format!("{}:jobs", self.prefix)
     }
 
-    /// A caller's request count.
-    pub fn rate_limit(&self, caller: &str) -> String {
-        format!("{}:ratelimit:{caller}", self.prefix)
+    /// A caller's request count in one limit (`reads`, `submits`).
+    pub fn rate_limit(&self, limit: &str, caller: &str) -> String {
+        format!("{}:ratelimit:{limit}:{caller}", self.prefix)
     }
 
     /// The marker of batch `batch` of the backfill window `window` (`start/end`).
@@ -56,7 +56,7 @@ mod tests {
         let keys = Keys::new("trace");
         assert_eq!(keys.job_meta("j1"), "trace:job:j1:meta");
         assert_eq!(keys.job_history(), "trace:jobs");
-        assert_eq!(keys.rate_limit("10.0.0.1"), "trace:ratelimit:10.0.0.1");
+        assert_eq!(keys.rate_limit("reads", "10.0.0.1"), "trace:ratelimit:reads:10.0.0.1");
         assert_eq!(
             keys.backfill_marker("2025-01-01T00:00:00Z/2025-01-02T00:00:00Z", 3),
             "trace:backfill:2025-01-01T00:00:00Z/2025-01-02T00:00:00Z:3"

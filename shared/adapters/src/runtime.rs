@@ -82,6 +82,7 @@ impl BackendsFromConfig for Backends {
             jobs: redis.jobs,
             source,
             limiter: redis.limiter,
+            submit_limiter: redis.submit_limiter,
             markers: redis.markers,
             changes,
         })
@@ -111,6 +112,7 @@ async fn aws_backends(config: &Config) -> (Arc<dyn JobQueue>, Arc<dyn JobQueue>,
 struct RedisBackends {
     jobs: Arc<dyn JobStore>,
     limiter: Arc<dyn RateLimiter>,
+    submit_limiter: Arc<dyn RateLimiter>,
     markers: Arc<dyn BackfillMarkers>,
 }
 
@@ -118,10 +120,12 @@ struct RedisBackends {
 /// configured (so every instance shares them), in this process otherwise.
 async fn redis_backends(config: &Config) -> Result<RedisBackends, BackendError> {
     let (limit, window) = (config.rate_limit_requests, config.rate_limit_window);
+    let (submits, submit_window) = (config.submit_rate_limit_requests, config.submit_rate_limit_window);
     let Some(url) = &config.redis_url else {
         return Ok(RedisBackends {
             jobs: Arc::new(MemoryJobStore::new()),
             limiter: Arc::new(MemoryRateLimiter::new(limit, window)),
+            submit_limiter: Arc::new(MemoryRateLimiter::new(submits, submit_window)),
             markers: Arc::new(MemoryMarkers::new()),
         });
     };
@@ -129,7 +133,14 @@ async fn redis_backends(config: &Config) -> Result<RedisBackends, BackendError> 
     let prefix = &config.redis_key_prefix;
     Ok(RedisBackends {
         jobs: Arc::new(RedisJobStore::from_connection(conn.clone(), prefix)),
-        limiter: Arc::new(RedisRateLimiter::new(conn.clone(), prefix, limit, window)),
+        limiter: Arc::new(RedisRateLimiter::new(conn.clone(), prefix, "reads", limit, window)),
+        submit_limiter: Arc::new(RedisRateLimiter::new(
+            conn.clone(),
+            prefix,
+            "submits",
+            submits,
+            submit_window,
+        )),
         markers: Arc::new(RedisMarkers::new(conn, prefix)),
     })
 }

@@ -47,6 +47,8 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_WORKER_QUEUE", "light", "Which queue a worker process polls: heavy or light.", "worker"),
     var("TRACE_RATE_LIMIT_REQUESTS", "60", "Requests per window per caller on status, result and stream (429 above).", "status, stream"),
     var("TRACE_RATE_LIMIT_WINDOW_SECONDS", "60", "The rate-limit window.", "status, stream"),
+    var("TRACE_SUBMIT_RATE_LIMIT_REQUESTS", "15", "Submits per window per caller on POST /api/trace/events (429 above), counted apart from the job reads.", "submit"),
+    var("TRACE_SUBMIT_RATE_LIMIT_WINDOW_SECONDS", "60", "The submit rate-limit window.", "submit"),
     var("TRACE_BACKFILL_WINDOW_SECONDS", "3600", "Length of a backfill window: a run covers [end - length, end), end = its scheduled time truncated to a multiple of the length, and queues jobs for the containers with a history row moved out in it.", "backfill"),
     var("TRACE_HEAVY_QUEUE_URL", "", "SQS URL of the heavy queue; unset = an in-process queue (local run).", "submit, worker, backfill"),
     var("TRACE_LIGHT_QUEUE_URL", "", "SQS URL of the light queue; unset = an in-process queue (local run).", "submit, worker, backfill"),
@@ -127,6 +129,10 @@ pub struct Config {
     pub rate_limit_requests: u64,
     /// `TRACE_RATE_LIMIT_WINDOW_SECONDS`.
     pub rate_limit_window: Duration,
+    /// `TRACE_SUBMIT_RATE_LIMIT_REQUESTS`.
+    pub submit_rate_limit_requests: u64,
+    /// `TRACE_SUBMIT_RATE_LIMIT_WINDOW_SECONDS`.
+    pub submit_rate_limit_window: Duration,
     /// `TRACE_BACKFILL_WINDOW_SECONDS`.
     pub backfill_window: Duration,
     /// `TRACE_HEAVY_QUEUE_URL`.
@@ -344,6 +350,8 @@ impl Config {
             worker_queue,
             rate_limit_requests: r.count("TRACE_RATE_LIMIT_REQUESTS")? as u64,
             rate_limit_window: r.seconds("TRACE_RATE_LIMIT_WINDOW_SECONDS")?,
+            submit_rate_limit_requests: r.count("TRACE_SUBMIT_RATE_LIMIT_REQUESTS")? as u64,
+            submit_rate_limit_window: r.seconds("TRACE_SUBMIT_RATE_LIMIT_WINDOW_SECONDS")?,
             backfill_window: r.seconds("TRACE_BACKFILL_WINDOW_SECONDS")?,
             heavy_queue_url: r.optional("TRACE_HEAVY_QUEUE_URL", &["http://", "https://"], url)?,
             light_queue_url: r.optional("TRACE_LIGHT_QUEUE_URL", &["http://", "https://"], url)?,
@@ -406,6 +414,7 @@ mod tests {
         assert_eq!(c.fetch_size, 5_000);
         assert_eq!(c.id_batch_size, 1_000);
         assert_eq!(c.rate_limit_requests, 60);
+        assert_eq!((c.submit_rate_limit_requests, c.submit_rate_limit_window.as_secs()), (15, 60));
         assert_eq!(c.redis_url, None);
         assert_eq!(c.worker_queue, QueueKind::Light);
         assert_eq!(c.chunk_encoding, crate::encoding::ChunkEncoding::Lz4);

@@ -322,8 +322,10 @@ pub struct Backends {
     pub jobs: Arc<dyn JobStore>,
     /// Where events come from.
     pub source: Arc<dyn EventSource>,
-    /// Rate limiter of the job routes.
+    /// Rate limiter of the job reads (status, history, cancel, result, stream).
     pub limiter: Arc<dyn RateLimiter>,
+    /// Rate limiter of submits, counted apart from the reads.
+    pub submit_limiter: Arc<dyn RateLimiter>,
     /// Markers of the backfill's batches.
     pub markers: Arc<dyn BackfillMarkers>,
     /// Where the backfill finds the changed containers.

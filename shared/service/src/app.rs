@@ -14,8 +14,10 @@ pub struct App {
     pub config: Arc<Config>,
     /// Queues, stores, source, counters and markers.
     pub backends: Backends,
-    /// Rate limiter of the job routes.
+    /// Rate limiter of the job reads.
     pub limiter: Limiter,
+    /// Rate limiter of submits.
+    pub submit_limiter: Limiter,
 }
 
 impl std::fmt::Debug for App {
@@ -29,6 +31,7 @@ impl App {
     /// so every instance shares the count).
     pub fn new(config: Config, backends: Backends) -> Self {
         let limiter = Limiter::new(backends.limiter.clone());
-        App { config: Arc::new(config), backends, limiter }
+        let submit_limiter = Limiter::new(backends.submit_limiter.clone());
+        App { config: Arc::new(config), backends, limiter, submit_limiter }
     }
 }

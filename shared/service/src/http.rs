@@ -135,6 +135,9 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn submit_handler(State(app): State<App>, request: Request) -> Response {
+    if let Err(e) = app.submit_limiter.check(&caller(&request)).await {
+        return ApiError(e).into_response();
+    }
     // Read at most one byte past the limit ourselves, so an oversized body gets our JSON answer.
     let limit = app.config.limits.max_body_bytes;
     let body = match axum::body::to_bytes(request.into_body(), limit.saturating_add(1)).await {
@@ -290,5 +293,25 @@ mod tests {
                 (StatusCode::TOO_MANY_REQUESTS, Some("TOO_MANY_REQUESTS"))
             );
         }
+    }
+
+    #[tokio::test]
+    async fn submits_have_their_own_rate_limit() {
+        let app =
+            app_with(&[("TRACE_SUBMIT_RATE_LIMIT_REQUESTS", "2"), ("TRACE_RATE_LIMIT_REQUESTS", "2")]).await;
+        let router = router(app, &[Part::Submit, Part::Status]);
+        let submit = |router: Router| async move {
+            let request = Request::builder()
+                .method("POST")
+                .uri("/api/trace/events")
+                .body(Body::from(r#"{"container_ids":["A"],"domains":["holds"]}"#))
+                .unwrap();
+            router.oneshot(request).await.unwrap().status()
+        };
+        assert_eq!(submit(router.clone()).await, StatusCode::OK);
+        assert_eq!(submit(router.clone()).await, StatusCode::OK);
+        assert_eq!(submit(router.clone()).await, StatusCode::TOO_MANY_REQUESTS);
+        // The reads' own window is untouched by the submits.
+        assert_eq!(get(&router, "/api/trace/jobs").await.0, StatusCode::OK);
     }
 }

@@ -1,4 +1,4 @@
-//! Request counts in Redis (`{prefix}:ratelimit:{caller}`, expiring with the window), shared by every
+//! Request counts in Redis (`{prefix}:ratelimit:{limit}:{caller}`, expiring with the window), shared by every
 //! instance of every function.
 
 use std::time::Duration;
@@ -17,6 +17,7 @@ use crate::redis_connection::failed;
 pub struct RedisRateLimiter {
     conn: ConnectionManager,
     keys: Keys,
+    name: &'static str,
     limit: u64,
     window: Duration,
     script: Script,
@@ -26,6 +27,7 @@ impl std::fmt::Debug for RedisRateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisRateLimiter")
             .field("prefix", &self.keys.prefix())
+            .field("name", &self.name)
             .field("limit", &self.limit)
             .field("window", &self.window)
             .finish_non_exhaustive()
@@ -42,9 +44,16 @@ return {n, ttl}
 "#;
 
 impl RedisRateLimiter {
-    /// A limiter of `limit` requests per `window` over `conn`; its keys start with `prefix`.
-    pub fn new(conn: ConnectionManager, prefix: &str, limit: u64, window: Duration) -> Self {
-        RedisRateLimiter { conn, keys: Keys::new(prefix), limit, window, script: Script::new(HIT) }
+    /// A limiter of `limit` requests per `window` over `conn`, named `name` (its counts are apart from
+    /// other limits'); its keys start with `prefix`.
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: &str,
+        name: &'static str,
+        limit: u64,
+        window: Duration,
+    ) -> Self {
+        RedisRateLimiter { conn, keys: Keys::new(prefix), name, limit, window, script: Script::new(HIT) }
     }
 }
 
@@ -53,7 +62,7 @@ impl RateLimiter for RedisRateLimiter {
     async fn hit(&self, caller: &str) -> Result<RateVerdict, BackendError> {
         let (count, ttl_ms): (u64, u64) = self
             .script
-            .key(self.keys.rate_limit(caller))
+            .key(self.keys.rate_limit(self.name, caller))
             .arg(self.window.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await
