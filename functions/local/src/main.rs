@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = serve::shutdown_signal();
     let workers: Vec<_> = [QueueKind::Heavy, QueueKind::Light]
         .into_iter()
-        .map(|kind| tokio::spawn(worker::run_loop(app.clone(), kind, shutdown.clone())))
+        .map(|kind| tokio::spawn(worker::poll_queue(app.clone(), kind, shutdown.clone())))
         .collect();
     eprintln!(
         "trace-local on http://{addr}\n  try: curl -s -X POST http://{addr}/api/trace/events -H 'content-type: application/json' \\\n         -d '{{\"container_ids\":[\"CID-0000001\",\"CID-0000002\"],\"domains\":[\"holds\"]}}'"

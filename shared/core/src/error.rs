@@ -3,6 +3,8 @@
 //! Every error answer of every function is built here, by [`TraceError::body`], so no handler invents
 //! its own JSON. The codes are the wire contract of the existing dashboard client: never rename them.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::job::JobStatus;
@@ -84,14 +86,31 @@ pub enum TraceError {
         retry_after_seconds: u64,
     },
     /// A backend (queue, store, database) failed.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{message}")]
+    Unavailable {
+        /// What the caller is told (it names the backend's error).
+        message: String,
+        /// The backend's error, kept (with its own sources) for the log.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// No route has that path (or that method).
+    #[error("no such route")]
+    NoSuchRoute,
     /// A bug or an unexpected state.
     #[error("{0}")]
     Internal(String),
 }
 
 impl TraceError {
+    /// A backend failure: the caller is told `message`, the log also gets `source` and its chain.
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        TraceError::Unavailable { message: message.into(), source: Some(Cause(Arc::new(source))) }
+    }
+
     /// The stable code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -109,7 +128,8 @@ impl TraceError {
             TraceError::JobNotCancellable { .. } => "JOB_NOT_CANCELLABLE",
             TraceError::JobResultExpired(_) => "JOB_RESULT_EXPIRED",
             TraceError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
-            TraceError::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            TraceError::NoSuchRoute => "NOT_FOUND",
+            TraceError::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             TraceError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -125,10 +145,10 @@ impl TraceError {
             | TraceError::UnknownProfile(_)
             | TraceError::InvalidParameter { .. } => 400,
             TraceError::PayloadTooLarge { .. } | TraceError::CidLimitExceeded { .. } => 413,
-            TraceError::JobNotFound(_) | TraceError::JobResultExpired(_) => 404,
+            TraceError::JobNotFound(_) | TraceError::JobResultExpired(_) | TraceError::NoSuchRoute => 404,
             TraceError::JobNotComplete { .. } | TraceError::JobNotCancellable { .. } => 409,
             TraceError::TooManyRequests { .. } => 429,
-            TraceError::Unavailable(_) => 503,
+            TraceError::Unavailable { .. } => 503,
             TraceError::Internal(_) => 500,
         }
     }
@@ -180,6 +200,29 @@ impl TraceError {
     }
 }
 
+/// The error behind a [`TraceError`], shared so that the error stays cheap to clone. Two causes are
+/// equal when they read the same.
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
 impl From<crate::profile::UnknownProfile> for TraceError {
     fn from(e: crate::profile::UnknownProfile) -> Self {
         TraceError::UnknownProfile(e.0)
@@ -214,6 +257,15 @@ mod tests {
             (body["retry_after_seconds"].as_u64(), body["meta"]["retry_after_seconds"].as_u64()),
             (Some(7), Some(7))
         );
+    }
+
+    #[test]
+    fn unavailable_keeps_its_source_and_tells_its_message() {
+        let cause = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        let e = TraceError::unavailable(format!("job store: {cause}"), cause);
+        assert_eq!((e.http_status(), e.body()["message"].as_str()), (503, Some("job store: timed out")));
+        let source = std::error::Error::source(&e).expect("the source is kept");
+        assert_eq!(source.to_string(), "timed out");
     }
 
     #[test]

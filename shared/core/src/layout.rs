@@ -19,11 +19,6 @@ use crate::encoding::ChunkEncoding;
 use crate::ids::{ContainerId, JobId};
 use crate::profile::Profile;
 
-/// All objects of a job start with this.
-pub fn job_prefix(job: &JobId) -> String {
-    format!("jobs/{job}/")
-}
-
 /// The input ids object.
 pub fn input_key(job: &JobId) -> String {
     format!("jobs/{job}/input.json")
@@ -123,13 +118,6 @@ pub struct DomainManifest {
     pub records: u64,
     /// Its chunks, in result order.
     pub chunks: Vec<ChunkEntry>,
-}
-
-impl DomainManifest {
-    /// Number of chunks.
-    pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
-    }
 }
 
 /// The description of a complete result. Written last.
@@ -241,11 +229,6 @@ impl ChunkBuilder {
     /// Seals what is open, if anything (at the end of the domain).
     pub fn finish(&mut self) -> Option<SealedChunk> {
         (self.records > 0).then(|| self.seal())
-    }
-
-    /// Records in the open chunk.
-    pub fn open_records(&self) -> usize {
-        self.records
     }
 
     fn seal(&mut self) -> SealedChunk {

@@ -14,55 +14,26 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use trace_core::aggregation::{MsdAggregation, MsdAggregator, MsdInputs};
 use trace_core::ids::IdList;
-use trace_core::ports::{BackendError, EventSource, JobStoreError, QueueError, SourceError, StoreError};
+use trace_core::ports::{BackendError, EventSource, SourceError};
 use trace_core::record::RowBatch;
 use trace_core::{ContainerId, Domain, Profile};
 
-/// Why a run stopped early. The variants say what happens next: see `worker::Disposition`.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The event source failed (transient).
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// The object store failed (transient).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The job store failed (transient).
-    #[error(transparent)]
-    Jobs(#[from] JobStoreError),
-    /// The queue failed (transient).
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    /// A caller cancelled the job.
-    #[error("the job was cancelled")]
-    Cancelled,
-    /// Another worker took the job over (this one was presumed dead).
-    #[error("another worker took the job over")]
-    Superseded,
-    /// The job ran past `TRACE_JOB_TIMEOUT_SECONDS`.
-    #[error("the job ran longer than {0} s")]
-    Timeout(u64),
-    /// The process is shutting down: release the job.
-    #[error("the worker is shutting down")]
-    Shutdown,
-    /// An inline answer outgrew its byte budget.
-    #[error("the answer is larger than {0} bytes")]
-    TooLarge(usize),
-    /// The job's input is missing or unreadable (permanent).
-    #[error("bad job input: {0}")]
-    BadInput(String),
-}
-
-/// Receives what the engine reads.
+/// Receives what the engine reads. Each sink has its own error type, saying what can stop a run of
+/// it; the engine's own failures reach it as [`SourceError`]s.
 #[async_trait]
 pub trait RecordSink: Send {
+    /// Why this sink stops a run (its own reasons, and the event source's failures).
+    type Error: From<SourceError> + Send;
     /// One fetch of rows of a requested domain, in result order within the domain.
-    async fn rows(&mut self, batch: &RowBatch) -> Result<(), RunError>;
-    /// Every row of the first `ids_done` ids has been handed over; `next` is the domain read next.
-    async fn ids_done(&mut self, ids_done: u64, next: Option<Domain>) -> Result<(), RunError>;
+    async fn rows(&mut self, batch: &RowBatch) -> Result<(), Self::Error>;
+    /// Every row of the first `ids_done` ids has been handed over.
+    async fn ids_done(&mut self, ids_done: u64) -> Result<(), Self::Error> {
+        let _ = ids_done;
+        Ok(())
+    }
     /// Every row of a requested domain has been handed over (told once per domain, in the last id
     /// batch, while the domains after it are still being read).
-    async fn domain_done(&mut self, domain: Domain) -> Result<(), RunError> {
+    async fn domain_done(&mut self, domain: Domain) -> Result<(), Self::Error> {
         let _ = domain;
         Ok(())
     }
@@ -109,14 +80,14 @@ enum Read {
 /// For MSD, the aggregation's inputs (`MsdInputs::for_request`: `rejects` or `downstream_rejects`,
 /// `history` or `upstream_history`) are read even when not requested (for the aggregation only).
 /// The reading runs as a task of its own (its decoding on another core than the sink's rendering).
-pub async fn run(
+pub async fn read_into<S: RecordSink + ?Sized>(
     source: Arc<dyn EventSource>,
     ids: Arc<dyn Ids>,
     profile: Profile,
     domains: &[Domain],
     id_batch_size: usize,
-    sink: &mut dyn RecordSink,
-) -> Result<Option<MsdAggregation>, RunError> {
+    sink: &mut S,
+) -> Result<Option<MsdAggregation>, S::Error> {
     let mut aggregator =
         profile.is_msd().then(|| MsdAggregator::with_inputs(MsdInputs::for_request(domains)));
     let mut order: Vec<Domain> = domains.to_vec();
@@ -128,7 +99,6 @@ pub async fn run(
         }
     }
     let total = ids.count() as u64;
-    let first = order.first().copied();
     let (tx, mut rx) = mpsc::channel::<Result<Read, SourceError>>(1);
     let mut reader = Reader(tokio::spawn(read_ahead(source, ids, order, id_batch_size, tx)));
     let mut ids_read = 0u64;
@@ -153,11 +123,11 @@ pub async fn run(
                     if let Some(agg) = aggregator.as_mut() {
                         agg.end_batch();
                     }
-                    sink.ids_done(done, first.filter(|_| done < total)).await?;
+                    sink.ids_done(done).await?;
                 }
             }
         }
-        Ok::<(), RunError>(())
+        Ok::<(), S::Error>(())
     }
     .await;
     if consumed.is_err() {
@@ -245,6 +215,15 @@ mod tests {
 
     use super::*;
 
+    /// Why a test sink's run stopped.
+    #[derive(Debug, thiserror::Error)]
+    enum SinkStop {
+        #[error(transparent)]
+        Source(#[from] SourceError),
+        #[error("the sink stopped")]
+        Cancelled,
+    }
+
     /// Counts what it is handed and gives the reader time to run ahead at every fetch.
     struct SlowSink {
         records: u64,
@@ -256,21 +235,23 @@ mod tests {
 
     #[async_trait]
     impl RecordSink for SlowSink {
-        async fn rows(&mut self, batch: &RowBatch) -> Result<(), RunError> {
+        type Error = SinkStop;
+
+        async fn rows(&mut self, batch: &RowBatch) -> Result<(), SinkStop> {
             assert!(!self.finished.contains(&batch.domain()), "rows of {} after its end", batch.domain());
             self.fetches += 1;
             if Some(self.fetches) == self.fail_at_fetch {
-                return Err(RunError::Cancelled);
+                return Err(SinkStop::Cancelled);
             }
             self.records += batch.len() as u64;
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             Ok(())
         }
-        async fn ids_done(&mut self, ids_done: u64, _next: Option<Domain>) -> Result<(), RunError> {
+        async fn ids_done(&mut self, ids_done: u64) -> Result<(), SinkStop> {
             self.ids_done.push(ids_done);
             Ok(())
         }
-        async fn domain_done(&mut self, domain: Domain) -> Result<(), RunError> {
+        async fn domain_done(&mut self, domain: Domain) -> Result<(), SinkStop> {
             self.finished.push(domain);
             Ok(())
         }
@@ -299,7 +280,7 @@ mod tests {
         let ids = ids(600);
         let mut sink =
             SlowSink { records: 0, fetches: 0, ids_done: vec![], finished: vec![], fail_at_fetch: None };
-        let agg = run(source, Arc::new(ids.clone()), Profile::QueryTool, &Domain::ALL, 250, &mut sink)
+        let agg = read_into(source, Arc::new(ids.clone()), Profile::QueryTool, &Domain::ALL, 250, &mut sink)
             .await
             .unwrap();
         assert!(agg.is_none());
@@ -320,7 +301,7 @@ mod tests {
         let mut sink =
             SlowSink { records: 0, fetches: 0, ids_done: vec![], finished: vec![], fail_at_fetch: None };
         let domains = [Domain::Holds, Domain::Materials];
-        let agg = run(source, Arc::new(ids(600)), Profile::MidSectionDefect, &domains, 250, &mut sink)
+        let agg = read_into(source, Arc::new(ids(600)), Profile::MidSectionDefect, &domains, 250, &mut sink)
             .await
             .unwrap();
         assert!(agg.is_some());
@@ -334,10 +315,10 @@ mod tests {
         let source = Arc::new(DatasetSource::new(100).with_gauge(gauge.clone()));
         let mut sink =
             SlowSink { records: 0, fetches: 0, ids_done: vec![], finished: vec![], fail_at_fetch: Some(5) };
-        let err = run(source, Arc::new(ids(600)), Profile::QueryTool, &Domain::ALL, 250, &mut sink)
+        let err = read_into(source, Arc::new(ids(600)), Profile::QueryTool, &Domain::ALL, 250, &mut sink)
             .await
             .unwrap_err();
-        assert!(matches!(err, RunError::Cancelled), "{err}");
+        assert!(matches!(err, SinkStop::Cancelled), "{err}");
         assert_eq!(sink.fetches, 5);
         assert_eq!(gauge.current(), 0);
     }
@@ -380,10 +361,11 @@ mod tests {
         });
         let mut sink =
             SlowSink { records: 0, fetches: 0, ids_done: vec![], finished: vec![], fail_at_fetch: None };
-        let err = run(source, Arc::new(ids(600)), Profile::QueryTool, &[Domain::History], 250, &mut sink)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, RunError::Source(_)), "{err}");
+        let err =
+            read_into(source, Arc::new(ids(600)), Profile::QueryTool, &[Domain::History], 250, &mut sink)
+                .await
+                .unwrap_err();
+        assert!(matches!(err, SinkStop::Source(_)), "{err}");
         assert!(sink.fetches >= 1, "it read before dying");
     }
 }

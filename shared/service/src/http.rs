@@ -30,7 +30,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
-            tracing::error!(code = self.0.code(), error = %self.0, "request failed");
+            // As an error value, so the log shows its sources too.
+            tracing::error!(
+                code = self.0.code(),
+                error = &self.0 as &dyn std::error::Error,
+                "request failed"
+            );
         }
         let mut response = (status, Json(self.0.body())).into_response();
         if let TraceError::TooManyRequests { retry_after_seconds } = self.0 {
@@ -83,10 +88,7 @@ pub fn router(app: App, parts: &[Part]) -> Router {
     if parts.iter().any(|p| matches!(p, Part::Status | Part::Stream)) {
         open = open.merge(limited.route_layer(middleware::from_fn_with_state(app.clone(), rate_limit)));
     }
-    open.fallback(|| async {
-        (StatusCode::NOT_FOUND, Json(serde_json::json!({"code": "NOT_FOUND", "message": "no such route"})))
-    })
-    .with_state(app)
+    open.fallback(|| async { ApiError(TraceError::NoSuchRoute) }).with_state(app)
 }
 
 /// Who is calling: the API key when one is sent, else the client address (API Gateway's source IP,

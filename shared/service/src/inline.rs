@@ -1,6 +1,6 @@
 //! The inline answer: the whole result in one JSON body, built within a byte budget
 //! (`TRACE_INLINE_MAX_BYTES`). Lambda's buffered answers stop at 6 MB; when the budget would be
-//! exceeded the run stops at once with [`RunError::TooLarge`] and submit turns the request into a job.
+//! exceeded the run stops at once with [`InlineError::TooLarge`] and submit turns the request into a job.
 //!
 //! Answer: `{"stage":"events","results":{"<domain>":{"data":[…],"count":n}},"aggregation":{…}|null}`.
 
@@ -8,11 +8,23 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use trace_core::api::{DomainRecords, EventsAnswer, InlineResult, RenderedRecords};
+use trace_core::ports::SourceError;
 use trace_core::record::RowBatch;
 use trace_core::{Domain, TraceRequest};
 
-use crate::engine::{self, RecordSink, RunError};
+use crate::engine::{self, RecordSink};
 use crate::App;
+
+/// Why an inline answer was not given.
+#[derive(Debug, thiserror::Error)]
+pub enum InlineError {
+    /// The answer outgrew its byte budget: run the request as a job instead.
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The event source failed: the caller is told the service is unavailable.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
 
 /// Bytes of the answer around the records (keys, counts, braces), generously.
 const FRAME_BYTES: usize = 64;
@@ -26,7 +38,9 @@ struct InlineSink {
 
 #[async_trait]
 impl RecordSink for InlineSink {
-    async fn rows(&mut self, batch: &RowBatch) -> Result<(), RunError> {
+    type Error = InlineError;
+
+    async fn rows(&mut self, batch: &RowBatch) -> Result<(), InlineError> {
         let Some((_, records)) = self.parts.iter_mut().find(|(d, _)| *d == batch.domain()) else {
             return Ok(());
         };
@@ -34,24 +48,20 @@ impl RecordSink for InlineSink {
         for i in 0..batch.len() {
             records.push_with(|out| batch.write_row_json(i, out));
             if self.used + (records.byte_len() - before) > self.budget {
-                return Err(RunError::TooLarge(self.budget));
+                return Err(InlineError::TooLarge(self.budget));
             }
         }
         self.used += records.byte_len() - before;
         Ok(())
     }
-
-    async fn ids_done(&mut self, _: u64, _: Option<Domain>) -> Result<(), RunError> {
-        Ok(())
-    }
 }
 
 /// Runs `request` inline; the JSON answer, or `TooLarge` past the budget.
-pub async fn run(app: &App, request: &TraceRequest) -> Result<Vec<u8>, RunError> {
+pub async fn run(app: &App, request: &TraceRequest) -> Result<Vec<u8>, InlineError> {
     let budget = app.config.limits.inline_max_bytes;
     let parts = request.domains.iter().map(|d| (*d, RenderedRecords::default())).collect();
     let mut sink = InlineSink { budget, used: FRAME_BYTES * (request.domains.len() + 1), parts };
-    let aggregation = engine::run(
+    let aggregation = engine::read_into(
         app.backends.source.clone(),
         Arc::new(request.ids.clone()),
         request.profile,
@@ -62,7 +72,7 @@ pub async fn run(app: &App, request: &TraceRequest) -> Result<Vec<u8>, RunError>
     .await?;
     let aggregation_bytes = aggregation.as_ref().map_or(4, |a| serde_json::to_vec(a).map_or(0, |v| v.len()));
     if sink.used + aggregation_bytes > budget {
-        return Err(RunError::TooLarge(budget));
+        return Err(InlineError::TooLarge(budget));
     }
     let results =
         sink.parts.into_iter().map(|(d, data)| (d, DomainRecords { count: data.count(), data })).collect();

@@ -7,12 +7,12 @@
 use bytes::Bytes;
 use futures::stream::{self, Stream};
 use trace_core::api::{DomainPage, EventsAnswer, RenderedRecords, ResultPage};
-use trace_core::layout::{self, ChunkEntry, Manifest};
+use trace_core::layout::{self, ChunkCorrupt, ChunkEntry, Manifest};
 use trace_core::ndjson::{write_records_line, StreamLine};
 use trace_core::ports::StoreError;
 use trace_core::{Domain, JobStatus, TraceError};
 
-use crate::status::parse_job_id;
+use crate::status::{job_store_unavailable, parse_job_id};
 use crate::App;
 
 /// Most records one page returns.
@@ -21,12 +21,7 @@ pub const MAX_PAGE: usize = 5000;
 /// The manifest of a finished job, or the error the caller should see.
 pub async fn finished_manifest(app: &App, id: &str) -> Result<Manifest, TraceError> {
     let job_id = parse_job_id(id)?;
-    let meta = app
-        .backends
-        .jobs
-        .get(&job_id)
-        .await
-        .map_err(|e| TraceError::Unavailable(format!("job store: {e}")))?;
+    let meta = app.backends.jobs.get(&job_id).await.map_err(job_store_unavailable)?;
     if let Some(meta) = &meta {
         if meta.status != JobStatus::Finished {
             return Err(TraceError::JobNotComplete { status: meta.status });
@@ -39,7 +34,7 @@ pub async fn finished_manifest(app: &App, id: &str) -> Result<Manifest, TraceErr
             return Err(TraceError::JobResultExpired(id.to_owned()))
         }
         Err(StoreError::NotFound(_)) => return Err(TraceError::JobNotFound(id.to_owned())),
-        Err(e) => return Err(TraceError::Unavailable(format!("object store: {e}"))),
+        Err(e) => return Err(TraceError::unavailable(format!("object store: {e}"), e)),
     };
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| TraceError::Internal(format!("manifest of {id} is unreadable: {e}")))?;
@@ -49,13 +44,53 @@ pub async fn finished_manifest(app: &App, id: &str) -> Result<Manifest, TraceErr
     Ok(manifest)
 }
 
+/// Why a chunk of a finished job could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ChunkError {
+    /// The chunk is gone though the manifest lists it.
+    #[error("result chunk {0} is missing")]
+    Missing(String),
+    /// The object store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The chunk does not match its manifest entry.
+    #[error(transparent)]
+    Corrupt(#[from] ChunkCorrupt),
+}
+
+impl ChunkError {
+    /// The code of the stream's `error` line.
+    fn code(&self) -> &'static str {
+        match self {
+            ChunkError::Missing(_) => "CHUNK_MISSING",
+            ChunkError::Store(_) => "STORE_ERROR",
+            ChunkError::Corrupt(_) => "CHUNK_CORRUPT",
+        }
+    }
+}
+
+impl From<StoreError> for ChunkError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(key) => ChunkError::Missing(key),
+            e => ChunkError::Store(e),
+        }
+    }
+}
+
+impl From<ChunkError> for TraceError {
+    fn from(e: ChunkError) -> Self {
+        match e {
+            ChunkError::Store(store) => TraceError::unavailable(store.to_string(), store),
+            e => TraceError::Internal(e.to_string()),
+        }
+    }
+}
+
 /// Reads one chunk and checks it against its manifest entry; its NDJSON.
-async fn read_chunk(app: &App, entry: &ChunkEntry) -> Result<Bytes, (String, String)> {
-    let stored = app.backends.store.get(&entry.key).await.map_err(|e| match e {
-        StoreError::NotFound(k) => ("CHUNK_MISSING".to_owned(), format!("result chunk {k} is missing")),
-        e => ("STORE_ERROR".to_owned(), e.to_string()),
-    })?;
-    entry.decode(stored).map_err(|e| ("CHUNK_CORRUPT".to_owned(), e.to_string()))
+async fn read_chunk(app: &App, entry: &ChunkEntry) -> Result<Bytes, ChunkError> {
+    let stored = app.backends.store.get(&entry.key).await?;
+    Ok(entry.decode(stored)?)
 }
 
 fn line(l: &StreamLine) -> Bytes {
@@ -112,8 +147,9 @@ pub async fn stream(
                         write_records_line(&mut out, dm.domain, c as u64, &body);
                         (Bytes::from(out), Step::Chunk(d, c + 1))
                     }
-                    Err((code, message)) => {
-                        tracing::error!(job_id = %m.job_id, code, message, "stream stopped");
+                    Err(e) => {
+                        let (code, message) = (e.code().to_owned(), e.to_string());
+                        tracing::error!(job_id = %m.job_id, code, error = &e as &dyn std::error::Error, "stream stopped");
                         (line(&StreamLine::Error { code, message }), Step::Done)
                     }
                 }
@@ -189,10 +225,7 @@ pub async fn page(
     for entry in &dm.chunks {
         let last = first + entry.records;
         if last > offset && first < end {
-            let body = read_chunk(app, entry).await.map_err(|(code, message)| match code.as_str() {
-                "STORE_ERROR" => TraceError::Unavailable(message),
-                _ => TraceError::Internal(message),
-            })?;
+            let body = read_chunk(app, entry).await?;
             let skip = offset.saturating_sub(first) as usize;
             let take = (end.min(last) - first.max(offset)) as usize;
             for record in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).skip(skip).take(take) {

@@ -8,13 +8,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::SystemTime;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use axum::Router;
 use lambda_runtime::{service_fn, LambdaEvent};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use trace_core::config::in_lambda;
 use trace_core::ports::{Delivery, JobQueue};
 use trace_core::QueueKind;
@@ -88,30 +89,28 @@ pub async fn worker(app: App) -> Result<(), ServeError> {
         let app = Arc::new(app);
         return lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
             let app = app.clone();
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default();
-            let time_left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            let time_left = event.context.deadline().duration_since(SystemTime::now()).unwrap_or_default();
+            let invocation_ends = Instant::now() + time_left;
             async move {
-                Ok::<_, lambda_runtime::Error>(sqs_batch(&app, kind, event.payload, Some(time_left)).await)
+                Ok::<_, lambda_runtime::Error>(
+                    sqs_batch(&app, kind, event.payload, Some(invocation_ends)).await,
+                )
             }
         }))
         .await;
     }
-    worker::run_loop(app, kind, shutdown_signal()).await;
+    worker::poll_queue(app, kind, shutdown_signal()).await;
     Ok(())
 }
 
 /// Handles an SQS event: every record that is not done is reported as a batch item failure, so only
-/// it comes back; the others are deleted by Lambda. `time_left` is the invocation's remaining time.
+/// it comes back; the others are deleted by Lambda. `invocation_ends` is when the invocation ends.
 pub async fn sqs_batch(
     app: &App,
     kind: QueueKind,
     event: SqsEvent,
-    time_left: Option<Duration>,
+    invocation_ends: Option<Instant>,
 ) -> SqsBatchResponse {
-    let started = tokio::time::Instant::now();
     let queue: Arc<dyn JobQueue> = app.backends.queue(kind).clone();
     let (_never, shutdown) = watch::channel(false);
     let mut failures = Vec::new();
@@ -132,8 +131,7 @@ pub async fn sqs_batch(
             receipt: record.receipt_handle.clone().unwrap_or_default(),
             body: record.body.clone().unwrap_or_default(),
         };
-        let left = time_left.map(|t| t.saturating_sub(started.elapsed()));
-        match worker::handle(app, &queue, &delivery, shutdown.clone(), left).await {
+        match worker::handle_delivery(app, &queue, &delivery, shutdown.clone(), invocation_ends).await {
             Disposition::Delete => {}
             Disposition::Retry { after } => {
                 if let Err(e) = queue.extend_visibility(&delivery.receipt, after).await {

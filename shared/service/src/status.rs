@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use trace_core::job::{JobMeta, JobStatus};
-use trace_core::ports::CasOutcome;
+use trace_core::ports::{CasOutcome, JobStoreError};
 use trace_core::{JobId, TraceError};
 
 use crate::App;
@@ -23,8 +23,9 @@ pub fn parse_job_id(id: &str) -> Result<JobId, TraceError> {
     })
 }
 
-fn unavailable(e: impl std::fmt::Display) -> TraceError {
-    TraceError::Unavailable(format!("job store: {e}"))
+/// A job-store failure as the caller sees it.
+pub(crate) fn job_store_unavailable(e: JobStoreError) -> TraceError {
+    TraceError::unavailable(format!("job store: {e}"), e)
 }
 
 /// Reads a job, or `JOB_NOT_FOUND`.
@@ -34,7 +35,7 @@ pub async fn load(app: &App, id: &str) -> Result<JobMeta, TraceError> {
         .jobs
         .get(&job_id)
         .await
-        .map_err(unavailable)?
+        .map_err(job_store_unavailable)?
         .ok_or_else(|| TraceError::JobNotFound(job_id.to_string()))
 }
 
@@ -67,7 +68,7 @@ pub async fn list(app: &App, status: Option<&str>, limit: Option<&str>) -> Resul
         .jobs
         .list_recent(status, limit)
         .await
-        .map_err(unavailable)?
+        .map_err(job_store_unavailable)?
         .into_iter()
         .map(|m| StatusBody::of(m, now))
         .collect();
@@ -86,7 +87,13 @@ pub async fn cancel(app: &App, id: &str) -> Result<StatusBody, TraceError> {
         let cancelled = meta
             .transitioned(JobStatus::Cancelled, Utc::now(), None)
             .map_err(|e| TraceError::Internal(e.to_string()))?;
-        match app.backends.jobs.compare_and_set(meta.guard(), &cancelled).await.map_err(unavailable)? {
+        match app
+            .backends
+            .jobs
+            .compare_and_set(meta.guard(), &cancelled)
+            .await
+            .map_err(job_store_unavailable)?
+        {
             CasOutcome::Applied => {
                 tracing::info!(job_id = %cancelled.job_id, "job cancelled");
                 return Ok(StatusBody::of(cancelled, Utc::now()));
@@ -95,5 +102,5 @@ pub async fn cancel(app: &App, id: &str) -> Result<StatusBody, TraceError> {
             CasOutcome::Missing => return Err(TraceError::JobNotFound(id.to_owned())),
         }
     }
-    Err(TraceError::Unavailable("the job kept changing; cancel again".into()))
+    Err(TraceError::Unavailable { message: "the job kept changing; cancel again".into(), source: None })
 }

@@ -13,8 +13,8 @@ use trace_core::layout::{self, JobInput};
 use trace_core::message::ShardMessage;
 use trace_core::{JobId, QueueKind, TraceError, TraceRequest};
 
-use crate::engine::RunError;
-use crate::{inline, App};
+use crate::inline::{self, InlineError};
+use crate::App;
 
 /// What submit answers.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
     match admission::admit(&request, &app.config.limits)? {
         Admission::Inline => match inline::run(app, &request).await {
             Ok(json) => Ok(Answer::Inline(json)),
-            Err(RunError::TooLarge(budget)) => {
+            Err(InlineError::TooLarge(budget)) => {
                 tracing::info!(
                     cid_count = request.cid_count(),
                     budget,
@@ -43,7 +43,7 @@ pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
                 let queue = admission::route(&request, &app.config.limits);
                 enqueue(app, &request, queue).await.map(Answer::Accepted)
             }
-            Err(e) => Err(TraceError::Unavailable(e.to_string())),
+            Err(InlineError::Source(e)) => Err(TraceError::unavailable(e.to_string(), e)),
         },
         Admission::Async(queue) => enqueue(app, &request, queue).await.map(Answer::Accepted),
     }
@@ -66,14 +66,14 @@ pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Res
         .store
         .put(&layout::input_key(&job_id), Bytes::from(input))
         .await
-        .map_err(|e| TraceError::Unavailable(format!("storing the job input failed: {e}")))?;
+        .map_err(|e| TraceError::unavailable(format!("storing the job input failed: {e}"), e))?;
     let cid_count = request.cid_count() as u64;
     let meta = JobMeta::new(job_id, request.profile, cid_count, request.domains.clone(), queue, Utc::now());
     backends
         .jobs
         .create(&meta, app.config.job_ttl)
         .await
-        .map_err(|e| TraceError::Unavailable(format!("creating the job failed: {e}")))?;
+        .map_err(|e| TraceError::unavailable(format!("creating the job failed: {e}"), e))?;
     let message = ShardMessage::whole(job_id, request.profile, request.domains.clone(), cid_count);
     let id = job_id.to_string();
     if let Err(e) = backends.queue(queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await {
@@ -83,9 +83,8 @@ pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Res
                 tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
             }
         }
-        return Err(TraceError::Unavailable(format!(
-            "queueing job {id} failed ({e}); the job is marked failed"
-        )));
+        let message = format!("queueing job {id} failed ({e}); the job is marked failed");
+        return Err(TraceError::unavailable(message, e));
     }
     tracing::info!(job_id = %id, cid_count, queue = queue.as_str(), profile = %request.profile, "job queued");
     Ok(Accepted::queued(job_id, queue))

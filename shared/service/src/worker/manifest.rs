@@ -1,0 +1,38 @@
+//! Step 4: complete the result. The manifest goes last among the objects (its presence means the
+//! result is complete), then the job is marked finished, if it is still ours.
+
+use bytes::Bytes;
+use chrono::Utc;
+use trace_core::aggregation::MsdAggregation;
+use trace_core::job::{JobMeta, JobStatus, Progress};
+use trace_core::layout::{self, DomainManifest, Manifest};
+use trace_core::Profile;
+
+use super::lease::{Lease, LeaseLost};
+use super::ShardError;
+use crate::App;
+
+/// Stores the manifest of the job's chunks (`domains`, in result order).
+pub(super) async fn write(
+    app: &App,
+    meta: &JobMeta,
+    profile: Profile,
+    domains: Vec<DomainManifest>,
+    aggregation: Option<MsdAggregation>,
+) -> Result<(), ShardError> {
+    let aggregation = aggregation.map(|a| serde_json::to_value(a).unwrap_or_default());
+    let manifest = Manifest::new(meta.job_id, profile, domains, aggregation, Utc::now());
+    let body = serde_json::to_vec(&manifest).map_err(|e| ShardError::BadInput(e.to_string()))?;
+    app.backends.store.put(&layout::manifest_key(&meta.job_id), Bytes::from(body)).await?;
+    tracing::debug!("manifest stored");
+    Ok(())
+}
+
+/// `started → finished` with the run's final `progress`, unless the job was cancelled or taken over
+/// meanwhile.
+pub(super) async fn mark_finished(app: &App, lease: &Lease, progress: &Progress) -> Result<(), ShardError> {
+    let done = JobMeta { progress: progress.clone(), ..lease.meta().clone() };
+    let finished =
+        done.transitioned(JobStatus::Finished, Utc::now(), None).map_err(|_| LeaseLost::TakenOver)?;
+    lease.held_after(app.backends.jobs.compare_and_set(lease.meta().guard(), &finished).await?)
+}

@@ -1,0 +1,215 @@
+//! The worker: runs one queue message (a shard of a job) into result chunks.
+//!
+//! A message goes through these steps, one file each, in this order:
+//!
+//! 1. [`lease`]: claim the job with a compare-and-set (`queued → started`; a `started` job whose
+//!    heartbeat is older than the visibility timeout is taken over; anything else is a duplicate),
+//!    then keep the message invisible and the job's heartbeat fresh while the run lasts;
+//! 2. [`input`]: read the shard's ids from the job's input;
+//! 3. [`chunks`]: run the [`engine`](crate::engine) into chunks of `TRACE_STREAM_BATCH_SIZE` records,
+//!    uploaded as they fill;
+//! 4. [`manifest`]: write the manifest last (its presence means the result is complete), then mark
+//!    the job finished;
+//! 5. [`settle`]: record the outcome on the job and decide what happens to the message: one
+//!    [`Disposition`].
+//!
+//! Steps 2–4 run before one [`Deadline`]: the job timeout, or earlier the end of the Lambda
+//! invocation less a margin. Between two batches the run also stops when the lease is lost (a
+//! cancel or a takeover, seen by the heartbeat) or the process is shutting down.
+
+mod chunks;
+mod input;
+mod lease;
+mod manifest;
+mod settle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use trace_core::message::ShardMessage;
+use trace_core::ports::{Delivery, JobQueue, JobStoreError, SourceError, StoreError};
+use trace_core::QueueKind;
+use tracing::Instrument;
+
+pub use lease::LeaseLost;
+pub use settle::{settle_message, Disposition};
+
+use crate::App;
+use chunks::ChunkWriter;
+use lease::{Claim, Lease};
+
+/// Why the run of a claimed shard stopped before its result was complete. [`settle`] turns each
+/// into what happens to the job and the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// The event source failed (transient).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The object store failed (transient).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The job store failed (transient).
+    #[error(transparent)]
+    Jobs(#[from] JobStoreError),
+    /// The job was cancelled or taken over by another worker.
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
+    /// The process is shutting down: release the job.
+    #[error("the worker is shutting down")]
+    Shutdown,
+    /// The run reached its [`Deadline`]; the job timeout in seconds.
+    #[error("the job ran longer than {0} s")]
+    Timeout(u64),
+    /// The job's input is missing or unreadable (permanent).
+    #[error("bad job input: {0}")]
+    BadInput(String),
+}
+
+/// Time kept back from a Lambda invocation's deadline to record the outcome.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
+
+/// When a run must stop: `TRACE_JOB_TIMEOUT_SECONDS` after the claim, or earlier when the Lambda
+/// invocation ends sooner (less [`DEADLINE_MARGIN`]), so the outcome is still recorded.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    job_timeout: Duration,
+}
+
+impl Deadline {
+    fn from_claim(job_timeout: Duration, invocation_ends: Option<Instant>) -> Self {
+        let mut at = Instant::now() + job_timeout;
+        if let Some(end) =
+            invocation_ends.map(|end| end.checked_sub(DEADLINE_MARGIN).unwrap_or(end)).filter(|end| *end < at)
+        {
+            tracing::info!(
+                limit_s = end.saturating_duration_since(Instant::now()).as_secs(),
+                "the invocation ends before the job timeout: run bounded by it"
+            );
+            at = end;
+        }
+        Deadline { at, job_timeout }
+    }
+
+    fn passed(&self) -> ShardError {
+        ShardError::Timeout(self.job_timeout.as_secs())
+    }
+}
+
+/// Polls `kind`'s queue and handles messages one at a time until `shutdown` turns true; the message
+/// in hand is finished or released first.
+pub async fn poll_queue(app: App, kind: QueueKind, mut shutdown: watch::Receiver<bool>) {
+    let queue = app.backends.queue(kind).clone();
+    tracing::info!(queue = kind.as_str(), "worker polling");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let received = tokio::select! {
+            r = queue.receive(1, Duration::from_secs(20), app.config.worker_visibility) => r,
+            _ = shutdown.changed() => break,
+        };
+        let deliveries = match received {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "receive failed; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        for delivery in deliveries {
+            let disposition = handle_delivery(&app, &queue, &delivery, shutdown.clone(), None).await;
+            settle_message(queue.as_ref(), &delivery, disposition).await;
+        }
+    }
+    tracing::info!(queue = kind.as_str(), "worker stopped");
+}
+
+/// Handles one delivery of `queue` and tells what to do with its message. `shutdown` turning true
+/// makes a running job release its message (back to queued, visible at once) at the next batch.
+/// `invocation_ends` is the end of the Lambda invocation: the run stops (failed, `JOB_TIMEOUT`)
+/// before Lambda would kill it unrecorded.
+pub async fn handle_delivery(
+    app: &App,
+    queue: &Arc<dyn JobQueue>,
+    delivery: &Delivery,
+    shutdown: watch::Receiver<bool>,
+    invocation_ends: Option<Instant>,
+) -> Disposition {
+    let message = match ShardMessage::parse(&delivery.body) {
+        Ok(m) => m,
+        Err(reason) => {
+            // Unreadable by any worker: let it reach the dead-letter queue for a human to look at.
+            tracing::error!(message_id = %delivery.message_id, reason, "malformed queue message");
+            return Disposition::Retry { after: Duration::ZERO };
+        }
+    };
+    let span = tracing::info_span!("job", job_id = %message.job_id, shard = message.shard, attempt = tracing::field::Empty);
+    run_shard(app, queue, delivery, &message, shutdown, invocation_ends).instrument(span).await
+}
+
+/// The whole pipeline for one shard message: claim, write the result under a lease, settle.
+async fn run_shard(
+    app: &App,
+    queue: &Arc<dyn JobQueue>,
+    delivery: &Delivery,
+    message: &ShardMessage,
+    shutdown: watch::Receiver<bool>,
+    invocation_ends: Option<Instant>,
+) -> Disposition {
+    let meta = match lease::claim(app, message).await {
+        Ok(Claim::Run(meta)) => meta,
+        Ok(Claim::Duplicate(why)) => {
+            tracing::info!(why, "nothing to do for this message");
+            return Disposition::Delete;
+        }
+        Ok(Claim::Busy) => {
+            tracing::info!("job is running in another worker: message left for later");
+            return Disposition::Retry { after: app.config.worker_visibility };
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not claim the job; message left for a retry");
+            return Disposition::Retry { after: settle::backoff(delivery) };
+        }
+    };
+    tracing::Span::current().record("attempt", meta.attempt);
+    tracing::info!(cid_count = meta.cid_count, "job started");
+    let started = Instant::now();
+    let deadline = Deadline::from_claim(app.config.job_timeout, invocation_ends);
+    let lease = Lease::new(&meta);
+    let heartbeat = lease::keep_alive(app, queue, delivery, &lease);
+    let outcome = write_result(app, message, &lease, shutdown, deadline).await;
+    heartbeat.abort();
+    settle::record_outcome(app, delivery, &lease, outcome, started.elapsed()).await
+}
+
+/// Steps 2–4 before `deadline`: reads the shard's ids, writes their chunks, the manifest last, and
+/// marks the job finished; the number of records written. Whatever stops the run, the uploads in
+/// flight land before this returns, so none lands after the caller's clean-up.
+async fn write_result(
+    app: &App,
+    message: &ShardMessage,
+    lease: &Lease,
+    shutdown: watch::Receiver<bool>,
+    deadline: Deadline,
+) -> Result<u64, ShardError> {
+    let mut chunks = ChunkWriter::new(app, lease, message, shutdown);
+    let steps = async {
+        let ids = input::read_shard_ids(app, lease.meta(), message).await?;
+        let aggregation = chunks.write(ids, message).await?;
+        tracing::debug!("every row read");
+        let domains = chunks.finish(&message.domains).await?;
+        tracing::debug!("every chunk stored");
+        manifest::write(app, lease.meta(), message.profile, domains, aggregation).await?;
+        manifest::mark_finished(app, lease, chunks.progress()).await?;
+        Ok(chunks.progress().records_written)
+    };
+    let outcome =
+        tokio::time::timeout_at(deadline.at, steps).await.unwrap_or_else(|_| Err(deadline.passed()));
+    if outcome.is_err() {
+        chunks.drain().await;
+    }
+    outcome
+}

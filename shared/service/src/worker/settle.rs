@@ -1,0 +1,148 @@
+//! Step 5: settle. The run's outcome is recorded on the job, and the message is deleted or left to
+//! come back: the worker's retry policy is the one `match` of [`record_outcome`].
+
+use std::time::Duration;
+
+use chrono::Utc;
+use trace_core::job::{JobError, JobMeta, JobStatus};
+use trace_core::layout;
+use trace_core::ports::{CasOutcome, Delivery, JobQueue};
+use trace_core::JobId;
+
+use super::chunks::result_prefix;
+use super::lease::{Lease, LeaseLost};
+use super::ShardError;
+use crate::App;
+
+/// What to do with the message after handling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Delete it: done, a duplicate, cancelled, or failed for good (the job says why).
+    Delete,
+    /// Leave it to come back after `after` (a transient error, or a job another worker is running).
+    /// On its last allowed delivery a failing job is marked failed and the queue moves the message to
+    /// its dead-letter queue.
+    Retry {
+        /// When it should be visible again.
+        after: Duration,
+    },
+}
+
+/// The wait before a transiently failed message comes back: longer with each delivery.
+pub(super) fn backoff(delivery: &Delivery) -> Duration {
+    Duration::from_secs(5 * u64::from(delivery.receive_count.clamp(1, 12)))
+}
+
+/// Records the outcome of a run on the job (failed, released, or left as is) and decides what
+/// happens to its message.
+pub(super) async fn record_outcome(
+    app: &App,
+    delivery: &Delivery,
+    lease: &Lease,
+    outcome: Result<u64, ShardError>,
+    elapsed: Duration,
+) -> Disposition {
+    let error = match outcome {
+        Ok(records) => {
+            tracing::info!(records, elapsed_s = elapsed.as_secs_f64(), "job finished");
+            return Disposition::Delete;
+        }
+        Err(error) => error,
+    };
+    let job_id = &lease.meta().job_id;
+    match error {
+        // Drop the duplicate: the job is another worker's now.
+        ShardError::LeaseLost(LeaseLost::TakenOver) => {
+            tracing::warn!("job taken over by another worker: stopping");
+            Disposition::Delete
+        }
+        ShardError::LeaseLost(LeaseLost::Cancelled) => {
+            tracing::info!("job cancelled: partial result removed");
+            remove_result(app, job_id).await;
+            Disposition::Delete
+        }
+        // Release: back to queued and visible at once, for the next worker.
+        ShardError::Shutdown => {
+            transition(app, &lease.current(), JobStatus::Queued, None).await;
+            tracing::info!("shutting down: job released");
+            Disposition::Retry { after: Duration::ZERO }
+        }
+        // Fail the job for good.
+        e @ ShardError::Timeout(_) => {
+            remove_result(app, job_id).await;
+            transition(
+                app,
+                &lease.current(),
+                JobStatus::Failed,
+                Some(job_error("JOB_TIMEOUT", e.to_string())),
+            )
+            .await;
+            Disposition::Delete
+        }
+        ShardError::BadInput(reason) => {
+            transition(app, &lease.current(), JobStatus::Failed, Some(job_error("BAD_INPUT", reason))).await;
+            Disposition::Delete
+        }
+        // Retry, until the last allowed delivery.
+        e @ ShardError::Source(_) => retry_or_fail(app, delivery, lease, "SOURCE_ERROR", e).await,
+        e @ ShardError::Store(_) => retry_or_fail(app, delivery, lease, "STORE_ERROR", e).await,
+        e @ ShardError::Jobs(_) => retry_or_fail(app, delivery, lease, "BACKEND_ERROR", e).await,
+    }
+}
+
+/// A transient failure: the job goes back to queued for a retry after [`backoff`], or, on the
+/// message's last allowed delivery, fails with `code`.
+async fn retry_or_fail(
+    app: &App,
+    delivery: &Delivery,
+    lease: &Lease,
+    code: &str,
+    error: ShardError,
+) -> Disposition {
+    if delivery.receive_count >= app.config.max_receive_count {
+        tracing::error!(error = %error, receives = delivery.receive_count, "job failed on its last delivery");
+        let failure = job_error(code, error.to_string());
+        transition(app, &lease.current(), JobStatus::Failed, Some(failure)).await;
+        // Left undeleted: the queue moves it to the dead-letter queue on its next receive.
+        Disposition::Retry { after: Duration::ZERO }
+    } else {
+        tracing::warn!(error = %error, receives = delivery.receive_count, "job failed; released for a retry");
+        transition(app, &lease.current(), JobStatus::Queued, None).await;
+        Disposition::Retry { after: backoff(delivery) }
+    }
+}
+
+fn job_error(code: &str, message: String) -> JobError {
+    JobError { code: code.to_owned(), message }
+}
+
+/// Moves the job to `to`, unless it changed meanwhile; a failure is logged, not returned.
+async fn transition(app: &App, meta: &JobMeta, to: JobStatus, error: Option<JobError>) {
+    let Ok(next) = meta.transitioned(to, Utc::now(), error) else { return };
+    match app.backends.jobs.compare_and_set(meta.guard(), &next).await {
+        Ok(CasOutcome::Applied) => {}
+        Ok(other) => tracing::warn!(to = %to, outcome = ?other, "job changed meanwhile; status left as is"),
+        Err(e) => tracing::error!(to = %to, error = %e, "could not record the job's status"),
+    }
+}
+
+/// Removes what the run wrote (chunks and manifest); a failure is logged, not returned.
+async fn remove_result(app: &App, job: &JobId) {
+    if let Err(e) = app.backends.store.delete_prefix(&result_prefix(job)).await {
+        tracing::warn!(error = %e, "could not remove a partial result");
+    }
+    if let Err(e) = app.backends.store.delete_prefix(&layout::manifest_key(job)).await {
+        tracing::warn!(error = %e, "could not remove a manifest");
+    }
+}
+
+/// Deletes the message or sets when it comes back.
+pub async fn settle_message(queue: &dyn JobQueue, delivery: &Delivery, disposition: Disposition) {
+    let result = match disposition {
+        Disposition::Delete => queue.delete(&delivery.receipt).await,
+        Disposition::Retry { after } => queue.extend_visibility(&delivery.receipt, after).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(message_id = %delivery.message_id, error = %e, ?disposition, "could not settle the message");
+    }
+}
