@@ -175,7 +175,8 @@ async fn the_dashboard_reads_an_inline_and_an_async_trace() {
 
     // Async: above the threshold, followed through status and stream.
     let many = ids(25_000);
-    let request = json!({ "profile": "query_tool", "container_ids": many, "domains": ["materials", "holds"] });
+    let request =
+        json!({ "profile": "query_tool", "container_ids": many, "domains": ["materials", "holds"] });
     let rebuilt = trace(&system, &request).await.expect("async trace");
     assert_equals_database(&rebuilt, &[Domain::Materials, Domain::Holds], &many).await;
 }
@@ -184,7 +185,9 @@ async fn the_dashboard_reads_an_inline_and_an_async_trace() {
 async fn the_msd_page_runs_backward_and_forward_traces() {
     let system = system().await;
     let many = ids(21_000);
-    for domains in [[Domain::UpstreamHistory, Domain::Materials], [Domain::UpstreamHistory, Domain::DownstreamRejects]] {
+    for domains in
+        [[Domain::UpstreamHistory, Domain::Materials], [Domain::UpstreamHistory, Domain::DownstreamRejects]]
+    {
         let names: Vec<&str> = domains.iter().map(|d| d.as_str()).collect();
         let request = json!({ "profile": "mid_section_defect", "container_ids": many, "domains": names });
         let rebuilt = trace(&system, &request).await.expect("msd trace");

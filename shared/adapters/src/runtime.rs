@@ -145,9 +145,12 @@ async fn redis_backends(config: &Config) -> Result<RedisBackends, BackendError> 
     })
 }
 
+/// The event source and the changed ids, over one database.
+type DatabaseBackends = (Arc<dyn EventSource>, Arc<dyn ChangedIds>);
+
 /// The event source and the changed ids: PostgreSQL (one pool) when configured, the embedded
 /// dataset otherwise.
-fn database_backends(config: &Config) -> Result<(Arc<dyn EventSource>, Arc<dyn ChangedIds>), BackendError> {
+fn database_backends(config: &Config) -> Result<DatabaseBackends, BackendError> {
     Ok(match &config.database_url {
         Some(url) => {
             let pool = postgres::pool(url, config.db_pool_size)?;
