@@ -24,6 +24,9 @@ pub enum InlineError {
     /// The event source failed: the caller is told the service is unavailable.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The answer could not be written as JSON (a stored record that is not JSON): an internal error.
+    #[error("the inline answer could not be written: {0}")]
+    Render(#[source] serde_json::Error),
 }
 
 /// Bytes of the answer around the records (keys, counts, braces), generously.
@@ -77,7 +80,5 @@ pub async fn run(app: &App, request: &TraceRequest) -> Result<Vec<u8>, InlineErr
     let results =
         sink.parts.into_iter().map(|(d, data)| (d, DomainRecords { count: data.count(), data })).collect();
     let answer: InlineResult<RenderedRecords, _> = EventsAnswer::new(results, aggregation);
-    // The records were rendered by `write_row_json` and the aggregation is a plain struct: writing
-    // them cannot fail.
-    Ok(answer.to_json(sink.used + aggregation_bytes).expect("the inline answer is valid JSON"))
+    answer.to_json(sink.used + aggregation_bytes).map_err(InlineError::Render)
 }

@@ -44,6 +44,10 @@ pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
                 enqueue(app, &request, queue).await.map(Answer::Accepted)
             }
             Err(InlineError::Source(e)) => Err(TraceError::unavailable(e.to_string(), e)),
+            Err(e @ InlineError::Render(_)) => {
+                tracing::error!(error = %e, "inline answer");
+                Err(TraceError::Internal("the answer could not be written".to_owned()))
+            }
         },
         Admission::Async(queue) => enqueue(app, &request, queue).await.map(Answer::Accepted),
     }
