@@ -2,7 +2,7 @@
 # infra/bench.sh — THE benchmark command: a private service stack, release builds, trace-bench, stack down.
 #
 #   infra/bench.sh [--ids 114000] [--small 10000] [--repeat 5] [--out bench-results.json]
-#                  [--only worker,stream,status,sync]   (a subset of the parts; all by default)
+#                  [--only worker,stream,status,sync,msd]   (a subset of the parts; all by default)
 #
 # Prints one table (stdout) and writes the same figures as JSON. The stack lives in <repo>/.stack/bench.
 set -euo pipefail

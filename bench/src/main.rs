@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 5] [--out bench-results.json]
-//!                [--only worker,stream,status,sync]
+//!                [--only worker,stream,status,sync,msd]
 //! ```
 //! (`infra/bench.sh` brings the stack up, builds in release mode and runs this binary.)
 //!
@@ -19,7 +19,11 @@
 //!   class (`chrt --fifo`, needs root); with the job's processes (worker, PostgreSQL, emulator)
 //!   pinned to a CPU of their own and the status side to the others, as on separate hosts in AWS.
 //!   Each also reports how long the status process waited for a CPU per request (`schedstat`);
-//! - **sync path**: `POST /api/trace/events` with 20,000 ids: latency and peak RSS of the `submit` process.
+//! - **sync path**: `POST /api/trace/events` with 20,000 ids: latency and peak RSS of the `submit` process;
+//! - **msd**: one MSD job of `--ids` ids run by the `worker` binary as its own process, measured as the
+//!   worker rounds' jobs are (once, no floor): forward tracing (`upstream_history` + `downstream_rejects`,
+//!   the aggregation reads those two only), then backward (`upstream_history` + `materials`, the default;
+//!   the aggregation also reads `rejects`).
 
 mod measure;
 mod processes;
@@ -36,7 +40,7 @@ use trace_adapters::source::postgres;
 use trace_core::{Domain, JobId};
 
 use crate::status_load::Placement;
-use crate::system::{Bench, Stack};
+use crate::system::{Bench, Stack, Trace};
 
 /// The benchmark's flags.
 #[derive(Debug, Parser)]
@@ -73,6 +77,8 @@ pub enum Part {
     Status,
     /// The sync path.
     Sync,
+    /// MSD jobs of `--ids` ids, forward and backward.
+    Msd,
 }
 
 impl Args {
@@ -136,7 +142,7 @@ async fn run_parts(bench: &Bench, args: &Args, results: &mut Map<String, Value>)
     if args.runs(Part::Stream) {
         let job = match last_job {
             Some(job) => job,
-            None => bench.worker(args.ids).await?.1,
+            None => bench.worker(args.ids, Trace::QUERY_TOOL).await?.1,
         };
         let stream = bench.stream(&job).await?;
         eprintln!("stream {}: {stream}", args.ids);
@@ -157,6 +163,13 @@ async fn run_parts(bench: &Bench, args: &Args, results: &mut Map<String, Value>)
             let sync = bench.sync_path(20_000, domains).await?;
             eprintln!("sync: {sync}");
             results.insert(format!("sync_20000_{}", domains.len()), sync);
+        }
+    }
+    if args.runs(Part::Msd) {
+        for trace in Trace::MSD {
+            let (msd, _) = bench.worker(args.ids, trace).await?;
+            eprintln!("{} {}: {msd}", trace.name, args.ids);
+            results.insert(format!("{}_{}", trace.name, args.ids), msd);
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ use trace_core::{Domain, JobId};
 use trace_dataset::container_id;
 
 use crate::processes::{cpu_delta, cpu_snapshot};
-use crate::system::{ids, Bench};
+use crate::system::{ids, Bench, Trace};
 
 impl Bench {
     /// The same SQL the workers run, streamed and discarded.
@@ -37,9 +37,9 @@ impl Bench {
         Ok(json!({ "ids": n, "rows": rows, "seconds": secs, "rows_per_s": rows as f64 / secs, "cpu_s": cpu }))
     }
 
-    /// One job of `n` ids in a fresh worker process.
-    pub async fn worker(&self, n: u64) -> anyhow::Result<(Value, JobId)> {
-        let (queue, app) = self.own_queue(&format!("worker-{n}")).await?;
+    /// One `trace` job of `n` ids in a fresh worker process.
+    pub async fn worker(&self, n: u64, trace: Trace) -> anyhow::Result<(Value, JobId)> {
+        let (queue, app) = self.own_queue(&format!("{}-{n}", trace.name)).await?;
         let worker = self.spawn_worker(queue)?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle_rss = worker.peak_rss_mib();
@@ -48,7 +48,7 @@ impl Bench {
         // From the submit call to the worker's recording the job finished (the wall clock, not this
         // process's polling, ends the run).
         let started = chrono::Utc::now();
-        let job = self.enqueue(&app, n).await?;
+        let job = self.enqueue(&app, n, trace).await?;
         let (_, finished) = self.wait(&job).await?;
         let secs = (finished - started).as_seconds_f64();
         let cpu = cpu_delta(&cpu0, &cpu_snapshot(&pids));
@@ -59,14 +59,16 @@ impl Bench {
         let chunks: usize = m.domains.iter().map(|d| d.chunks.len()).sum();
         let stored: u64 =
             m.domains.iter().flat_map(|d| &d.chunks).map(|c| c.stored_bytes.unwrap_or(c.bytes)).sum();
+        let aggregation_bytes = m.aggregation.as_ref().map(|a| a.to_string().len());
         Ok((
             json!({
-                "ids": n, "records": m.total_records, "seconds": secs,
+                "ids": n, "profile": trace.profile, "domains": trace.domains, "records": m.total_records, "seconds": secs,
                 "records_per_s": m.total_records as f64 / secs,
                 "ndjson_mb": bytes as f64 / 1e6, "ndjson_mb_per_s": bytes as f64 / 1e6 / secs,
                 "stored_mb": stored as f64 / 1e6,
                 "object_store_writes": chunks + 1, "chunks": chunks,
                 "peak_rss_mib": peak, "idle_rss_mib": idle_rss, "cpu_s": cpu,
+                "aggregation_bytes": aggregation_bytes,
             }),
             job,
         ))
@@ -128,7 +130,7 @@ impl Bench {
             let floor = self.floor(n).await?;
             eprintln!("floor {n} ({round}/{repeat}): {floor}");
             floors.push(floor);
-            let (worker, job) = self.worker(n).await?;
+            let (worker, job) = self.worker(n, Trace::QUERY_TOOL).await?;
             eprintln!("worker {n} ({round}/{repeat}): {worker}");
             workers.push(worker);
             last_job = Some(job);

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::processes::{pin, realtime, run_delay_ns, stack_processes, Proc};
-use crate::system::Bench;
+use crate::system::{Bench, Trace};
 
 /// Where the two sides of the status-under-load measurement run: the job's side (the worker,
 /// PostgreSQL, the emulator) and the status side (the status process, Redis, the load generator).
@@ -163,7 +163,7 @@ impl Bench {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let waited_before = run_delay_ns(status.child.id());
         let started = Instant::now();
-        let job = self.enqueue(&app, n.unwrap_or(10)).await?;
+        let job = self.enqueue(&app, n.unwrap_or(10), Trace::QUERY_TOOL).await?;
         let wait = async {
             match n {
                 Some(_) => self.wait(&job).await.map(|(seen, _)| seen),

@@ -20,6 +20,40 @@ use trace_service::{submit, App};
 use crate::processes::Proc;
 use crate::WORKER_MALLOC_ARENA_MAX;
 
+/// What a measured job traces: its profile and domains, with the name its figures go under.
+#[derive(Debug, Clone, Copy)]
+pub struct Trace {
+    /// The figures' name (JSON key prefix) and the tag of the job's queue.
+    pub name: &'static str,
+    /// The job's profile.
+    pub profile: Profile,
+    /// The job's domains.
+    pub domains: &'static [Domain],
+}
+
+impl Trace {
+    /// The query tool over the five tables: the worker rounds' job.
+    pub const QUERY_TOOL: Trace =
+        Trace { name: "worker", profile: Profile::QueryTool, domains: &Domain::BASE };
+    /// MSD forward tracing: its aggregation reads the two requested views and nothing else.
+    pub const MSD_FORWARD: Trace = Trace {
+        name: "msd_forward",
+        profile: Profile::MidSectionDefect,
+        domains: &[Domain::UpstreamHistory, Domain::DownstreamRejects],
+    };
+    /// MSD backward tracing, the default of an MSD request: its aggregation also reads `rejects`.
+    pub const MSD_BACKWARD: Trace =
+        Trace { name: "msd_backward", profile: Profile::MidSectionDefect, domains: &Domain::MSD_DEFAULT };
+
+    /// The MSD jobs the `msd` part runs, in order.
+    pub const MSD: [Trace; 2] = [Trace::MSD_FORWARD, Trace::MSD_BACKWARD];
+
+    /// The domains' wire names joined by `sep`.
+    pub fn domain_names(&self, sep: &str) -> String {
+        self.domains.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(sep)
+    }
+}
+
 /// The system of one benchmark run.
 pub struct Bench {
     /// This run's name: the prefix of its queues, its bucket and its Redis keys.
@@ -197,12 +231,12 @@ impl Bench {
         Ok((url, App { backends, ..self.app.clone() }))
     }
 
-    /// Submits a job of the first `n` ids, every domain, on `app`'s light queue.
-    pub async fn enqueue(&self, app: &App, n: u64) -> anyhow::Result<JobId> {
+    /// Submits a `trace` job of the first `n` ids on `app`'s light queue.
+    pub async fn enqueue(&self, app: &App, n: u64, trace: Trace) -> anyhow::Result<JobId> {
         let request = TraceRequest {
             ids: ids(n),
-            profile: Profile::QueryTool,
-            domains: Domain::BASE.to_vec(),
+            profile: trace.profile,
+            domains: trace.domains.to_vec(),
             params: Default::default(),
         };
         let accepted = submit::enqueue(app, &request, QueueKind::Light).await?;

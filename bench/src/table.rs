@@ -3,7 +3,11 @@
 use serde_json::{Map, Value};
 
 use crate::status_load::Placement;
+use crate::system::Trace;
 use crate::{Args, Part};
+
+/// The worker's memory target (peak RSS, MiB), of the 114,000-id jobs and the MSD jobs.
+const WORKER_PEAK_RSS_TARGET_MIB: f64 = 64.0;
 
 /// A figure for the table: whole numbers from 100 up, two decimals below.
 fn f(v: &Value) -> String {
@@ -90,6 +94,32 @@ pub fn print_table(r: &Map<String, Value>, a: &Args) {
             );
         }
     }
+    if a.runs(Part::Msd) {
+        for trace in Trace::MSD {
+            msd_row(&r, &trace, a.ids);
+        }
+    }
+}
+
+/// The row of the MSD job `trace` at `n` ids, against the worker's memory target.
+fn msd_row(r: &Figures, trace: &Trace, n: u64) {
+    let key = format!("{}_{n}", trace.name);
+    let peak = r.num(&key, "peak_rss_mib");
+    let verdict = if peak <= WORKER_PEAK_RSS_TARGET_MIB { "✓" } else { "✗" };
+    println!(
+        "| worker, MSD {} ({}), {n} ids | {} s, {} records/s, {} records, {} MB NDJSON ({} MB stored), {} object writes, aggregation {} bytes, peak RSS {} MiB (target ≤ {WORKER_PEAK_RSS_TARGET_MIB} MiB {verdict}); CPU s {} |",
+        trace.name.trim_start_matches("msd_"),
+        trace.domain_names(" + "),
+        f(&r.get(&key, "seconds")),
+        f(&r.get(&key, "records_per_s")),
+        r.get(&key, "records"),
+        f(&r.get(&key, "ndjson_mb")),
+        f(&r.get(&key, "stored_mb")),
+        r.get(&key, "object_store_writes"),
+        r.get(&key, "aggregation_bytes"),
+        f(&r.get(&key, "peak_rss_mib")),
+        r.cpu(&key),
+    );
 }
 
 /// The rows of the floor and worker rounds at `n` ids.
