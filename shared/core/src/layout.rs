@@ -29,14 +29,19 @@ pub fn manifest_key(job: &JobId) -> String {
     format!("jobs/{job}/manifest.json")
 }
 
+/// The folder of all of a job's chunks (every domain, every shard).
+pub fn result_prefix(job: &JobId) -> String {
+    format!("jobs/{job}/result/")
+}
+
 /// The folder of one domain's chunks.
 pub fn domain_prefix(job: &JobId, domain: Domain) -> String {
-    format!("jobs/{job}/result/{domain}/")
+    format!("{}{domain}/", result_prefix(job))
 }
 
 /// One chunk's key.
 pub fn chunk_key(job: &JobId, domain: Domain, shard: u32, chunk: u32, encoding: ChunkEncoding) -> String {
-    format!("jobs/{job}/result/{domain}/{shard:04}-{chunk:06}{}", encoding.extension())
+    format!("{}{shard:04}-{chunk:06}{}", domain_prefix(job, domain), encoding.extension())
 }
 
 /// Why a stored chunk cannot be served.

@@ -256,13 +256,10 @@ impl Backfill {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
     use trace_adapters::runtime::{Backends, BackendsFromConfig};
     use trace_core::Config;
 
-    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
-    }
+    use crate::backfill::window::tests::at;
 
     #[test]
     fn batches_are_as_few_and_as_even_as_the_limit_allows() {

@@ -17,7 +17,7 @@ use trace_core::layout::{ChunkBuilder, ChunkEntry, DomainManifest, SealedChunk};
 use trace_core::message::ShardMessage;
 use trace_core::ports::StoreError;
 use trace_core::record::RowBatch;
-use trace_core::{Domain, JobId};
+use trace_core::Domain;
 
 use super::lease::Lease;
 use super::ShardError;
@@ -31,11 +31,6 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 /// finish write the rest). Each write is a job-store round trip on the path of the rows, and a
 /// 114,000-id job fills about 1,500 chunks and id batches.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// Where a job's chunks are stored (every domain, every shard).
-pub(super) fn result_prefix(job: &JobId) -> String {
-    format!("jobs/{job}/result/")
-}
 
 /// Turns fetches into chunks and uploads them as they fill.
 pub(super) struct ChunkWriter<'a> {

@@ -7,7 +7,6 @@ use trace_core::layout;
 use trace_core::message::ShardMessage;
 use trace_core::ports::StoreError;
 
-use super::chunks::result_prefix;
 use super::ShardError;
 use crate::App;
 
@@ -20,7 +19,7 @@ pub(super) async fn read_shard_ids(
     let store = &app.backends.store;
     if meta.attempt > 1 {
         // A previous attempt may have left chunks: start from a clean slate.
-        store.delete_prefix(&result_prefix(&meta.job_id)).await?;
+        store.delete_prefix(&layout::result_prefix(&meta.job_id)).await?;
     }
     let input = match store.get(&layout::input_key(&meta.job_id)).await {
         Ok(b) => b,

@@ -9,7 +9,6 @@ use trace_core::layout;
 use trace_core::ports::{CasOutcome, Delivery, JobQueue};
 use trace_core::JobId;
 
-use super::chunks::result_prefix;
 use super::lease::{Lease, LeaseLost};
 use super::ShardError;
 use crate::App;
@@ -128,7 +127,7 @@ async fn transition(app: &App, meta: &JobMeta, to: JobStatus, error: Option<JobE
 
 /// Removes what the run wrote (chunks and manifest); a failure is logged, not returned.
 async fn remove_result(app: &App, job: &JobId) {
-    if let Err(e) = app.backends.store.delete_prefix(&result_prefix(job)).await {
+    if let Err(e) = app.backends.store.delete_prefix(&layout::result_prefix(job)).await {
         tracing::warn!(error = %e, "could not remove a partial result");
     }
     if let Err(e) = app.backends.store.delete_prefix(&layout::manifest_key(job)).await {
