@@ -55,7 +55,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_BUCKET", "", "S3 bucket for job inputs and results; unset = a folder on disk (TRACE_LOCAL_DIR).", "submit, worker, stream, backfill"),
     var("TRACE_LOCAL_DIR", ".trace-local", "Folder of the on-disk chunk store when TRACE_BUCKET is unset.", "submit, worker, stream, backfill"),
     var("REDIS_URL", "", "Redis for job metadata and rate limits (redis:// or rediss://); unset = in memory (local run).", "submit, status, worker, stream, backfill"),
-    var("REDIS_KEY_PREFIX", "trace", "Prefix of every Redis key (`{prefix}:job:{id}:meta`).", "submit, status, worker, stream, backfill"),
+    var("REDIS_KEY_PREFIX", "trace", "Prefix of every Redis key; the job store's keys carry it as their cluster hash tag (`{trace}:job:{id}:meta`). Letters, digits, '-', '_', '.', ':'.", "submit, status, worker, stream, backfill"),
     var("DATABASE_URL", "", "PostgreSQL with the domain tables (postgres://…); unset = the embedded reference dataset.", "submit, worker, backfill"),
     var("DB_POOL_SIZE", "4", "Database connections per process.", "submit, worker, backfill"),
     var("AWS_ENDPOINT_URL", "", "Endpoint of an SQS/S3-compatible emulator (LocalStack, moto); unset = AWS. Read by the AWS SDK.", "all"),
@@ -279,6 +279,22 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         })
     }
 
+    /// `REDIS_KEY_PREFIX`: a hash tag must not hold braces (they would end the tag early).
+    fn key_prefix(&self) -> Result<String, ConfigError> {
+        let value = self.text("REDIS_KEY_PREFIX");
+        let ok = !value.is_empty()
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        if ok {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                var: "REDIS_KEY_PREFIX",
+                value,
+                expected: "letters, digits, '-', '_', '.' or ':' (no braces: it is the job keys' hash tag)",
+            })
+        }
+    }
+
     /// `TRACE_BUCKET`: unset, or a valid S3 bucket name.
     fn bucket(&self) -> Result<Option<String>, ConfigError> {
         let bucket = self.optional("TRACE_BUCKET", &[], "")?;
@@ -358,7 +374,7 @@ impl Config {
             bucket,
             local_dir: r.text("TRACE_LOCAL_DIR"),
             redis_url: r.optional("REDIS_URL", &["redis://", "rediss://"], "a redis:// or rediss:// URL")?,
-            redis_key_prefix: r.text("REDIS_KEY_PREFIX"),
+            redis_key_prefix: r.key_prefix()?,
             database_url: r.optional(
                 "DATABASE_URL",
                 &["postgres://", "postgresql://"],

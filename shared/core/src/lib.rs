@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod aggregation;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod encoding;
@@ -24,6 +25,7 @@ pub mod record;
 pub mod request;
 
 pub use admission::Admission;
+pub use auth::Principal;
 pub use config::Config;
 pub use domain::Domain;
 pub use encoding::ChunkEncoding;

@@ -1,4 +1,4 @@
-//! Request counts in Redis (`{prefix}:ratelimit:{limit}:{caller}`, expiring with the window), shared by every
+//! Request counts in Redis (`prefix:ratelimit:{limit}:{caller}`, expiring with the window), shared by every
 //! instance of every function.
 
 use std::time::Duration;
