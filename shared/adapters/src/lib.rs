@@ -25,3 +25,4 @@ pub mod redis_connection;
 pub mod runtime;
 pub mod source;
 pub mod store;
+pub mod tls;

@@ -67,7 +67,7 @@ impl BackendsFromConfig for Backends {
     async fn from_config(config: &Config) -> Result<Self, BackendError> {
         let (heavy, light, store) = aws_backends(config).await;
         let redis = redis_backends(config).await?;
-        let (source, changes) = database_backends(config)?;
+        let (source, changes) = database_backends(config).await?;
         tracing::info!(
             queues = if config.heavy_queue_url.is_some() { "sqs" } else { "in-process" },
             store = if config.bucket.is_some() { "s3" } else { "local-dir" },
@@ -121,7 +121,7 @@ struct RedisBackends {
 async fn redis_backends(config: &Config) -> Result<RedisBackends, BackendError> {
     let (limit, window) = (config.rate_limit_requests, config.rate_limit_window);
     let (submits, submit_window) = (config.submit_rate_limit_requests, config.submit_rate_limit_window);
-    let Some(url) = &config.redis_url else {
+    let Some(options) = redis_connection::RedisOptions::from_config(config) else {
         return Ok(RedisBackends {
             jobs: Arc::new(MemoryJobStore::new()),
             limiter: Arc::new(MemoryRateLimiter::new(limit, window)),
@@ -129,7 +129,8 @@ async fn redis_backends(config: &Config) -> Result<RedisBackends, BackendError> 
             markers: Arc::new(MemoryMarkers::new()),
         });
     };
-    let conn = redis_connection::connect(url).await?;
+    let conn = redis_connection::connect_with(&options).await?;
+    tracing::info!(tls = options.tls(), cluster = options.cluster, "redis connected");
     let prefix = &config.redis_key_prefix;
     Ok(RedisBackends {
         jobs: Arc::new(RedisJobStore::from_connection(conn.clone(), prefix)),
@@ -149,11 +150,15 @@ async fn redis_backends(config: &Config) -> Result<RedisBackends, BackendError> 
 type DatabaseBackends = (Arc<dyn EventSource>, Arc<dyn ChangedIds>);
 
 /// The event source and the changed ids: PostgreSQL (one pool) when configured, the embedded
-/// dataset otherwise.
-fn database_backends(config: &Config) -> Result<DatabaseBackends, BackendError> {
+/// dataset otherwise. The pool connects once here, so that a refused certificate stops start-up.
+async fn database_backends(config: &Config) -> Result<DatabaseBackends, BackendError> {
     Ok(match &config.database_url {
         Some(url) => {
-            let pool = postgres::pool(url, config.db_pool_size)?;
+            let tls = postgres::PgTlsOptions::from_config(config);
+            let pool = postgres::pool_with(url, config.db_pool_size, &tls)?;
+            postgres::check(&pool, url, &tls).await?;
+            let (sslmode, _) = postgres::sslmode(url, &tls)?;
+            tracing::info!(sslmode = sslmode.as_str(), "database pool ready");
             let changes = Arc::new(PgChangedIds::new(pool.clone()));
             (Arc::new(postgres::PgSource::new(pool, config.fetch_size, config.id_batch_size)), changes)
         }

@@ -56,7 +56,11 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_LOCAL_DIR", ".trace-local", "Folder of the on-disk chunk store when TRACE_BUCKET is unset.", "submit, worker, stream, backfill"),
     var("REDIS_URL", "", "Redis for job metadata and rate limits (redis:// or rediss://); unset = in memory (local run).", "submit, status, worker, stream, backfill"),
     var("REDIS_KEY_PREFIX", "trace", "Prefix of every Redis key; the job store's keys carry it as their cluster hash tag (`{trace}:job:{id}:meta`). Letters, digits, '-', '_', '.', ':'.", "submit, status, worker, stream, backfill"),
+    var("REDIS_TLS_CA_FILE", "", "PEM bundle of the CAs to trust for a rediss:// REDIS_URL instead of the system roots (ElastiCache's certificates chain to public Amazon roots: leave unset in AWS). Only with rediss://.", "submit, status, worker, stream, backfill"),
+    var("REDIS_CLUSTER", "false", "true: talk to REDIS_URL as a Redis Cluster (ElastiCache Serverless is always clustered); false: a single node.", "submit, status, worker, stream, backfill"),
     var("DATABASE_URL", "", "PostgreSQL with the domain tables (postgres://…); unset = the embedded reference dataset.", "submit, worker, backfill"),
+    var("DATABASE_SSLMODE", "", "TLS to PostgreSQL: disable, require (encrypted, certificate not checked) or verify-full (certificate chained to the roots and naming the host). Unset: the sslmode= of DATABASE_URL, else verify-full in Lambda and disable in a local process.", "submit, worker, backfill"),
+    var("DATABASE_CA_FILE", "", "PEM bundle of the CAs to trust for PostgreSQL's certificate (e.g. the RDS global bundle); unset = the system roots.", "submit, worker, backfill"),
     var("DB_POOL_SIZE", "4", "Database connections per process.", "submit, worker, backfill"),
     var("AWS_ENDPOINT_URL", "", "Endpoint of an SQS/S3-compatible emulator (LocalStack, moto); unset = AWS. Read by the AWS SDK.", "all"),
     var("TRACE_STREAM_RESPONSE", "streaming", "How the stream binary answers in Lambda: streaming (Function URL in RESPONSE_STREAM mode: the NDJSON stream) or buffered (behind the HTTP API: result pages).", "stream"),
@@ -147,8 +151,17 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `REDIS_KEY_PREFIX`.
     pub redis_key_prefix: String,
+    /// `REDIS_TLS_CA_FILE`.
+    pub redis_tls_ca_file: Option<String>,
+    /// `REDIS_CLUSTER`.
+    pub redis_cluster: bool,
     /// `DATABASE_URL`.
     pub database_url: Option<String>,
+    /// `DATABASE_SSLMODE` when set; unset, the URL's `sslmode=` or the default decides
+    /// ([`SslMode::resolve`]).
+    pub database_sslmode: Option<SslMode>,
+    /// `DATABASE_CA_FILE`.
+    pub database_ca_file: Option<String>,
     /// `DB_POOL_SIZE`.
     pub db_pool_size: usize,
     /// `AWS_ENDPOINT_URL`.
@@ -170,6 +183,64 @@ pub enum LogFormat {
     Json,
     /// Human-readable.
     Text,
+}
+
+/// TLS to PostgreSQL, as libpq's `sslmode` (the three modes that mean something definite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// Encrypted, but any certificate is accepted: protects against eavesdropping, not against an
+    /// impostor.
+    Require,
+    /// Encrypted, the certificate chains to the trusted roots and names the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The modes by name.
+    const NAMES: [(&'static str, SslMode); 3] =
+        [("disable", SslMode::Disable), ("require", SslMode::Require), ("verify-full", SslMode::VerifyFull)];
+
+    /// What a bad value should have been.
+    pub const EXPECTED: &'static str = "disable, require or verify-full";
+
+    /// Parses `disable`, `require` or `verify-full`.
+    pub fn parse(value: &str) -> Option<SslMode> {
+        Self::NAMES.iter().find(|(name, _)| *name == value).map(|(_, mode)| *mode)
+    }
+
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, mode)| *mode == self).map(|(name, _)| *name).unwrap_or("disable")
+    }
+
+    /// The mode in effect: `DATABASE_SSLMODE` (`explicit`) first, then the URL's `sslmode=`, then the
+    /// default: `verify-full` in Lambda (RDS refuses plain connections), `disable` in a local process.
+    pub fn resolve(explicit: Option<SslMode>, from_url: Option<SslMode>, lambda: bool) -> SslMode {
+        explicit.or(from_url).unwrap_or(if lambda { SslMode::VerifyFull } else { SslMode::Disable })
+    }
+}
+
+/// Splits a `postgres://` URL into the URL without its `sslmode=` parameter (tokio-postgres knows no
+/// `verify-full`) and that parameter's value, if any. Other parameters stay as they are.
+pub fn split_sslmode(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut mode = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("sslmode=") {
+            Some(value) => {
+                mode = Some(value.to_owned());
+                false
+            }
+            None => !pair.is_empty(),
+        })
+        .collect();
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    (url, mode)
 }
 
 /// Whether this process runs inside AWS Lambda (or `cargo lambda watch`).
@@ -375,11 +446,22 @@ impl Config {
             local_dir: r.text("TRACE_LOCAL_DIR"),
             redis_url: r.optional("REDIS_URL", &["redis://", "rediss://"], "a redis:// or rediss:// URL")?,
             redis_key_prefix: r.key_prefix()?,
+            redis_tls_ca_file: r.optional("REDIS_TLS_CA_FILE", &[], "")?,
+            redis_cluster: r.choice("REDIS_CLUSTER", &[("true", true), ("false", false)], "true or false")?,
             database_url: r.optional(
                 "DATABASE_URL",
                 &["postgres://", "postgresql://"],
                 "a postgres:// URL",
             )?,
+            database_sslmode: match r.text("DATABASE_SSLMODE") {
+                v if v.is_empty() => None,
+                value => Some(SslMode::parse(&value).ok_or(ConfigError {
+                    var: "DATABASE_SSLMODE",
+                    value,
+                    expected: SslMode::EXPECTED,
+                })?),
+            },
+            database_ca_file: r.optional("DATABASE_CA_FILE", &[], "")?,
             db_pool_size: r.number("DB_POOL_SIZE", 1, 256, "a whole number from 1 to 256")? as usize,
             aws_endpoint_url: r.optional("AWS_ENDPOINT_URL", &["http://", "https://"], url)?,
             stream_responses,
@@ -389,8 +471,18 @@ impl Config {
         config.checked()
     }
 
-    /// The rules between variables: the heartbeat comes before the visibility runs out.
+    /// The rules between variables: the heartbeat comes before the visibility runs out; a Redis CA
+    /// bundle only with a TLS URL (else it would be silently unused).
     fn checked(self) -> Result<Self, ConfigError> {
+        if let Some(ca) = &self.redis_tls_ca_file {
+            if !self.redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+                return Err(ConfigError {
+                    var: "REDIS_TLS_CA_FILE",
+                    value: ca.clone(),
+                    expected: "to be set only with a rediss:// REDIS_URL",
+                });
+            }
+        }
         if self.worker_heartbeat >= self.worker_visibility {
             return Err(ConfigError {
                 var: "TRACE_WORKER_HEARTBEAT_SECONDS",
@@ -459,6 +551,10 @@ mod tests {
             ("TRACE_BUCKET", "Bad_Bucket"),
             ("TRACE_JOB_TIMEOUT_SECONDS", "0"),
             ("TRACE_WORKER_HEARTBEAT_SECONDS", "500"),
+            ("REDIS_CLUSTER", "yes"),
+            ("DATABASE_SSLMODE", "verify-ca"),
+            ("DATABASE_SSLMODE", "prefer"),
+            ("REDIS_TLS_CA_FILE", "/ca.pem"),
         ] {
             assert_eq!(with(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
         }
@@ -478,5 +574,69 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), VARIABLES.len(), "duplicate variable");
+    }
+
+    #[test]
+    fn tls_and_cluster_variables() {
+        let c = with(&[]).unwrap();
+        assert_eq!((c.redis_tls_ca_file, c.redis_cluster, c.database_sslmode, c.database_ca_file), (None, false, None, None));
+        let c = with(&[
+            ("REDIS_URL", "rediss://cache:6379"),
+            ("REDIS_TLS_CA_FILE", "/etc/ca.pem"),
+            ("REDIS_CLUSTER", "true"),
+            ("DATABASE_SSLMODE", "verify-full"),
+            ("DATABASE_CA_FILE", "/etc/rds.pem"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis_tls_ca_file.as_deref(), Some("/etc/ca.pem"));
+        assert!(c.redis_cluster);
+        assert_eq!(c.database_sslmode, Some(SslMode::VerifyFull));
+        assert_eq!(c.database_ca_file.as_deref(), Some("/etc/rds.pem"));
+        assert_eq!(with(&[("DATABASE_SSLMODE", "require")]).unwrap().database_sslmode, Some(SslMode::Require));
+        assert_eq!(with(&[("DATABASE_SSLMODE", "disable")]).unwrap().database_sslmode, Some(SslMode::Disable));
+        // A CA bundle for a plain redis:// URL would be silently unused: refused, naming the variable.
+        let e = with(&[("REDIS_URL", "redis://cache:6379"), ("REDIS_TLS_CA_FILE", "/ca.pem")]).unwrap_err();
+        assert_eq!(e.var, "REDIS_TLS_CA_FILE");
+    }
+
+    #[test]
+    fn sslmode_names_round_trip_and_others_are_refused() {
+        for name in ["disable", "require", "verify-full"] {
+            assert_eq!(SslMode::parse(name).map(SslMode::as_str), Some(name));
+        }
+        for bad in ["", "prefer", "allow", "verify-ca", "VERIFY-FULL", "true"] {
+            assert_eq!(SslMode::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sslmode_resolution_order() {
+        use SslMode::*;
+        // The variable wins over the URL, the URL over the default.
+        assert_eq!(SslMode::resolve(Some(Require), Some(Disable), true), Require);
+        assert_eq!(SslMode::resolve(None, Some(Require), true), Require);
+        assert_eq!(SslMode::resolve(None, Some(Disable), true), Disable);
+        // Defaults: verify-full in Lambda, disable in a local process.
+        assert_eq!(SslMode::resolve(None, None, true), VerifyFull);
+        assert_eq!(SslMode::resolve(None, None, false), Disable);
+    }
+
+    #[test]
+    fn sslmode_is_split_from_the_url() {
+        let cases = [
+            ("postgres://u:p@h:5432/db", "postgres://u:p@h:5432/db", None),
+            ("postgres://u@h/db?sslmode=verify-full", "postgres://u@h/db", Some("verify-full")),
+            (
+                "postgres://u@h/db?application_name=x&sslmode=require&connect_timeout=5",
+                "postgres://u@h/db?application_name=x&connect_timeout=5",
+                Some("require"),
+            ),
+            ("postgres://u@h/db?connect_timeout=5", "postgres://u@h/db?connect_timeout=5", None),
+            ("postgres://u@h/db?sslmode=", "postgres://u@h/db", Some("")),
+        ];
+        for (url, rest, mode) in cases {
+            let (got, got_mode) = split_sslmode(url);
+            assert_eq!((got.as_str(), got_mode.as_deref()), (rest, mode), "{url}");
+        }
     }
 }

@@ -10,19 +10,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use trace_core::job::{Guard, JobMeta, JobStatus, Progress};
 use trace_core::ports::{CasOutcome, JobStore, JobStoreError};
 use trace_core::JobId;
 
 use crate::keys::Keys;
-use crate::redis_connection::{self, failed};
+use crate::redis_connection::{self, failed, RedisConnection};
 
 /// A Redis-backed job store. Cheap to clone (the connection manager is shared).
 #[derive(Clone)]
 pub struct RedisJobStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     create: Script,
     cas: Script,
@@ -66,7 +65,7 @@ impl RedisJobStore {
     }
 
     /// Uses an existing connection manager (shared with the rate limiter and the markers).
-    pub fn from_connection(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn from_connection(conn: RedisConnection, prefix: &str) -> Self {
         RedisJobStore {
             conn,
             keys: Keys::new(prefix),

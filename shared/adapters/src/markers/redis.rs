@@ -4,19 +4,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use trace_core::ports::{BackendError, BackfillMarkers, Claim};
 
 use crate::keys::Keys;
-use crate::redis_connection::failed;
+use crate::redis_connection::{failed, RedisConnection};
 
 /// Value of a marker claimed by a run that has not created its job yet.
 const PENDING: &str = "pending";
 
-/// Markers in Redis. Cheap to clone (the connection manager is shared).
+/// Markers in Redis. Cheap to clone (the connection is shared).
 #[derive(Clone)]
 pub struct RedisMarkers {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
 }
 
@@ -28,7 +27,7 @@ impl std::fmt::Debug for RedisMarkers {
 
 impl RedisMarkers {
     /// Markers over `conn`; their keys start with `prefix`.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: RedisConnection, prefix: &str) -> Self {
         RedisMarkers { conn, keys: Keys::new(prefix) }
     }
 }

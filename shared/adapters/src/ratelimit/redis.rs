@@ -4,18 +4,17 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use trace_core::ports::{BackendError, RateLimiter, RateVerdict};
 
 use super::verdict;
 use crate::keys::Keys;
-use crate::redis_connection::failed;
+use crate::redis_connection::{failed, RedisConnection};
 
-/// Counts in Redis. Cheap to clone (the connection manager is shared).
+/// Counts in Redis. Cheap to clone (the connection is shared).
 #[derive(Clone)]
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     name: &'static str,
     limit: u64,
@@ -47,7 +46,7 @@ impl RedisRateLimiter {
     /// A limiter of `limit` requests per `window` over `conn`, named `name` (its counts are apart from
     /// other limits'); its keys start with `prefix`.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         prefix: &str,
         name: &'static str,
         limit: u64,

@@ -7,27 +7,156 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::{NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
+use trace_core::config::{in_lambda, split_sslmode, Config, SslMode};
 use trace_core::domain::ColumnType;
 use trace_core::ports::{BackendError, EventSource, RowCursor, SourceError};
 use trace_core::record::{RowBatch, RowGauge, Value};
 use trace_core::{ContainerId, Domain};
 
 use super::catalog;
+use crate::tls::{self, CaBundle};
 
 fn pg(op: &'static str, e: impl Into<trace_core::ports::BoxError>) -> SourceError {
     SourceError::Backend(BackendError::new("postgres", op, e))
 }
 
-/// A connection pool to the database.
+/// The variable of the PostgreSQL CA bundle, for messages.
+const CA_VAR: &str = "DATABASE_CA_FILE";
+
+/// How connections to the database are secured: `DATABASE_SSLMODE` and `DATABASE_CA_FILE`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgTlsOptions {
+    /// `DATABASE_SSLMODE`; `None`: the URL's `sslmode=`, else the default ([`SslMode::resolve`]).
+    pub sslmode: Option<SslMode>,
+    /// A PEM CA bundle to trust instead of the system roots (`verify-full`).
+    pub ca_file: Option<String>,
+}
+
+impl PgTlsOptions {
+    /// `DATABASE_SSLMODE` and `DATABASE_CA_FILE`.
+    pub fn from_config(config: &Config) -> Self {
+        PgTlsOptions { sslmode: config.database_sslmode, ca_file: config.database_ca_file.clone() }
+    }
+}
+
+/// A connection pool to the database; TLS as the URL's `sslmode=` says (default: `disable` in a
+/// local process, `verify-full` in Lambda), the system roots trusted.
 pub fn pool(url: &str, size: usize) -> Result<Pool, BackendError> {
-    let config: tokio_postgres::Config =
+    pool_with(url, size, &PgTlsOptions::default())
+}
+
+/// The mode in effect for `url` under `tls`, and the URL without its `sslmode=` (which tokio-postgres
+/// cannot parse when it is `verify-full`).
+pub fn sslmode(url: &str, tls: &PgTlsOptions) -> Result<(SslMode, String), BackendError> {
+    let (url, from_url) = split_sslmode(url);
+    let from_url = match from_url {
+        None => None,
+        Some(value) => Some(SslMode::parse(&value).ok_or_else(|| {
+            BackendError::new(
+                "postgres",
+                "parse url",
+                format!("DATABASE_URL: sslmode={value:?} is not supported: use {}", SslMode::EXPECTED),
+            )
+        })?),
+    };
+    Ok((SslMode::resolve(tls.sslmode, from_url, in_lambda()), url))
+}
+
+/// A connection pool to the database, its connections secured as `tls` says: `disable` plain TCP,
+/// `require` encrypted without a certificate check, `verify-full` encrypted with the certificate
+/// checked against `DATABASE_CA_FILE` (or the system roots) and the host name. Connects nothing yet
+/// (see [`check`]).
+pub fn pool_with(url: &str, size: usize, tls: &PgTlsOptions) -> Result<Pool, BackendError> {
+    let (mode, url) = sslmode(url, tls)?;
+    let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| BackendError::new("postgres", "parse url", e))?;
     // A cursor dropped mid-read (cancel, error) leaves its transaction open; every connection is
     // rolled back when it returns to the pool, so the next user gets a clean session.
-    let recycling_method = RecyclingMethod::Custom("ROLLBACK".to_owned());
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method });
+    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Custom("ROLLBACK".to_owned()) };
+    let setup = |e| BackendError::new("postgres", "tls setup", e);
+    if tls.ca_file.is_some() && mode != SslMode::VerifyFull {
+        tracing::warn!(sslmode = mode.as_str(), "{CA_VAR} is set but only used with sslmode verify-full");
+    }
+    let manager = match mode {
+        SslMode::Disable => {
+            config.ssl_mode(PgSslMode::Disable);
+            Manager::from_config(config, NoTls, manager_config)
+        }
+        SslMode::Require => {
+            config.ssl_mode(PgSslMode::Require);
+            let connector = MakeRustlsConnect::new(tls::unverified_config().map_err(setup)?);
+            Manager::from_config(config, connector, manager_config)
+        }
+        SslMode::VerifyFull => {
+            let ca = match &tls.ca_file {
+                Some(path) => Some(CaBundle::read(CA_VAR, path).map_err(setup)?),
+                None => None,
+            };
+            config.ssl_mode(PgSslMode::Require);
+            let connector = MakeRustlsConnect::new(tls::verifying_config(ca.as_ref(), CA_VAR).map_err(setup)?);
+            Manager::from_config(config, connector, manager_config)
+        }
+    };
     Pool::builder(manager).max_size(size.max(1)).build().map_err(|e| BackendError::new("postgres", "pool", e))
+}
+
+/// Connects once, at start-up: a refused certificate, or a server without TLS when TLS is asked
+/// for, is an error naming the variable to fix. Any other failure (the database is down) is only
+/// logged: the requests report it, as before.
+pub async fn check(pool: &Pool, url: &str, tls: &PgTlsOptions) -> Result<(), BackendError> {
+    let (mode, _) = sslmode(url, tls)?;
+    let attempt = tokio::time::timeout(std::time::Duration::from_secs(10), pool.get()).await;
+    let error = match attempt {
+        Ok(Ok(_conn)) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(_) => {
+            tracing::warn!("the database did not answer within 10 s at start-up");
+            return Ok(());
+        }
+    };
+    if mode != SslMode::Disable {
+        if let Some(refusal) = tls::certificate_refusal(&error) {
+            let refused = tls::TlsRefused::new("PostgreSQL", host_of(url), refusal, CA_VAR, tls.ca_file.as_deref());
+            return Err(BackendError::new("postgres", "connect", refused));
+        }
+        if chain_text(&error).contains("does not support TLS") {
+            return Err(BackendError::new(
+                "postgres",
+                "connect",
+                format!(
+                    "the server at {} does not accept TLS, and sslmode is {} (DATABASE_SSLMODE or sslmode= in \
+                     DATABASE_URL)",
+                    host_of(url),
+                    mode.as_str()
+                ),
+            ));
+        }
+    }
+    tracing::warn!(error = %chain_text(&error), "the database cannot be reached at start-up");
+    Ok(())
+}
+
+/// An error and its causes, in one line.
+fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// The host of a `postgres://` URL (no user, password, port or path), for messages.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port.split(':').next().unwrap_or_default().to_owned()
 }
 
 /// Applies the schema (idempotent) and loads the reference dataset for containers `1..=n`.
