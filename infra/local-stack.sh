@@ -6,7 +6,12 @@
 #   up      Install what is missing, then start on free loopback ports:
 #             - an AWS emulator (SQS + S3): LocalStack as a plain process, or moto as a fallback;
 #             - a private Redis;
-#             - a throwaway PostgreSQL cluster with a database `trace` (unless DATABASE_URL is set).
+#             - a throwaway PostgreSQL cluster with a database `trace` (unless DATABASE_URL is set), with
+#               ssl=on (plain connections still accepted);
+#           and the secure shapes of the managed services, with certificates of a throwaway CA made
+#           with openssl in <state>/tls (SAN localhost and 127.0.0.1):
+#             - a Redis that speaks TLS only;
+#             - a 3-master Redis Cluster.
 #           Idempotent: when the stack is already up and healthy it only prints its summary.
 #           Writes <state>/env. Prints a human summary on stderr, nothing on stdout.
 #   env     Print <state>/env as `export KEY=VALUE` lines:  eval "$(infra/local-stack.sh env)"
@@ -24,7 +29,8 @@
 #                    127.0.0.1 only. Set GATEWAY_SERVER=twisted to get LocalStack's default anyway.
 #
 # Never touches system-wide services (5432, 6379, ...): every service is a private instance.
-# Needs: python3 (>= 3.9; >= 3.12 for LocalStack), curl, redis-server, PostgreSQL server binaries.
+# Needs: python3 (>= 3.9; >= 3.12 for LocalStack), curl, openssl, redis-server (with TLS, as Debian's),
+# PostgreSQL server binaries.
 # As root it installs missing Debian packages with apt-get; otherwise it prints what to install.
 set -euo pipefail
 
@@ -297,6 +303,127 @@ stop_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------------------
+# Throwaway CA and the secure Redis shapes (TLS only; a 3-master cluster)
+
+TLS_DIR="$STATE_DIR/tls"
+
+# make_certs: a CA and a server certificate it signed (SAN localhost, 127.0.0.1), and a second CA that
+# signed nothing (for the wrong-CA tests). EC P-256 keys: made in milliseconds. Valid for 7 days.
+make_certs() {
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  local log="$STATE_DIR/openssl.log" ext="$TLS_DIR/server.ext"
+  rm -rf "$TLS_DIR"; mkdir -p "$TLS_DIR"; : >"$log"
+  printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=critical,CA:FALSE' \
+    'keyUsage=critical,digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' >"$ext"
+  local ca
+  for ca in ca other-ca; do
+    if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+      -subj "/CN=trace-jobs test $ca $(date +%s)" \
+      -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' \
+      -keyout "$TLS_DIR/$ca.key" -out "$TLS_DIR/$ca.pem" >>"$log" 2>&1; then
+      log_tail "$log"; die "openssl could not make the test CA ($ca)"
+    fi
+  done
+  if ! { openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+    -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" &&
+    openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+      -CAcreateserial -days 7 -extfile "$ext" -out "$TLS_DIR/server.pem"; } >>"$log" 2>&1; then
+    log_tail "$log"; die "openssl could not make the server certificate"
+  fi
+  chmod 600 "$TLS_DIR"/*.key
+}
+
+# start_redis_daemon NAME LOG PIDFILE ARGS...: a daemonized redis-server, errors into its log.
+start_redis_daemon() {
+  local name="$1" log="$2" pidfile="$3"; shift 3
+  rm -f "$pidfile"
+  # shellcheck disable=SC2094  # errors before the log file is opened go to stderr: append them to it
+  if ! redis-server --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --pidfile "$pidfile" \
+    --logfile "$log" "$@" </dev/null >/dev/null 2>>"$log" 9>&-; then
+    log_tail "$log"; die "redis-server ($name) failed to start"
+  fi
+}
+
+# wait_until NAME LOG CHECK...: until the CHECK command succeeds (SERVICE_TIMEOUT).
+wait_until() {
+  local name="$1" log="$2" deadline=$((SECONDS + SERVICE_TIMEOUT)); shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then log_tail "$log"; die "$name did not become ready within ${SERVICE_TIMEOUT}s"; fi
+    sleep 0.05
+  done
+}
+
+redis_tls_healthy() {
+  [[ "$(redis-cli --tls --cacert "$TLS_DIR/ca.pem" -h localhost -p "$1" ping 2>/dev/null)" == PONG ]]
+}
+
+start_redis_tls() {
+  local port="$1" t0 log="$STATE_DIR/redis-tls.log" pidfile="$STATE_DIR/redis-tls.pid"
+  t0="$(now)"
+  redis-server --version | grep -q 'v=[6-9]' ||
+    die "redis-server is older than 6: it cannot speak TLS (Debian's redis-server 7 can)"
+  state_set REDIS_TLS_PORT "$port"
+  start_redis_daemon redis-tls "$log" "$pidfile" --port 0 --tls-port "$port" --dir "$STATE_DIR" \
+    --tls-cert-file "$TLS_DIR/server.pem" --tls-key-file "$TLS_DIR/server.key" \
+    --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no
+  wait_until "Redis (TLS, port $port)" "$log" redis_tls_healthy "$port"
+  state_set REDIS_TLS_PID "$(cat "$pidfile" 2>/dev/null || true)"
+  REDIS_TLS_READY_S="$(elapsed "$t0")"
+}
+
+cluster_ok() { # cluster_ok PORT...: every node reports cluster_state:ok
+  local p
+  for p in "$@"; do
+    redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+  done
+}
+
+# start_redis_cluster P1 P2 P3 B1 B2 B3: three masters on ports P, their cluster bus on B (the default,
+# port + 10000, may be taken or beyond 65535); redis-cli splits the slots.
+start_redis_cluster() {
+  local t0 i port dir pids=() ports=("$1" "$2" "$3") buses=("$4" "$5" "$6") log="$STATE_DIR/redis-cluster.log"
+  t0="$(now)"
+  : >"$log"
+  state_set CLUSTER_PORTS "${ports[*]}"
+  for i in 0 1 2; do
+    port="${ports[$i]}"; dir="$STATE_DIR/cluster-$i"
+    rm -rf "$dir"; mkdir -p "$dir"
+    start_redis_daemon "cluster node $port" "$dir/redis.log" "$dir/redis.pid" --port "$port" \
+      --cluster-enabled yes --cluster-port "${buses[$i]}" --cluster-config-file "$dir/nodes.conf" \
+      --cluster-node-timeout 5000 --dir "$dir"
+  done
+  for i in 0 1 2; do
+    port="${ports[$i]}"; dir="$STATE_DIR/cluster-$i"
+    wait_until "Redis cluster node $port" "$dir/redis.log" redis_healthy "$port"
+    pids+=("$(cat "$dir/redis.pid" 2>/dev/null || true)")
+  done
+  state_set CLUSTER_PIDS "${pids[*]}"
+  if ! timeout "$SERVICE_TIMEOUT" redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" \
+    "127.0.0.1:${ports[2]}" --cluster-replicas 0 --cluster-yes >>"$log" 2>&1 </dev/null 9>&-; then
+    log_tail "$log"; die "redis-cli --cluster create failed (ports ${ports[*]})"
+  fi
+  wait_until "Redis Cluster (cluster_state:ok on ${ports[*]})" "$log" cluster_ok "${ports[@]}"
+  CLUSTER_READY_S="$(elapsed "$t0")"
+}
+
+# stop_redis_pid NAME PID: TERM, then KILL after 4 s (the instances keep nothing: no persistence).
+stop_redis_pid() {
+  local name="$1" pid="$2" n
+  pid_is "$pid" redis-server || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((n = 0; n < 40; n++)); do pid_alive "$pid" || break; sleep 0.1; done
+  if pid_is "$pid" redis-server; then kill -KILL "$pid" 2>/dev/null || true; fi
+  say "local-stack: stopped $name (pid $pid)"
+}
+
+stop_secure_redis() {
+  local pid i=0
+  stop_redis_pid redis-tls "$(state_get REDIS_TLS_PID)"
+  for pid in $(state_get CLUSTER_PIDS); do stop_redis_pid "redis cluster node $i" "$pid"; i=$((i + 1)); done
+  rm -rf "$STATE_DIR"/cluster-? "$STATE_DIR/redis-tls.pid" "$TLS_DIR"
+}
+
+# ---------------------------------------------------------------------------------------------------------
 # PostgreSQL
 
 # Directory with initdb + pg_ctl: PATH first, else the highest /usr/lib/postgresql/<v>/bin.
@@ -382,6 +509,13 @@ full_page_writes = off
 shared_buffers = 256MB
 max_connections = 200
 EOF
+  # TLS with the throwaway CA's server certificate (plain connections are still accepted).
+  if [[ -f "$TLS_DIR/server.pem" ]]; then
+    cp "$TLS_DIR/server.pem" "$data/server.crt"; cp "$TLS_DIR/server.key" "$data/server.key"
+    chmod 600 "$data/server.key"
+    if is_root; then chown postgres: "$data/server.crt" "$data/server.key"; fi
+    printf '%s\n' "ssl = on" "ssl_cert_file = 'server.crt'" "ssl_key_file = 'server.key'" >>"$data/postgresql.conf"
+  fi
   # shellcheck disable=SC2094  # pg_ctl's own messages go to the server log too
   if ! as_pg "$bin/pg_ctl" -D "$data" -l "$log" -w -t "$SERVICE_TIMEOUT" start >/dev/null 2>>"$log" 9>&-; then
     log_tail "$log"; die "PostgreSQL failed to start on port $port (data dir $data)"
@@ -451,6 +585,21 @@ service_lines() {
   else
     echo "redis         DOWN${port:+     port $port}"; ok=1
   fi
+  port="$(state_get REDIS_TLS_PORT)"; pid="$(state_get REDIS_TLS_PID)"
+  if [[ -n "$port" ]] && pid_is "$pid" redis-server && redis_tls_healthy "$port"; then
+    echo "redis-tls     running  rediss://localhost:$port  pid $pid  rss $(rss_mb "$pid")"
+  else
+    echo "redis-tls     DOWN${port:+     port $port}"; ok=1
+  fi
+  local ports pids p alive=1
+  ports="$(state_get CLUSTER_PORTS)"; pids="$(state_get CLUSTER_PIDS)"
+  for p in $pids; do pid_is "$p" redis-server || alive=0; done
+  # shellcheck disable=SC2086  # word splitting of the port list is meant
+  if [[ -n "$ports" && -n "$pids" ]] && ((alive)) && cluster_ok $ports; then
+    echo "redis-cluster running  3 masters on 127.0.0.1 ports ${ports// /, }  pids $pids"
+  else
+    echo "redis-cluster DOWN${ports:+     ports $ports}"; ok=1
+  fi
   url="$(state_get PG_EXTERNAL_URL)"
   if [[ -n "$url" ]]; then
     if pg_url_healthy "$url"; then echo "postgres      running  external DATABASE_URL (not managed here)"
@@ -473,6 +622,7 @@ stack_up() { [[ -f "$ENV_FILE" && -f "$STATE_FILE" ]] && service_lines >/dev/nul
 stop_all() {
   stop_emulator
   stop_redis
+  stop_secure_redis
   stop_postgres
   rm -f "$ENV_FILE" "$STATE_FILE"
 }
@@ -507,17 +657,21 @@ cmd_up() {
   trap 'status=$?; if ((status != 0)); then say "local-stack: up failed; stopping what was started"; stop_all >/dev/null 2>&1 || true; fi' EXIT
   : >"$STATE_FILE"
 
-  local emu_port redis_port pg_port db_url
-  read -r emu_port redis_port pg_port <<<"$(free_ports 3)" || true
-  [[ -n "${pg_port:-}" ]] || die "could not find free loopback ports"
+  local emu_port redis_port pg_port tls_port c1 c2 c3 b1 b2 b3 db_url db_tls_url=""
+  read -r emu_port redis_port pg_port tls_port c1 c2 c3 b1 b2 b3 <<<"$(free_ports 10)" || true
+  [[ -n "${b3:-}" ]] || die "could not find free loopback ports"
+  make_certs
   start_emulator "$emu_port"
   start_redis "$redis_port"
+  start_redis_tls "$tls_port"
+  start_redis_cluster "$c1" "$c2" "$c3" "$b1" "$b2" "$b3"
   if db_url="$(external_database_url)"; then
     state_set PG_EXTERNAL_URL "$db_url"
     PG_READY_S=""
   else
     start_postgres "$pg_port"
     db_url="postgres://postgres@127.0.0.1:$pg_port/trace"
+    db_tls_url="postgres://postgres@localhost:$pg_port/trace?sslmode=verify-full"
   fi
 
   local tmp="$ENV_FILE.tmp.$$"
@@ -530,7 +684,12 @@ AWS_SECRET_ACCESS_KEY=test
 TRACE_EMULATOR=$EMU_KIND
 REDIS_URL=redis://127.0.0.1:$redis_port/0
 DATABASE_URL=$db_url
+TRACE_TEST_REDIS_TLS_URL=rediss://localhost:$tls_port
+TRACE_TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:$c1
+TRACE_TEST_CA_FILE=$TLS_DIR/ca.pem
+TRACE_TEST_OTHER_CA_FILE=$TLS_DIR/other-ca.pem
 EOF
+  if [[ -n "$db_tls_url" ]]; then echo "TRACE_TEST_DATABASE_TLS_URL=$db_tls_url" >>"$tmp"; fi
   mv -f "$tmp" "$ENV_FILE"
   trap - EXIT
 
@@ -541,8 +700,10 @@ EOF
     say "  aws emulator  moto at http://127.0.0.1:$emu_port, healthy after ${EMU_READY_S} s, log $(short "$STATE_DIR/moto.log")"
   fi
   say "  redis         redis://127.0.0.1:$redis_port/0 (ready after ${REDIS_READY_S} s)"
+  say "  redis-tls     rediss://localhost:$tls_port (TLS only, CA $(short "$TLS_DIR/ca.pem"); ready after ${REDIS_TLS_READY_S} s)"
+  say "  redis-cluster redis://127.0.0.1:$c1 (3 masters: ports $c1, $c2, $c3; cluster_state:ok after ${CLUSTER_READY_S} s)"
   if [[ -n "$PG_READY_S" ]]; then
-    say "  postgres      $db_url (PostgreSQL ${PG_VERSION_STR:-?}, ready after ${PG_READY_S} s)"
+    say "  postgres      $db_url (PostgreSQL ${PG_VERSION_STR:-?}, ssl=on, ready after ${PG_READY_S} s)"
   else
     say "  postgres      using DATABASE_URL from the environment (none started)"
   fi
