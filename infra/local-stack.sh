@@ -363,7 +363,10 @@ start_redis_tls() {
   redis-server --version | grep -q 'v=[6-9]' ||
     die "redis-server is older than 6: it cannot speak TLS (Debian's redis-server 7 can)"
   state_set REDIS_TLS_PORT "$port"
+  # Also on 127.0.0.2 (a loopback address the certificate does not name: the wrong-host test);
+  # '-' = optional, where the OS has no such address.
   start_redis_daemon redis-tls "$log" "$pidfile" --port 0 --tls-port "$port" --dir "$STATE_DIR" \
+    --bind 127.0.0.1 -127.0.0.2 \
     --tls-cert-file "$TLS_DIR/server.pem" --tls-key-file "$TLS_DIR/server.key" \
     --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no
   wait_until "Redis (TLS, port $port)" "$log" redis_tls_healthy "$port"
@@ -685,6 +688,7 @@ TRACE_EMULATOR=$EMU_KIND
 REDIS_URL=redis://127.0.0.1:$redis_port/0
 DATABASE_URL=$db_url
 TRACE_TEST_REDIS_TLS_URL=rediss://localhost:$tls_port
+TRACE_TEST_REDIS_TLS_WRONG_HOST_URL=rediss://127.0.0.2:$tls_port
 TRACE_TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:$c1
 TRACE_TEST_CA_FILE=$TLS_DIR/ca.pem
 TRACE_TEST_OTHER_CA_FILE=$TLS_DIR/other-ca.pem

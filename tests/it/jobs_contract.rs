@@ -1,10 +1,12 @@
-//! The `JobStore` contract against the in-memory store and Redis. One test per property per
+//! The `JobStore` contract against the in-memory store and Redis: a single node, a single node over
+//! TLS (its certificate checked against the stack's CA) and a 3-master Redis Cluster (every script
+//! and pipeline of the store must stay in one hash slot there). One test per property per
 //! implementation.
 
 use std::sync::Arc;
 
 use trace_adapters::jobs::memory::MemoryJobStore;
-use trace_integration::{contract::jobs, redis_store};
+use trace_integration::{contract::jobs, redis_store, RedisShape};
 
 mod memory {
     use super::*;
@@ -95,3 +97,55 @@ mod redis {
         jobs::exactly_one_starts(Arc::new(store), 200, 8).await;
     }
 }
+
+/// The Redis suite on another shape of Redis.
+macro_rules! redis_suite {
+    ($name:ident, $shape:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn create_and_read() {
+                jobs::create_and_read(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
+            async fn compare_and_set() {
+                jobs::compare_and_set(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
+            async fn progress_under_its_guard() {
+                jobs::progress_under_its_guard(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
+            async fn a_cancel_stops_progress() {
+                jobs::a_cancel_stops_progress(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
+            async fn failed_keeps_its_error() {
+                jobs::failed_keeps_its_error(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
+            async fn history_newest_first() {
+                jobs::history_newest_first(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
+            async fn ttl() {
+                jobs::ttl(&$shape.store().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn exactly_one_starts() {
+                jobs::exactly_one_starts(Arc::new($shape.store().await), 200, 8).await;
+            }
+        }
+    };
+}
+
+redis_suite!(redis_tls, RedisShape::Tls);
+redis_suite!(redis_cluster, RedisShape::Cluster);

@@ -17,3 +17,4 @@ mod ratelimit_contract;
 mod source_contract;
 mod store_contract;
 mod template;
+mod tls;

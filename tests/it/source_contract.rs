@@ -8,7 +8,8 @@ use trace_core::record::RowGauge;
 use trace_core::{ContainerId, Domain};
 use trace_dataset as dataset;
 use trace_integration::database::{digest_db, digest_json, relation};
-use trace_integration::{contract::source, pg_pool, pg_source, seeded_ids};
+use trace_adapters::source::postgres::PgSource;
+use trace_integration::{contract::source, pg_connection_is_encrypted, pg_pool, pg_source, pg_tls_pool, seeded_ids};
 
 #[tokio::test]
 async fn embedded_source_contract() {
@@ -21,6 +22,16 @@ async fn postgres_source_contract() {
     source::run(&pg_source(5_000, None), 5_000).await;
     // A small fetch size, so containers straddle fetches and id batches.
     source::run(&pg_source(7, None), 7).await;
+}
+
+/// The same contract over TLS with `sslmode=verify-full`: the certificate chained to the stack's CA
+/// and naming `localhost`.
+#[tokio::test]
+async fn postgres_verify_full_source_contract() {
+    let pool = pg_tls_pool();
+    assert!(pg_connection_is_encrypted(&pool).await, "verify-full connected without TLS");
+    source::run(&PgSource::new(pool.clone(), 5_000, 1000), 5_000).await;
+    source::run(&PgSource::new(pool, 7, 1000), 7).await;
 }
 
 #[tokio::test]

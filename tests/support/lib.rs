@@ -2,7 +2,10 @@
 //! one contract suite per port (`contract::*`), run against every implementation.
 //!
 //! The stack is brought up by `infra/test.sh` (or `infra/local-stack.sh up`), which exports
-//! `AWS_ENDPOINT_URL`, `REDIS_URL` and `DATABASE_URL`. Tests that need a service and do not find it
+//! `AWS_ENDPOINT_URL`, `REDIS_URL` and `DATABASE_URL`, and for the secure shapes
+//! `TRACE_TEST_REDIS_TLS_URL` (TLS only), `TRACE_TEST_REDIS_CLUSTER_URL` (3 masters),
+//! `TRACE_TEST_DATABASE_TLS_URL` (`sslmode=verify-full`), `TRACE_TEST_CA_FILE` (their CA) and
+//! `TRACE_TEST_OTHER_CA_FILE` (a CA that signed nothing). Tests that need a service and do not find it
 //! fail with a message saying so: they never skip silently.
 
 pub mod contract;
@@ -17,9 +20,9 @@ use trace_adapters::jobs::redis::RedisJobStore;
 use trace_adapters::markers::redis::RedisMarkers;
 use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use trace_adapters::ratelimit::redis::RedisRateLimiter;
-use trace_adapters::redis_connection;
+use trace_adapters::redis_connection::{self, RedisConnection, RedisOptions};
 use trace_adapters::source::changed::PgChangedIds;
-use trace_adapters::source::postgres::{pool, PgSource};
+use trace_adapters::source::postgres::{pool, pool_with, PgSource, PgTlsOptions};
 use trace_adapters::store::s3::S3Store;
 use trace_adapters::{aws, queue};
 
@@ -93,6 +96,62 @@ pub async fn redis_limiter(limit: u64, window: Duration) -> RedisRateLimiter {
 pub async fn redis_markers() -> RedisMarkers {
     let conn = redis_connection::connect(&required("REDIS_URL")).await.expect("connect to Redis");
     RedisMarkers::new(conn, &unique("test"))
+}
+
+/// Which Redis a test talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisShape {
+    /// The single plain Redis (`REDIS_URL`).
+    Plain,
+    /// The TLS-only Redis, its certificate checked against the stack's CA.
+    Tls,
+    /// The 3-master Redis Cluster.
+    Cluster,
+}
+
+impl RedisShape {
+    /// How to connect to it.
+    pub fn options(self) -> RedisOptions {
+        match self {
+            RedisShape::Plain => RedisOptions::new(&required("REDIS_URL")),
+            RedisShape::Tls => {
+                RedisOptions::new(&required("TRACE_TEST_REDIS_TLS_URL")).with_ca_file(&required("TRACE_TEST_CA_FILE"))
+            }
+            RedisShape::Cluster => RedisOptions::new(&required("TRACE_TEST_REDIS_CLUSTER_URL")).with_cluster(true),
+        }
+    }
+
+    /// A fresh connection.
+    pub async fn connect(self) -> RedisConnection {
+        redis_connection::connect_with(&self.options()).await.unwrap_or_else(|e| panic!("connect to Redis ({self:?}): {e}"))
+    }
+
+    /// A job store under a fresh key prefix.
+    pub async fn store(self) -> RedisJobStore {
+        RedisJobStore::from_connection(self.connect().await, &unique("test"))
+    }
+
+    /// A rate limiter of `limit` requests per `window` under a fresh key prefix.
+    pub async fn limiter(self, limit: u64, window: Duration) -> RedisRateLimiter {
+        RedisRateLimiter::new(self.connect().await, &unique("test"), "reads", limit, window)
+    }
+
+    /// Backfill markers under a fresh key prefix.
+    pub async fn markers(self) -> RedisMarkers {
+        RedisMarkers::new(self.connect().await, &unique("test"))
+    }
+}
+
+/// The test database over TLS with `sslmode=verify-full` (in its URL), the stack's CA trusted.
+pub fn pg_tls_pool() -> deadpool_postgres::Pool {
+    let tls = PgTlsOptions { sslmode: None, ca_file: Some(required("TRACE_TEST_CA_FILE")) };
+    pool_with(&required("TRACE_TEST_DATABASE_TLS_URL"), 4, &tls).expect("database pool (TLS)")
+}
+
+/// Whether a connection of `pool` is encrypted (the server's own view: `pg_stat_ssl`).
+pub async fn pg_connection_is_encrypted(pool: &deadpool_postgres::Pool) -> bool {
+    let conn = pool.get().await.expect("connect");
+    conn.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.expect("pg_stat_ssl").get(0)
 }
 
 /// The changed ids of the seeded test database.
