@@ -3,13 +3,15 @@
 //! oracle, plus the bounded-memory read of 114,000 ids.
 
 use trace_adapters::source::embedded::DatasetSource;
+use trace_adapters::source::postgres::PgSource;
 use trace_core::ports::EventSource;
 use trace_core::record::RowGauge;
 use trace_core::{ContainerId, Domain};
 use trace_dataset as dataset;
 use trace_integration::database::{digest_db, digest_json, relation};
-use trace_adapters::source::postgres::PgSource;
-use trace_integration::{contract::source, pg_connection_is_encrypted, pg_pool, pg_source, pg_tls_pool, seeded_ids};
+use trace_integration::{
+    contract::source, pg_connection_is_encrypted, pg_pool, pg_source, pg_tls_pool, seeded_ids,
+};
 
 #[tokio::test]
 async fn embedded_source_contract() {

@@ -79,7 +79,9 @@ async fn rediss_to_a_host_the_certificate_does_not_name_is_refused() {
 #[tokio::test]
 async fn a_redis_ca_file_missing_or_not_pem_stops_start_up_naming_the_variable() {
     let url = required("TRACE_TEST_REDIS_TLS_URL");
-    let e = start_up_error(&[("REDIS_URL", url.clone()), ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem".into())]).await;
+    let e =
+        start_up_error(&[("REDIS_URL", url.clone()), ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem".into())])
+            .await;
     assert_contains(&e, &["REDIS_TLS_CA_FILE=/nonexistent/ca.pem", "cannot read"]);
     let file = not_pem();
     let e = start_up_error(&[("REDIS_URL", url), ("REDIS_TLS_CA_FILE", file.clone())]).await;
@@ -104,7 +106,10 @@ async fn a_wrong_postgres_ca_stops_start_up_naming_the_variable() {
         ("DATABASE_CA_FILE", other.clone()),
     ])
     .await;
-    assert_contains(&e, &["PostgreSQL", &format!("DATABASE_CA_FILE={other}"), "does not chain to a trusted CA"]);
+    assert_contains(
+        &e,
+        &["PostgreSQL", &format!("DATABASE_CA_FILE={other}"), "does not chain to a trusted CA"],
+    );
     // The variable set instead of the URL's sslmode=, on the plain URL (127.0.0.1 is in the certificate too).
     let e = start_up_error(&[
         ("DATABASE_URL", required("DATABASE_URL")),
@@ -118,7 +123,9 @@ async fn a_wrong_postgres_ca_stops_start_up_naming_the_variable() {
 #[tokio::test]
 async fn a_postgres_ca_file_missing_or_not_pem_stops_start_up_naming_the_variable() {
     let url = required("TRACE_TEST_DATABASE_TLS_URL");
-    let e = start_up_error(&[("DATABASE_URL", url.clone()), ("DATABASE_CA_FILE", "/nonexistent/rds.pem".into())]).await;
+    let e =
+        start_up_error(&[("DATABASE_URL", url.clone()), ("DATABASE_CA_FILE", "/nonexistent/rds.pem".into())])
+            .await;
     assert_contains(&e, &["DATABASE_CA_FILE=/nonexistent/rds.pem", "cannot read"]);
     let file = not_pem();
     let e = start_up_error(&[("DATABASE_URL", url), ("DATABASE_CA_FILE", file.clone())]).await;

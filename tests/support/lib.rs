@@ -114,16 +114,19 @@ impl RedisShape {
     pub fn options(self) -> RedisOptions {
         match self {
             RedisShape::Plain => RedisOptions::new(&required("REDIS_URL")),
-            RedisShape::Tls => {
-                RedisOptions::new(&required("TRACE_TEST_REDIS_TLS_URL")).with_ca_file(&required("TRACE_TEST_CA_FILE"))
+            RedisShape::Tls => RedisOptions::new(&required("TRACE_TEST_REDIS_TLS_URL"))
+                .with_ca_file(&required("TRACE_TEST_CA_FILE")),
+            RedisShape::Cluster => {
+                RedisOptions::new(&required("TRACE_TEST_REDIS_CLUSTER_URL")).with_cluster(true)
             }
-            RedisShape::Cluster => RedisOptions::new(&required("TRACE_TEST_REDIS_CLUSTER_URL")).with_cluster(true),
         }
     }
 
     /// A fresh connection.
     pub async fn connect(self) -> RedisConnection {
-        redis_connection::connect_with(&self.options()).await.unwrap_or_else(|e| panic!("connect to Redis ({self:?}): {e}"))
+        redis_connection::connect_with(&self.options())
+            .await
+            .unwrap_or_else(|e| panic!("connect to Redis ({self:?}): {e}"))
     }
 
     /// A job store under a fresh key prefix.
@@ -151,7 +154,10 @@ pub fn pg_tls_pool() -> deadpool_postgres::Pool {
 /// Whether a connection of `pool` is encrypted (the server's own view: `pg_stat_ssl`).
 pub async fn pg_connection_is_encrypted(pool: &deadpool_postgres::Pool) -> bool {
     let conn = pool.get().await.expect("connect");
-    conn.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.expect("pg_stat_ssl").get(0)
+    conn.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .expect("pg_stat_ssl")
+        .get(0)
 }
 
 /// The changed ids of the seeded test database.

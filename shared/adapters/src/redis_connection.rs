@@ -123,7 +123,9 @@ pub async fn connect(url: &str) -> Result<RedisConnection, BackendError> {
 /// (the error then names `REDIS_TLS_CA_FILE` and what the certificate failed).
 pub async fn connect_with(options: &RedisOptions) -> Result<RedisConnection, BackendError> {
     let ca = match &options.ca_file {
-        Some(path) => Some(CaBundle::read(CA_VAR, path).map_err(|e| BackendError::new("redis", "read CA bundle", e))?),
+        Some(path) => {
+            Some(CaBundle::read(CA_VAR, path).map_err(|e| BackendError::new("redis", "read CA bundle", e))?)
+        }
         None => None,
     };
     if options.tls() {
@@ -193,10 +195,18 @@ mod tests {
 
     #[test]
     fn options_from_the_configuration() {
-        let vars = [("REDIS_URL", "rediss://cache:6379"), ("REDIS_TLS_CA_FILE", "/ca.pem"), ("REDIS_CLUSTER", "true")];
-        let config = Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap();
+        let vars = [
+            ("REDIS_URL", "rediss://cache:6379"),
+            ("REDIS_TLS_CA_FILE", "/ca.pem"),
+            ("REDIS_CLUSTER", "true"),
+        ];
+        let config =
+            Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap();
         let options = RedisOptions::from_config(&config).unwrap();
-        assert_eq!(options, RedisOptions::new("rediss://cache:6379").with_ca_file("/ca.pem").with_cluster(true));
+        assert_eq!(
+            options,
+            RedisOptions::new("rediss://cache:6379").with_ca_file("/ca.pem").with_cluster(true)
+        );
         assert!(options.tls());
         assert_eq!(RedisOptions::from_config(&Config::from_lookup(|_| None).unwrap()), None);
     }

@@ -579,7 +579,10 @@ mod tests {
     #[test]
     fn tls_and_cluster_variables() {
         let c = with(&[]).unwrap();
-        assert_eq!((c.redis_tls_ca_file, c.redis_cluster, c.database_sslmode, c.database_ca_file), (None, false, None, None));
+        assert_eq!(
+            (c.redis_tls_ca_file, c.redis_cluster, c.database_sslmode, c.database_ca_file),
+            (None, false, None, None)
+        );
         let c = with(&[
             ("REDIS_URL", "rediss://cache:6379"),
             ("REDIS_TLS_CA_FILE", "/etc/ca.pem"),
@@ -592,8 +595,14 @@ mod tests {
         assert!(c.redis_cluster);
         assert_eq!(c.database_sslmode, Some(SslMode::VerifyFull));
         assert_eq!(c.database_ca_file.as_deref(), Some("/etc/rds.pem"));
-        assert_eq!(with(&[("DATABASE_SSLMODE", "require")]).unwrap().database_sslmode, Some(SslMode::Require));
-        assert_eq!(with(&[("DATABASE_SSLMODE", "disable")]).unwrap().database_sslmode, Some(SslMode::Disable));
+        assert_eq!(
+            with(&[("DATABASE_SSLMODE", "require")]).unwrap().database_sslmode,
+            Some(SslMode::Require)
+        );
+        assert_eq!(
+            with(&[("DATABASE_SSLMODE", "disable")]).unwrap().database_sslmode,
+            Some(SslMode::Disable)
+        );
         // A CA bundle for a plain redis:// URL would be silently unused: refused, naming the variable.
         let e = with(&[("REDIS_URL", "redis://cache:6379"), ("REDIS_TLS_CA_FILE", "/ca.pem")]).unwrap_err();
         assert_eq!(e.var, "REDIS_TLS_CA_FILE");

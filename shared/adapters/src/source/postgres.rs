@@ -96,7 +96,8 @@ pub fn pool_with(url: &str, size: usize, tls: &PgTlsOptions) -> Result<Pool, Bac
                 None => None,
             };
             config.ssl_mode(PgSslMode::Require);
-            let connector = MakeRustlsConnect::new(tls::verifying_config(ca.as_ref(), CA_VAR).map_err(setup)?);
+            let connector =
+                MakeRustlsConnect::new(tls::verifying_config(ca.as_ref(), CA_VAR).map_err(setup)?);
             Manager::from_config(config, connector, manager_config)
         }
     };
@@ -119,7 +120,8 @@ pub async fn check(pool: &Pool, url: &str, tls: &PgTlsOptions) -> Result<(), Bac
     };
     if mode != SslMode::Disable {
         if let Some(refusal) = tls::certificate_refusal(&error) {
-            let refused = tls::TlsRefused::new("PostgreSQL", host_of(url), refusal, CA_VAR, tls.ca_file.as_deref());
+            let refused =
+                tls::TlsRefused::new("PostgreSQL", host_of(url), refusal, CA_VAR, tls.ca_file.as_deref());
             return Err(BackendError::new("postgres", "connect", refused));
         }
         if chain_text(&error).contains("does not support TLS") {
