@@ -382,7 +382,8 @@ cluster_ok() { # cluster_ok PORT...: every node reports cluster_state:ok
 }
 
 # start_redis_cluster P1 P2 P3 B1 B2 B3: three masters on ports P, their cluster bus on B (the default,
-# port + 10000, may be taken or beyond 65535); redis-cli splits the slots.
+# port + 10000, may be taken or beyond 65535); redis-cli splits the slots in the background (it waits
+# about two seconds for the nodes to agree): finish_redis_cluster waits for it.
 start_redis_cluster() {
   local t0 i port dir pids=() ports=("$1" "$2" "$3") buses=("$4" "$5" "$6") log="$STATE_DIR/redis-cluster.log"
   t0="$(now)"
@@ -401,12 +402,21 @@ start_redis_cluster() {
     pids+=("$(cat "$dir/redis.pid" 2>/dev/null || true)")
   done
   state_set CLUSTER_PIDS "${pids[*]}"
-  if ! timeout "$SERVICE_TIMEOUT" redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" \
-    "127.0.0.1:${ports[2]}" --cluster-replicas 0 --cluster-yes >>"$log" 2>&1 </dev/null 9>&-; then
-    log_tail "$log"; die "redis-cli --cluster create failed (ports ${ports[*]})"
+  timeout "$SERVICE_TIMEOUT" redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" \
+    "127.0.0.1:${ports[2]}" --cluster-replicas 0 --cluster-yes >>"$log" 2>&1 </dev/null 9>&- &
+  CLUSTER_CREATE_PID=$!
+  CLUSTER_T0="$t0"
+}
+
+finish_redis_cluster() {
+  local log="$STATE_DIR/redis-cluster.log" ports
+  ports="$(state_get CLUSTER_PORTS)"
+  if ! wait "$CLUSTER_CREATE_PID"; then
+    log_tail "$log"; die "redis-cli --cluster create failed (ports $ports)"
   fi
-  wait_until "Redis Cluster (cluster_state:ok on ${ports[*]})" "$log" cluster_ok "${ports[@]}"
-  CLUSTER_READY_S="$(elapsed "$t0")"
+  # shellcheck disable=SC2086  # word splitting of the port list is meant
+  wait_until "Redis Cluster (cluster_state:ok on $ports)" "$log" cluster_ok $ports
+  CLUSTER_READY_S="$(elapsed "$CLUSTER_T0")"
 }
 
 # stop_redis_pid NAME PID: TERM, then KILL after 4 s (the instances keep nothing: no persistence).
@@ -667,6 +677,7 @@ cmd_up() {
   start_emulator "$emu_port"
   start_redis "$redis_port"
   start_redis_tls "$tls_port"
+  # The cluster's slot assignment (about 2 s) runs in the background while PostgreSQL starts.
   start_redis_cluster "$c1" "$c2" "$c3" "$b1" "$b2" "$b3"
   if db_url="$(external_database_url)"; then
     state_set PG_EXTERNAL_URL "$db_url"
@@ -676,6 +687,7 @@ cmd_up() {
     db_url="postgres://postgres@127.0.0.1:$pg_port/trace"
     db_tls_url="postgres://postgres@localhost:$pg_port/trace?sslmode=verify-full"
   fi
+  finish_redis_cluster
 
   local tmp="$ENV_FILE.tmp.$$"
   cat >"$tmp" <<EOF

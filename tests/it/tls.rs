@@ -19,7 +19,10 @@ fn config(pairs: &[(&str, String)]) -> Config {
 async fn start_up_error(pairs: &[(&str, String)]) -> String {
     match Backends::from_config(&config(pairs)).await {
         Ok(_) => panic!("start-up succeeded with {:?}", pairs.iter().map(|(k, _)| k).collect::<Vec<_>>()),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            eprintln!("start-up error: {e}");
+            e.to_string()
+        }
     }
 }
 
