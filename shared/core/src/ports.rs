@@ -389,6 +389,18 @@ impl Backends {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------------
+
+/// Where secrets live (AWS Secrets Manager), read once at start-up. Implementations never put a
+/// secret's value in an error.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The current string value of the secret `id` (an ARN or a name).
+    async fn secret_string(&self, id: &str) -> Result<String, BackendError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
