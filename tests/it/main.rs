@@ -13,6 +13,7 @@ mod jobs_contract;
 mod lambda_events;
 mod markers_contract;
 mod queue_contract;
+mod secrets;
 mod ratelimit_contract;
 mod source_contract;
 mod store_contract;
