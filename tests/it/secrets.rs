@@ -63,6 +63,8 @@ async fn a_function_reads_its_database_from_the_secret() {
     let client = aws_sdk_secretsmanager::Client::new(&sdk().await);
     let arn = create_secret(&client, &secret.to_string()).await;
 
+    // The test's HTTP client (reqwest, rustls without a built-in provider) needs the workspace's one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let system = System::start(Options {
         env: vec![("DATABASE_URL", String::new()), ("DATABASE_SECRET_ARN", arn.clone())],
         no_workers: true,
@@ -80,7 +82,9 @@ async fn a_function_reads_its_database_from_the_secret() {
     assert!(embedded.rows().next().is_some(), "the embedded dataset has rows for {beyond}");
 
     let (status, answer) = system
-        .submit(&serde_json::json!({ "container_ids": [seeded.clone(), beyond.clone()], "domains": ["history"] }))
+        .submit(
+            &serde_json::json!({ "container_ids": [seeded.clone(), beyond.clone()], "domains": ["history"] }),
+        )
         .await;
     assert_eq!(status, 200, "{answer}");
     let data = answer["results"]["history"]["data"].as_array().expect("history records");

@@ -90,7 +90,11 @@ fn translated() -> Value {
         .get_or_init(|| {
             let path = temp_dir().join("translated.json");
             let out = validate(Path::new(&format!("{REPO}/template.yaml")), Some(&path));
-            assert!(out.status.success(), "infra/validate-template.sh fails on template.yaml:\n{}", text(&out));
+            assert!(
+                out.status.success(),
+                "infra/validate-template.sh fails on template.yaml:\n{}",
+                text(&out)
+            );
             assert!(text(&out).contains("is valid"), "{}", text(&out));
             let json = std::fs::read_to_string(&path).expect("translated template");
             let _ = std::fs::remove_dir_all(path.parent().expect("its folder"));
@@ -166,7 +170,9 @@ fn the_template_is_valid_and_matches_the_code() {
             if let Some((_, expected)) = DEPLOYMENT_VALUES.iter().find(|(n, _)| *n == v.name) {
                 let set = match value {
                     Value::String(s) => Some(s.clone()),
-                    Value::Object(o) => o.get("Ref").and_then(Value::as_str).and_then(|p| param_default(&t, p)),
+                    Value::Object(o) => {
+                        o.get("Ref").and_then(Value::as_str).and_then(|p| param_default(&t, p))
+                    }
                     _ => None,
                 };
                 assert_eq!(set.as_deref(), Some(*expected), "{name}: {} in AWS", v.name);
@@ -263,7 +269,8 @@ fn the_template_is_valid_and_matches_the_code() {
 
     // The HTTP API routes: each a Route resource with its integration and the function's permission.
     let routes: Vec<(&str, &Value)> = of_type(&t, "AWS::ApiGatewayV2::Route");
-    let keys: BTreeSet<&str> = routes.iter().filter_map(|(_, v)| v["Properties"]["RouteKey"].as_str()).collect();
+    let keys: BTreeSet<&str> =
+        routes.iter().filter_map(|(_, v)| v["Properties"]["RouteKey"].as_str()).collect();
     let expected_routes = [
         ("POST /api/trace/events", "SubmitFunction"),
         ("ANY /api/trace/job/{id}", "StatusFunction"),
@@ -280,7 +287,11 @@ fn the_template_is_valid_and_matches_the_code() {
             .unwrap_or_else(|| panic!("{key}: target {target}"));
         let i = &r[integration]["Properties"];
         assert_eq!(i["IntegrationType"], "AWS_PROXY", "{key}");
-        assert_eq!(i["IntegrationUri"], json!({"Fn::GetAtt": [function, "Arn"]}), "{key} should invoke {function}");
+        assert_eq!(
+            i["IntegrationUri"],
+            json!({"Fn::GetAtt": [function, "Arn"]}),
+            "{key} should invoke {function}"
+        );
         let allowed = of_type(&t, "AWS::Lambda::Permission").iter().any(|(_, p)| {
             p["Properties"]["FunctionName"] == json!({"Ref": function})
                 && p["Properties"]["Principal"] == "apigateway.amazonaws.com"
@@ -431,7 +442,9 @@ fn secret_grants(role: &Value) -> Vec<Value> {
             };
             let reads = actions.iter().filter_map(Value::as_str).any(|a| {
                 let a = a.to_ascii_lowercase();
-                a == "*" || a == "secretsmanager:*" || a == "secretsmanager:getsecretvalue"
+                a == "*"
+                    || a == "secretsmanager:*"
+                    || a == "secretsmanager:getsecretvalue"
                     || (a.starts_with("secretsmanager:") && a.ends_with('*'))
             });
             if reads {
@@ -454,7 +467,9 @@ fn secret_leaks(t: &Value) -> Vec<String> {
         let needs = READ_THE_DATABASE.contains(&name);
         if needs {
             if grants != [json!({"Ref": "DatabaseSecretArn"})] {
-                problems.push(format!("{name} reads the database: its grants {grants:?}, expected the one secret"));
+                problems.push(format!(
+                    "{name} reads the database: its grants {grants:?}, expected the one secret"
+                ));
             }
             if *arn != json!({"Ref": "DatabaseSecretArn"}) {
                 problems.push(format!("{name} reads the database: DATABASE_SECRET_ARN is {arn}"));
@@ -494,7 +509,9 @@ fn passwords_in_environments(t: &Value) -> Vec<String> {
                     out.push(r.clone());
                 }
                 if let Some(Value::String(sub)) = o.get("Fn::Sub") {
-                    out.extend(sub.split("${").skip(1).filter_map(|s| s.split('}').next()).map(str::to_owned));
+                    out.extend(
+                        sub.split("${").skip(1).filter_map(|s| s.split('}').next()).map(str::to_owned),
+                    );
                 }
                 o.values().for_each(|v| refs(v, out));
             }
@@ -549,7 +566,8 @@ fn every_route_has_an_authorizer_and_the_function_url_uses_iam() {
     // The check fails on a route without authorization, a route authorized by IAM only (JWT mode would
     // leave it on IAM, fine, but the authorizer must follow AuthMode), an unconditioned authorizer, a
     // route in an OpenAPI body, and a Function URL without IAM.
-    let no_auth = changed(&t, |t| t["Resources"]["JobsRoute"]["Properties"]["AuthorizationType"] = json!("NONE"));
+    let no_auth =
+        changed(&t, |t| t["Resources"]["JobsRoute"]["Properties"]["AuthorizationType"] = json!("NONE"));
     assert!(open_doors(&no_auth).iter().any(|p| p.contains("JobsRoute")), "{:?}", open_doors(&no_auth));
     let fixed = changed(&t, |t| {
         let p = &mut t["Resources"]["SubmitRoute"]["Properties"];
@@ -565,7 +583,8 @@ fn every_route_has_an_authorizer_and_the_function_url_uses_iam() {
         t["Resources"]["TraceHttpApi"]["Properties"]["Body"] = json!({"paths": {"/x": {"get": {}}}});
     });
     assert!(open_doors(&body).iter().any(|p| p.contains("Body")));
-    let open_url = changed(&t, |t| t["Resources"]["StreamFunctionUrl"]["Properties"]["AuthType"] = json!("NONE"));
+    let open_url =
+        changed(&t, |t| t["Resources"]["StreamFunctionUrl"]["Properties"]["AuthType"] = json!("NONE"));
     assert!(open_doors(&open_url).iter().any(|p| p.contains("StreamFunctionUrl")));
 }
 
@@ -588,12 +607,15 @@ fn only_the_functions_that_read_the_database_may_read_its_one_secret() {
             None => t["Resources"]["StatusFunctionRole"]["Properties"]["Policies"] = json!([grant]),
         }
     });
-    assert!(secret_leaks(&status).iter().any(|p| p.starts_with("StatusFunction")), "{:?}", secret_leaks(&status));
+    assert!(
+        secret_leaks(&status).iter().any(|p| p.starts_with("StatusFunction")),
+        "{:?}",
+        secret_leaks(&status)
+    );
     let wide = changed(&t, |t| {
-        let text = t["Resources"]["WorkerLightFunctionRole"].to_string().replace(
-            r#""Resource":{"Ref":"DatabaseSecretArn"}"#,
-            r#""Resource":"*""#,
-        );
+        let text = t["Resources"]["WorkerLightFunctionRole"]
+            .to_string()
+            .replace(r#""Resource":{"Ref":"DatabaseSecretArn"}"#, r#""Resource":"*""#);
         t["Resources"]["WorkerLightFunctionRole"] = serde_json::from_str(&text).unwrap();
     });
     assert!(secret_leaks(&wide).iter().any(|p| p.starts_with("WorkerLightFunction")));
@@ -620,7 +642,8 @@ fn no_environment_holds_a_password() {
         (json!("postgres://trace:hunter2@db.example:5432/trace"), "credentials"),
     ] {
         let leaky = changed(&t, |t| {
-            t["Resources"]["StatusFunction"]["Properties"]["Environment"]["Variables"]["DATABASE_URL"] = value;
+            t["Resources"]["StatusFunction"]["Properties"]["Environment"]["Variables"]["DATABASE_URL"] =
+                value;
         });
         let problems = passwords_in_environments(&leaky);
         assert!(problems.iter().any(|p| p.starts_with("StatusFunction") && p.contains(what)), "{problems:?}");

@@ -69,7 +69,10 @@ impl BackendsFromConfig for Backends {
         let with_secret;
         let config = match (&config.database_url, &config.database_secret_arn) {
             (None, Some(id)) => {
-                with_secret = Config { database_url: Some(database_url_from_secret(config, id).await?), ..config.clone() };
+                with_secret = Config {
+                    database_url: Some(database_url_from_secret(config, id).await?),
+                    ..config.clone()
+                };
                 &with_secret
             }
             _ => config,

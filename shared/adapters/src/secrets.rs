@@ -45,7 +45,11 @@ impl SecretStore for SecretsManager {
             .await
             .map_err(|e| BackendError::new("secretsmanager", "GetSecretValue", e.into_service_error()))?;
         out.secret_string.ok_or_else(|| {
-            BackendError::new("secretsmanager", "GetSecretValue", "the secret has no string value (binary secret)")
+            BackendError::new(
+                "secretsmanager",
+                "GetSecretValue",
+                "the secret has no string value (binary secret)",
+            )
         })
     }
 }
@@ -66,9 +70,10 @@ impl MemorySecrets {
 #[async_trait]
 impl SecretStore for MemorySecrets {
     async fn secret_string(&self, id: &str) -> Result<String, BackendError> {
-        self.secrets.get(id).cloned().ok_or_else(|| {
-            BackendError::new("memory-secrets", "GetSecretValue", format!("no secret {id}"))
-        })
+        self.secrets
+            .get(id)
+            .cloned()
+            .ok_or_else(|| BackendError::new("memory-secrets", "GetSecretValue", format!("no secret {id}")))
     }
 }
 
@@ -174,7 +179,10 @@ mod tests {
     fn an_rds_secret_becomes_a_url_with_its_password_encoded() {
         let secret = r#"{"username":"trace","password":"p@ss:w/rd?#%","engine":"postgres","host":"db.abc.eu-west-1.rds.amazonaws.com","port":5432,"dbname":"trace","dbInstanceIdentifier":"db"}"#;
         let url = database_url(secret).unwrap();
-        assert_eq!(url, "postgres://trace:p%40ss%3Aw%2Frd%3F%23%25@db.abc.eu-west-1.rds.amazonaws.com:5432/trace");
+        assert_eq!(
+            url,
+            "postgres://trace:p%40ss%3Aw%2Frd%3F%23%25@db.abc.eu-west-1.rds.amazonaws.com:5432/trace"
+        );
         // tokio-postgres reads it back to the same password.
         let config: tokio_postgres::Config = url.parse().unwrap();
         assert_eq!(config.get_password(), Some(&b"p@ss:w/rd?#%"[..]));
@@ -192,7 +200,10 @@ mod tests {
             ("mysql://u:hunter2@h/db", SecretShapeError::Unknown),
             (r#"{"username":"u","password":"hunter2"}"#, SecretShapeError::Missing("host")),
             (r#"{"password":"hunter2","host":"h"}"#, SecretShapeError::Missing("username")),
-            (r#"{"username":"u","password":"hunter2","host":"h","engine":"mysql"}"#, SecretShapeError::Engine("mysql".into())),
+            (
+                r#"{"username":"u","password":"hunter2","host":"h","engine":"mysql"}"#,
+                SecretShapeError::Engine("mysql".into()),
+            ),
         ] {
             let e = database_url(secret).unwrap_err();
             assert_eq!(e, expected, "{secret}");

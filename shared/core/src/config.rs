@@ -219,7 +219,9 @@ pub fn redact_url(text: &str) -> String {
         let (before, after) = rest.split_at(at + 3);
         out.push_str(before);
         // The word: up to white space or a quote.
-        let end = after.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>')).unwrap_or(after.len());
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+            .unwrap_or(after.len());
         let (word, tail) = after.split_at(end);
         match (word.rfind('@'), word.find(':')) {
             (Some(at), Some(colon)) if colon < at => {
@@ -576,7 +578,10 @@ mod tests {
             ("redis://:token@cache:6379", "redis://:***@cache:6379"),
             ("postgres://trace@db/trace", "postgres://trace@db/trace"),
             ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-            ("postgres://db/trace?user=u&password=hunter2&sslmode=require", "postgres://db/trace?user=u&password=***&sslmode=require"),
+            (
+                "postgres://db/trace?user=u&password=hunter2&sslmode=require",
+                "postgres://db/trace?user=u&password=***&sslmode=require",
+            ),
             ("not a url", "not a url"),
             ("", ""),
             (
@@ -616,10 +621,17 @@ mod tests {
 
     #[test]
     fn the_database_comes_from_one_place() {
-        let c = with(&[("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")])
-            .unwrap();
-        assert_eq!(c.database_secret_arn.as_deref(), Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"));
-        let both = with(&[("DATABASE_URL", "postgres://db/trace"), ("DATABASE_SECRET_ARN", "db")]).unwrap_err();
+        let c = with(&[(
+            "DATABASE_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.database_secret_arn.as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")
+        );
+        let both =
+            with(&[("DATABASE_URL", "postgres://db/trace"), ("DATABASE_SECRET_ARN", "db")]).unwrap_err();
         assert_eq!(both.var, "DATABASE_SECRET_ARN");
     }
 

@@ -286,7 +286,8 @@ mod tests {
 
     #[test]
     fn unavailable_keeps_its_source_for_the_log_and_tells_the_caller_what_failed() {
-        let cause = std::io::Error::other("redis://default:hunter2@cache:6379: EVALSHA {trace}:job:1:meta timed out");
+        let cause =
+            std::io::Error::other("redis://default:hunter2@cache:6379: EVALSHA {trace}:job:1:meta timed out");
         let e = TraceError::unavailable("the job store", cause);
         let body = e.body();
         assert_eq!(
@@ -311,7 +312,10 @@ mod tests {
     #[test]
     fn every_error_body_carries_its_request_id_in_the_envelope() {
         let body = TraceError::unavailable("the database", std::io::Error::other("x")).body_for("abc-123");
-        assert_eq!((body["request_id"].as_str(), body["meta"]["request_id"].as_str()), (Some("abc-123"), Some("abc-123")));
+        assert_eq!(
+            (body["request_id"].as_str(), body["meta"]["request_id"].as_str()),
+            (Some("abc-123"), Some("abc-123"))
+        );
         assert_eq!(body["success"], false);
         assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
         assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");

@@ -435,7 +435,8 @@ mod tests {
 
     #[test]
     fn a_backend_error_without_a_password_keeps_its_cause() {
-        let e = BackendError::new("redis", "get", std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"));
+        let e =
+            BackendError::new("redis", "get", std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"));
         assert!(e.source.downcast_ref::<std::io::Error>().is_some(), "the original cause is kept");
         assert_eq!(e.to_string(), "redis get failed: timed out");
     }

@@ -383,7 +383,8 @@ mod tests {
     async fn a_backend_failure_answers_what_failed_and_a_request_id_and_logs_the_details() {
         let log = Captured::default();
         let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
         let _guard = tracing::subscriber::set_default(subscriber);
 
         let mut app = app_with(&[("TRACE_AUTH", "open")]).await;

@@ -5,7 +5,7 @@ pub mod changed;
 pub mod jobs;
 pub mod markers;
 pub mod queue;
-pub mod secrets;
 pub mod ratelimit;
+pub mod secrets;
 pub mod source;
 pub mod store;
