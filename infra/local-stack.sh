@@ -4,7 +4,7 @@
 # Usage: infra/local-stack.sh up|down|env|status
 #
 #   up      Install what is missing, then start on free loopback ports:
-#             - an AWS emulator (SQS + S3): LocalStack as a plain process, or moto as a fallback;
+#             - an AWS emulator (SQS, S3, Secrets Manager): LocalStack as a plain process, or moto as a fallback;
 #             - a private Redis;
 #             - a throwaway PostgreSQL cluster with a database `trace` (unless DATABASE_URL is set), with
 #               ssl=on (plain connections still accepted);
@@ -187,7 +187,8 @@ emulator_healthy() { # emulator_healthy KIND PORT
   local kind="$1" port="$2" body code
   if [[ "$kind" == localstack ]]; then
     body="$(http_body "http://127.0.0.1:$port/_localstack/health")"
-    grep -Eq '"sqs": *"(available|running)"' <<<"$body" && grep -Eq '"s3": *"(available|running)"' <<<"$body"
+    grep -Eq '"sqs": *"(available|running)"' <<<"$body" && grep -Eq '"s3": *"(available|running)"' <<<"$body" &&
+      grep -Eq '"secretsmanager": *"(available|running)"' <<<"$body"
   else
     code="$(http_code "http://127.0.0.1:$port/moto-api/")"   # its dashboard page: cheap, stateless
     [[ "$code" == 200 ]]
@@ -209,7 +210,7 @@ start_emulator() {
     mkdir -p "$STATE_DIR/localstack"
     t0="$(now)"
     (cd "$STATE_DIR" && detach "${clean_env[@]}" \
-      OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$STATE_DIR/localstack" SERVICES=sqs,s3 \
+      OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$STATE_DIR/localstack" SERVICES=sqs,s3,secretsmanager \
       GATEWAY_LISTEN="127.0.0.1:$port" LOCALSTACK_HOST="127.0.0.1:$port" SQS_ENDPOINT_STRATEGY=path \
       DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0 GATEWAY_SERVER="${GATEWAY_SERVER:-hypercorn}" \
       "$CACHE_DIR/$venv/bin/python" -m localstack.runtime.main >"$log" 2>&1

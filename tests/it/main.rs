@@ -14,6 +14,7 @@ mod lambda_events;
 mod markers_contract;
 mod queue_contract;
 mod ratelimit_contract;
+mod secrets;
 mod source_contract;
 mod store_contract;
 mod template;

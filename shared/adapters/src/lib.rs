@@ -10,6 +10,7 @@
 //! | RateLimiter | [`ratelimit::redis::RedisRateLimiter`] | [`ratelimit::memory::MemoryRateLimiter`] |
 //! | BackfillMarkers | [`markers::redis::RedisMarkers`] | [`markers::memory::MemoryMarkers`] |
 //! | ChangedIds  | [`source::changed::PgChangedIds`] | [`source::changed::DatasetChangedIds`] |
+//! | SecretStore | [`secrets::SecretsManager`] | [`secrets::MemorySecrets`] |
 //!
 //! Every Redis key is named in [`keys`]; the Redis adapters share one connection
 //! ([`redis_connection`]). [`runtime`] builds the [`Backends`](trace_core::ports::Backends) of a
@@ -23,6 +24,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod redis_connection;
 pub mod runtime;
+pub mod secrets;
 pub mod source;
 pub mod store;
 pub mod tls;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 pub use trace_core::config::in_lambda;
-use trace_core::config::{Config, ConfigError, LogFormat};
+use trace_core::config::{redact_url, Config, ConfigError, LogFormat};
 pub use trace_core::ports::Backends;
 use trace_core::ports::{
     BackendError, BackfillMarkers, ChangedIds, ChunkStore, EventSource, JobQueue, JobStore, RateLimiter,
@@ -27,6 +27,7 @@ pub fn config_or_exit(binary: &str) -> Config {
     match Config::from_env() {
         Ok(config) => config,
         Err(ConfigError { var, value, expected }) => {
+            let value = redact_url(&value);
             eprintln!("{binary}: invalid configuration: {var}={value:?}: expected {expected}");
             std::process::exit(2);
         }
@@ -65,6 +66,17 @@ pub trait BackendsFromConfig: Sized {
 #[async_trait]
 impl BackendsFromConfig for Backends {
     async fn from_config(config: &Config) -> Result<Self, BackendError> {
+        let with_secret;
+        let config = match (&config.database_url, &config.database_secret_arn) {
+            (None, Some(id)) => {
+                with_secret = Config {
+                    database_url: Some(database_url_from_secret(config, id).await?),
+                    ..config.clone()
+                };
+                &with_secret
+            }
+            _ => config,
+        };
         let (heavy, light, store) = aws_backends(config).await;
         let redis = redis_backends(config).await?;
         let (source, changes) = database_backends(config).await?;
@@ -87,6 +99,15 @@ impl BackendsFromConfig for Backends {
             changes,
         })
     }
+}
+
+/// The database URL from the secret `id` (`DATABASE_SECRET_ARN`), read from Secrets Manager once, before
+/// the pool is made. Logged by id only.
+async fn database_url_from_secret(config: &Config, id: &str) -> Result<String, BackendError> {
+    let sdk = crate::aws::sdk_config(config.aws_endpoint_url.as_deref()).await;
+    let url = crate::secrets::read_database_url(&crate::secrets::SecretsManager::from_sdk(&sdk), id).await?;
+    tracing::info!(secret = id, "database URL read from DATABASE_SECRET_ARN");
+    Ok(url)
 }
 
 /// The queues (heavy, light) and the chunk store: SQS and S3 when configured.

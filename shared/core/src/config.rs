@@ -58,9 +58,10 @@ pub const VARIABLES: &[Variable] = &[
     var("REDIS_KEY_PREFIX", "trace", "Prefix of every Redis key; the job store's keys carry it as their cluster hash tag (`{trace}:job:{id}:meta`). Letters, digits, '-', '_', '.', ':'.", "submit, status, worker, stream, backfill"),
     var("REDIS_TLS_CA_FILE", "", "PEM bundle of the CAs to trust for a rediss:// REDIS_URL instead of the system roots (ElastiCache's certificates chain to public Amazon roots: leave unset in AWS). Only with rediss://.", "submit, status, worker, stream, backfill"),
     var("REDIS_CLUSTER", "false", "true: talk to REDIS_URL as a Redis Cluster (ElastiCache Serverless is always clustered); false: a single node.", "submit, status, worker, stream, backfill"),
-    var("DATABASE_URL", "", "PostgreSQL with the domain tables (postgres://…); unset = the embedded reference dataset.", "submit, worker, backfill"),
+    var("DATABASE_URL", "", "PostgreSQL with the domain tables (postgres://…); unset = the embedded reference dataset (or DATABASE_SECRET_ARN). Not in AWS: its password would be plain text in the function's configuration.", "submit, worker, backfill"),
     var("DATABASE_SSLMODE", "", "TLS to PostgreSQL: disable, require (encrypted, certificate not checked) or verify-full (certificate chained to the roots and naming the host). Unset: the sslmode= of DATABASE_URL, else verify-full in Lambda and disable in a local process.", "submit, worker, backfill"),
     var("DATABASE_CA_FILE", "", "PEM bundle of the CAs to trust for PostgreSQL's certificate (e.g. the RDS global bundle); unset = the system roots.", "submit, worker, backfill"),
+    var("DATABASE_SECRET_ARN", "", "Secrets Manager secret (ARN or name) holding the database: a postgres:// URL, or the JSON of an RDS-managed secret (username, password, host, port, dbname). Read once at start-up instead of DATABASE_URL (set one of the two).", "submit, worker, backfill, local"),
     var("DB_POOL_SIZE", "4", "Database connections per process.", "submit, worker, backfill"),
     var("AWS_ENDPOINT_URL", "", "Endpoint of an SQS/S3-compatible emulator (LocalStack, moto); unset = AWS. Read by the AWS SDK.", "all"),
     var("TRACE_STREAM_RESPONSE", "streaming", "How the stream binary answers in Lambda: streaming (Function URL in RESPONSE_STREAM mode: the NDJSON stream) or buffered (behind the HTTP API: result pages).", "stream"),
@@ -68,13 +69,14 @@ pub const VARIABLES: &[Variable] = &[
     var("LOG_FORMAT", "auto", "Log format: json, text, or auto (json in Lambda, text elsewhere). Levels from RUST_LOG.", "all"),
 ];
 
-/// A variable with a value it cannot use.
+/// A variable with a value it cannot use. The value is shown with any password in it replaced
+/// ([`redact_url`]): the message goes to logs and terminals.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {var}={value:?}: expected {expected}")]
+#[error("invalid configuration: {var}={value:?}: expected {expected}", value = redact_url(value))]
 pub struct ConfigError {
     /// The variable.
     pub var: &'static str,
-    /// Its value.
+    /// Its value (passwords already redacted for the URL variables).
     pub value: String,
     /// What would do.
     pub expected: &'static str,
@@ -104,8 +106,8 @@ impl Default for Limits {
 /// Which worker pool a process serves.
 use crate::queue::QueueKind;
 
-/// The whole configuration.
-#[derive(Debug, Clone, PartialEq)]
+/// The whole configuration. Its `Debug` shows the URLs with their passwords redacted.
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// Admission limits.
     pub limits: Limits,
@@ -162,6 +164,8 @@ pub struct Config {
     pub database_sslmode: Option<SslMode>,
     /// `DATABASE_CA_FILE`.
     pub database_ca_file: Option<String>,
+    /// `DATABASE_SECRET_ARN`: where to read the database's URL at start-up when `DATABASE_URL` is unset.
+    pub database_secret_arn: Option<String>,
     /// `DB_POOL_SIZE`.
     pub db_pool_size: usize,
     /// `AWS_ENDPOINT_URL`.
@@ -172,6 +176,99 @@ pub struct Config {
     pub http_addr: std::net::SocketAddr,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    /// Every field, the URLs with their passwords redacted. Fields are listed one by one on purpose: a
+    /// new field is shown only once someone decides it holds no secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |url: &Option<String>| url.as_deref().map(redact_url);
+        f.debug_struct("Config")
+            .field("limits", &self.limits)
+            .field("stream_batch_size", &self.stream_batch_size)
+            .field("chunk_encoding", &self.chunk_encoding)
+            .field("fetch_size", &self.fetch_size)
+            .field("id_batch_size", &self.id_batch_size)
+            .field("job_ttl", &self.job_ttl)
+            .field("job_timeout", &self.job_timeout)
+            .field("worker_visibility", &self.worker_visibility)
+            .field("worker_heartbeat", &self.worker_heartbeat)
+            .field("max_receive_count", &self.max_receive_count)
+            .field("worker_queue", &self.worker_queue)
+            .field("rate_limit_requests", &self.rate_limit_requests)
+            .field("rate_limit_window", &self.rate_limit_window)
+            .field("submit_rate_limit_requests", &self.submit_rate_limit_requests)
+            .field("submit_rate_limit_window", &self.submit_rate_limit_window)
+            .field("backfill_window", &self.backfill_window)
+            .field("heavy_queue_url", &self.heavy_queue_url)
+            .field("light_queue_url", &self.light_queue_url)
+            .field("bucket", &self.bucket)
+            .field("local_dir", &self.local_dir)
+            .field("redis_url", &redacted(&self.redis_url))
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("database_url", &redacted(&self.database_url))
+            .field("database_secret_arn", &self.database_secret_arn)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("aws_endpoint_url", &redacted(&self.aws_endpoint_url))
+            .field("stream_responses", &self.stream_responses)
+            .field("http_addr", &self.http_addr)
+            .field("log_format", &self.log_format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `text` with the password of every URL in it replaced by `***`: `postgres://user:secret@host/db` →
+/// `postgres://user:***@host/db`, and a `password=` parameter (`?password=secret`, `password=secret` in
+/// a message) likewise. Text without a password comes back unchanged. For anything that may reach a
+/// log line or an error: a URL variable, a backend's error message.
+///
+/// Biased to hide too much rather than too little: the password of a URL runs from the first `:` after
+/// `scheme://` to the *last* `@` of that word, so a password with an unencoded `@` or `/` is still
+/// hidden whole.
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // The word: up to white space or a quote.
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+            .unwrap_or(after.len());
+        let (word, tail) = after.split_at(end);
+        match (word.rfind('@'), word.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&word[..=colon]);
+                out.push_str("***");
+                out.push_str(&word[at..]);
+            }
+            _ => out.push_str(word),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    redact_password_parameters(&out)
+}
+
+/// `password=…` (any case) with its value replaced, up to `&`, white space or a quote.
+fn redact_password_parameters(text: &str) -> String {
+    const KEY: &str = "password=";
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(KEY) {
+        let value_start = from + found + KEY.len();
+        out.push_str(&text[from..value_start]);
+        let value_len = text[value_start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '\'' | ';' | ','))
+            .unwrap_or(text.len() - value_start);
+        if value_len > 0 {
+            out.push_str("***");
+        }
+        from = value_start + value_len;
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 /// How logs are written.
@@ -306,7 +403,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         if schemes.is_empty() || schemes.iter().any(|s| value.starts_with(s)) {
             Ok(Some(value))
         } else {
-            Err(ConfigError { var: name, value, expected })
+            Err(ConfigError { var: name, value: redact_url(&value), expected })
         }
     }
 
@@ -462,6 +559,7 @@ impl Config {
                 })?),
             },
             database_ca_file: r.optional("DATABASE_CA_FILE", &[], "")?,
+            database_secret_arn: r.optional("DATABASE_SECRET_ARN", &[], "")?,
             db_pool_size: r.number("DB_POOL_SIZE", 1, 256, "a whole number from 1 to 256")? as usize,
             aws_endpoint_url: r.optional("AWS_ENDPOINT_URL", &["http://", "https://"], url)?,
             stream_responses,
@@ -472,7 +570,7 @@ impl Config {
     }
 
     /// The rules between variables: the heartbeat comes before the visibility runs out; a Redis CA
-    /// bundle only with a TLS URL (else it would be silently unused).
+    /// bundle only with a TLS URL (else it would be silently unused); one source of the database.
     fn checked(self) -> Result<Self, ConfigError> {
         if let Some(ca) = &self.redis_tls_ca_file {
             if !self.redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
@@ -482,6 +580,13 @@ impl Config {
                     expected: "to be set only with a rediss:// REDIS_URL",
                 });
             }
+        }
+        if let (Some(_), Some(arn)) = (&self.database_url, &self.database_secret_arn) {
+            return Err(ConfigError {
+                var: "DATABASE_SECRET_ARN",
+                value: arn.clone(),
+                expected: "unset when DATABASE_URL is set (the database comes from one of the two)",
+            });
         }
         if self.worker_heartbeat >= self.worker_visibility {
             return Err(ConfigError {
@@ -558,6 +663,71 @@ mod tests {
         ] {
             assert_eq!(with(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_only() {
+        for (text, expected) in [
+            ("postgres://trace:s3cret@db.example:5432/trace", "postgres://trace:***@db.example:5432/trace"),
+            ("rediss://default:pa@ss/w0rd@cache:6379/0", "rediss://default:***@cache:6379/0"),
+            ("redis://:token@cache:6379", "redis://:***@cache:6379"),
+            ("postgres://trace@db/trace", "postgres://trace@db/trace"),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "postgres://db/trace?user=u&password=hunter2&sslmode=require",
+                "postgres://db/trace?user=u&password=***&sslmode=require",
+            ),
+            ("not a url", "not a url"),
+            ("", ""),
+            (
+                "error connecting to postgres://u:p4ss@h/db: refused (also redis://x:y@r)",
+                "error connecting to postgres://u:***@h/db: refused (also redis://x:***@r)",
+            ),
+            ("host=db Password=hunter2 user=u", "host=db Password=*** user=u"),
+        ] {
+            assert_eq!(redact_url(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_bad_url_variable_never_shows_its_password() {
+        let e = with(&[("DATABASE_URL", "mysql://trace:hunter2@db/trace")]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+        assert!(!e.value.contains("hunter2") && !e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("mysql://trace:***@db/trace"), "{e}");
+        let e = with(&[("REDIS_URL", "http://default:hunter2@cache:6379")]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        // Even a value built elsewhere is shown redacted.
+        let e = ConfigError { var: "X", value: "postgres://a:hunter2@b".into(), expected: "y" };
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn debug_of_the_config_redacts_urls() {
+        let c = with(&[
+            ("DATABASE_URL", "postgres://trace:hunter2@db/trace"),
+            ("REDIS_URL", "rediss://default:hunter3@cache:6379"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert!(shown.contains("postgres://trace:***@db/trace"), "{shown}");
+    }
+
+    #[test]
+    fn the_database_comes_from_one_place() {
+        let c = with(&[(
+            "DATABASE_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.database_secret_arn.as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")
+        );
+        let both =
+            with(&[("DATABASE_URL", "postgres://db/trace"), ("DATABASE_SECRET_ARN", "db")]).unwrap_err();
+        assert_eq!(both.var, "DATABASE_SECRET_ARN");
     }
 
     #[test]

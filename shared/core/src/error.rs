@@ -88,7 +88,8 @@ pub enum TraceError {
     /// A backend (queue, store, database) failed.
     #[error("{message}")]
     Unavailable {
-        /// What the caller is told (it names the backend's error).
+        /// What the caller is told: which part failed, in words, never the backend's own text (keys,
+        /// SQL, host names), which stays in `source` for the log.
         message: String,
         /// The backend's error, kept (with its own sources) for the log.
         #[source]
@@ -97,18 +98,33 @@ pub enum TraceError {
     /// No route has that path (or that method).
     #[error("no such route")]
     NoSuchRoute,
-    /// A bug or an unexpected state.
+    /// A bug or an unexpected state. The text is for the log; the caller gets [`INTERNAL_MESSAGE`].
     #[error("{0}")]
     Internal(String),
 }
 
+/// What a caller is told of an internal error (the details go to the log, under the same request id).
+pub const INTERNAL_MESSAGE: &str =
+    "the service could not answer this request; if it persists, report its request_id";
+
 impl TraceError {
-    /// A backend failure: the caller is told `message`, the log also gets `source` and its chain.
-    pub fn unavailable(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        TraceError::Unavailable { message: message.into(), source: Some(Cause(Arc::new(source))) }
+    /// A backend failure. The caller is told "`{what}` is unavailable; retry later" (`what` names the
+    /// part in words, e.g. "the job store"); the log also gets `source` and its chain. `what` is static
+    /// text on purpose: no backend message can reach the caller through it.
+    pub fn unavailable(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        TraceError::Unavailable {
+            message: format!("{what} is unavailable; retry later"),
+            source: Some(Cause(Arc::new(source))),
+        }
+    }
+
+    /// What the caller is told: the error's own words, except for an internal error, whose text is
+    /// for the log only.
+    pub fn public_message(&self) -> String {
+        match self {
+            TraceError::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+            other => other.to_string(),
+        }
     }
 
     /// The stable code.
@@ -158,13 +174,22 @@ impl TraceError {
         self.body_at(chrono::Utc::now())
     }
 
+    /// The JSON body of the answer to request `request_id`: [`TraceError::body`] with `request_id` at the
+    /// top level and in `meta`, the id under which the details are logged.
+    pub fn body_for(&self, request_id: &str) -> Value {
+        let mut body = self.body();
+        body["request_id"] = json!(request_id);
+        body["meta"]["request_id"] = json!(request_id);
+        body
+    }
+
     /// The JSON body: `{"code", "message", …}` plus the fields the client reads for some codes, inside
     /// the dashboard's envelope — `"success": false`, `"error": {"code", "message"}` and
     /// `"meta": {"timestamp", "retry_after_seconds"?}` — so both this project's client (top-level
     /// `code`/`message`) and the dashboard's (`error.message`, `error.code`, `meta.retry_after_seconds`)
-    /// read it.
+    /// read it. The message is [`TraceError::public_message`]: a 5xx never carries a backend's text.
     pub fn body_at(&self, now: chrono::DateTime<chrono::Utc>) -> Value {
-        let (code, message) = (self.code(), self.to_string());
+        let (code, message) = (self.code(), self.public_message());
         let mut meta = json!({ "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) });
         if let TraceError::TooManyRequests { retry_after_seconds } = self {
             meta["retry_after_seconds"] = json!(retry_after_seconds);
@@ -260,12 +285,41 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_keeps_its_source_and_tells_its_message() {
-        let cause = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
-        let e = TraceError::unavailable(format!("job store: {cause}"), cause);
-        assert_eq!((e.http_status(), e.body()["message"].as_str()), (503, Some("job store: timed out")));
+    fn unavailable_keeps_its_source_for_the_log_and_tells_the_caller_what_failed() {
+        let cause =
+            std::io::Error::other("redis://default:hunter2@cache:6379: EVALSHA {trace}:job:1:meta timed out");
+        let e = TraceError::unavailable("the job store", cause);
+        let body = e.body();
+        assert_eq!(
+            (e.http_status(), body["message"].as_str()),
+            (503, Some("the job store is unavailable; retry later"))
+        );
+        assert!(!body.to_string().contains("EVALSHA") && !body.to_string().contains("hunter2"), "{body}");
         let source = std::error::Error::source(&e).expect("the source is kept");
-        assert_eq!(source.to_string(), "timed out");
+        assert!(source.to_string().contains("EVALSHA"));
+    }
+
+    #[test]
+    fn an_internal_error_tells_its_details_to_the_log_only() {
+        let e = TraceError::Internal("manifest of 42 is unreadable: expected value at line 1".into());
+        let body = e.body_for("req-1");
+        assert_eq!((e.http_status(), body["message"].as_str()), (500, Some(INTERNAL_MESSAGE)));
+        assert_eq!(body["error"]["message"], INTERNAL_MESSAGE);
+        assert!(!body.to_string().contains("manifest"), "{body}");
+        assert!(e.to_string().contains("manifest of 42"));
+    }
+
+    #[test]
+    fn every_error_body_carries_its_request_id_in_the_envelope() {
+        let body = TraceError::unavailable("the database", std::io::Error::other("x")).body_for("abc-123");
+        assert_eq!(
+            (body["request_id"].as_str(), body["meta"]["request_id"].as_str()),
+            (Some("abc-123"), Some("abc-123"))
+        );
+        assert_eq!(body["success"], false);
+        assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+        assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+        assert!(body["meta"]["timestamp"].is_string());
     }
 
     #[test]

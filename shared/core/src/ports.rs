@@ -38,9 +38,50 @@ pub struct BackendError {
 }
 
 impl BackendError {
-    /// Wraps a backend library's error.
+    /// Wraps a backend library's error. A cause whose text (or any of its sources') holds a URL with
+    /// a password is replaced by its redacted text ([`redact_url`](crate::config::redact_url)), so no
+    /// log line or message built from the error can show the password.
     pub fn new(backend: &'static str, op: &'static str, source: impl Into<BoxError>) -> Self {
-        BackendError { backend, op, source: source.into() }
+        BackendError { backend, op, source: Redacted::wrap(source.into()) }
+    }
+}
+
+/// An error chain flattened to redacted text: what [`BackendError::new`] keeps of a cause that
+/// mentioned a password.
+#[derive(Debug)]
+struct Redacted {
+    message: String,
+    source: Option<Box<Redacted>>,
+}
+
+impl Redacted {
+    /// `error` as it is when no text of its chain changes under redaction; else the redacted chain.
+    fn wrap(error: BoxError) -> BoxError {
+        let mut chain = Vec::new();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(e) = next {
+            chain.push(e.to_string());
+            next = e.source();
+        }
+        if chain.iter().all(|text| crate::config::redact_url(text) == *text) {
+            return error;
+        }
+        let redacted = chain.iter().rev().fold(None, |source, text| {
+            Some(Box::new(Redacted { message: crate::config::redact_url(text), source }))
+        });
+        redacted.map_or(error, |r| r as BoxError)
+    }
+}
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Redacted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -345,5 +386,58 @@ impl Backends {
             QueueKind::Heavy => &self.heavy,
             QueueKind::Light => &self.light,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------------
+
+/// Where secrets live (AWS Secrets Manager), read once at start-up. Implementations never put a
+/// secret's value in an error.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The current string value of the secret `id` (an ARN or a name).
+    async fn secret_string(&self, id: &str) -> Result<String, BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a cause, like a driver's "connect failed" over an I/O error.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Outer(String, #[source] std::io::Error);
+
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut next = e.source();
+        while let Some(s) = next {
+            text.push_str(" / ");
+            text.push_str(&s.to_string());
+            next = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_backend_error_never_carries_a_password() {
+        let cause = Outer(
+            "cannot connect to postgres://trace:hunter2@db:5432/trace".into(),
+            std::io::Error::other("redis://default:hunter3@cache refused"),
+        );
+        let e = BackendError::new("postgres", "connect", cause);
+        let text = chain(&e);
+        assert!(!text.contains("hunter2") && !text.contains("hunter3"), "{text}");
+        assert!(text.contains("postgres://trace:***@db:5432/trace") && text.contains("refused"), "{text}");
+    }
+
+    #[test]
+    fn a_backend_error_without_a_password_keeps_its_cause() {
+        let e =
+            BackendError::new("redis", "get", std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"));
+        assert!(e.source.downcast_ref::<std::io::Error>().is_some(), "the original cause is kept");
+        assert_eq!(e.to_string(), "redis get failed: timed out");
     }
 }

@@ -27,22 +27,71 @@ impl From<TraceError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The status and JSON body, with the request's id ([`request_id`]) in the body and the
+    /// `x-request-id` header. A 5xx is logged with its details (the error's sources) under the same id;
+    /// its body tells only what failed.
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let id = request_id();
         if status.is_server_error() {
             // As an error value, so the log shows its sources too.
             tracing::error!(
+                request_id = %id,
                 code = self.0.code(),
                 error = &self.0 as &dyn std::error::Error,
                 "request failed"
             );
         }
-        let mut response = (status, Json(self.0.body())).into_response();
+        let mut response = (status, Json(self.0.body_for(&id))).into_response();
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
         if let TraceError::TooManyRequests { retry_after_seconds } = self.0 {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
         }
         response
     }
+}
+
+/// The response header that carries the request's id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The id of the request being answered, set by [`with_request_ids`].
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being answered: Lambda's request id in Lambda, a fresh UUID otherwise (also
+/// outside [`with_request_ids`]).
+pub fn request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| uuid_v4())
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Gives every request an id — the Lambda invocation's request id when there is one (so the log lines
+/// and Lambda's own records agree), else a new UUID — that error bodies carry ([`ApiError`]), every
+/// log line of the request carries (a span), and every answer returns in `x-request-id`.
+pub fn with_request_ids(router: Router) -> Router {
+    router.layer(middleware::from_fn(identify_request))
+}
+
+async fn identify_request(request: Request, next: Next) -> Response {
+    let id = request
+        .extensions()
+        .get::<lambda_runtime::Context>()
+        .map(|c| c.request_id.clone())
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(uuid_v4);
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response =
+        tracing::Instrument::instrument(REQUEST_ID.scope(id.clone(), next.run(request)), span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
 }
 
 /// Which routes a router serves.
@@ -295,6 +344,105 @@ mod tests {
                 (StatusCode::TOO_MANY_REQUESTS, Some("TOO_MANY_REQUESTS"))
             );
         }
+    }
+
+    /// A database that fails the way a real one does, with its host, credentials and SQL in the text.
+    struct BrokenDatabase;
+
+    #[async_trait::async_trait]
+    impl trace_core::ports::EventSource for BrokenDatabase {
+        async fn open(
+            &self,
+            _domain: trace_core::Domain,
+            _ids: &[trace_core::ContainerId],
+        ) -> Result<Box<dyn trace_core::ports::RowCursor>, trace_core::ports::SourceError> {
+            Err(trace_core::ports::BackendError::new(
+                "postgres",
+                "connect",
+                "error connecting to postgres://trace:hunter2@db.internal:5432/trace: relation \"holds\" does not exist",
+            )
+            .into())
+        }
+    }
+
+    /// Log lines written while the test runs.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_failure_answers_what_failed_and_a_request_id_and_logs_the_details() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let mut app = app_with(&[("TRACE_AUTH", "open")]).await;
+        app.backends.source = std::sync::Arc::new(BrokenDatabase);
+        let router = with_request_ids(router(app, &[Part::Submit]));
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/trace/events")
+            .body(Body::from(r#"{"container_ids":["A"],"domains":["holds"]}"#))
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let header = response.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_owned();
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+
+        // The caller: what failed, in words, and the request's id; no host, credentials or SQL.
+        assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+        assert_eq!(body["message"], "the database is unavailable; retry later");
+        assert_eq!(body["error"]["message"], body["message"]);
+        let id = body["request_id"].as_str().expect("a request id").to_owned();
+        assert_eq!((body["meta"]["request_id"].as_str(), header.as_str()), (Some(id.as_str()), id.as_str()));
+        let text = body.to_string();
+        for secret in ["hunter2", "db.internal", "relation", "postgres"] {
+            assert!(!text.contains(secret), "the body shows {secret:?}: {text}");
+        }
+
+        // The log: the details under the same id, the password redacted.
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let line = log.lines().find(|l| l.contains("request failed")).unwrap_or_else(|| panic!("{log}"));
+        assert!(line.contains(&id) && line.contains("does not exist"), "{line}");
+        assert!(!log.contains("hunter2"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn every_answer_has_a_request_id_header() {
+        let router = with_request_ids(router(app().await, &[Part::Status]));
+        let request = axum::http::Request::builder().uri("/health").body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let first = response.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_owned();
+        let request = axum::http::Request::builder().uri("/health").body(Body::empty()).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_ne!(response.headers()[REQUEST_ID_HEADER].to_str().unwrap(), first, "one id per request");
+        assert_eq!(uuid::Uuid::parse_str(&first).map(|u| u.get_version_num()), Ok(4));
+    }
+
+    #[tokio::test]
+    async fn in_lambda_the_request_id_is_the_invocation_s() {
+        let router = with_request_ids(router(app().await, &[Part::Status]));
+        let mut context = lambda_runtime::Context::default();
+        context.request_id = "8f5c2b8e-lambda-request".to_owned();
+        let mut request = axum::http::Request::builder().uri("/nowhere").body(Body::empty()).unwrap();
+        request.extensions_mut().insert(context);
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "8f5c2b8e-lambda-request");
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["request_id"], "8f5c2b8e-lambda-request");
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ pub async fn finished_manifest(app: &App, id: &str) -> Result<Manifest, TraceErr
             return Err(TraceError::JobResultExpired(id.to_owned()))
         }
         Err(StoreError::NotFound(_)) => return Err(TraceError::JobNotFound(id.to_owned())),
-        Err(e) => return Err(TraceError::unavailable(format!("object store: {e}"), e)),
+        Err(e) => return Err(TraceError::unavailable("the result store", e)),
     };
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| TraceError::Internal(format!("manifest of {id} is unreadable: {e}")))?;
@@ -81,7 +81,7 @@ impl From<StoreError> for ChunkError {
 impl From<ChunkError> for TraceError {
     fn from(e: ChunkError) -> Self {
         match e {
-            ChunkError::Store(store) => TraceError::unavailable(store.to_string(), store),
+            ChunkError::Store(store) => TraceError::unavailable("the result store", store),
             e => TraceError::Internal(e.to_string()),
         }
     }

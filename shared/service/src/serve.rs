@@ -57,6 +57,7 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 /// else on `TRACE_HTTP_ADDR` until a shutdown signal.
 pub async fn http(app: &App, router: Router, streaming: bool) -> Result<(), ServeError> {
     if in_lambda() {
+        let router = crate::http::with_request_ids(router);
         return if streaming {
             lambda_http::run_with_streaming_response(router).await
         } else {
@@ -66,12 +67,13 @@ pub async fn http(app: &App, router: Router, streaming: bool) -> Result<(), Serv
     local_http(router, app.config.http_addr, shutdown_signal()).await
 }
 
-/// Serves `router` on `addr` until `shutdown` turns true.
+/// Serves `router` on `addr` until `shutdown` turns true (every request with its id, as in Lambda).
 pub async fn local_http(
     router: Router,
     addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
+    let router = crate::http::with_request_ids(router);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -25,7 +25,7 @@ pub fn parse_job_id(id: &str) -> Result<JobId, TraceError> {
 
 /// A job-store failure as the caller sees it.
 pub(crate) fn job_store_unavailable(e: JobStoreError) -> TraceError {
-    TraceError::unavailable(format!("job store: {e}"), e)
+    TraceError::unavailable("the job store", e)
 }
 
 /// Reads a job, or `JOB_NOT_FOUND`.

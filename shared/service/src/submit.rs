@@ -43,7 +43,7 @@ pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
                 let queue = admission::route(&request, &app.config.limits);
                 enqueue(app, &request, queue).await.map(Answer::Accepted)
             }
-            Err(InlineError::Source(e)) => Err(TraceError::unavailable(e.to_string(), e)),
+            Err(InlineError::Source(e)) => Err(TraceError::unavailable("the database", e)),
             Err(e @ InlineError::Render(_)) => {
                 tracing::error!(error = %e, "inline answer");
                 Err(TraceError::Internal("the answer could not be written".to_owned()))
@@ -70,14 +70,14 @@ pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Res
         .store
         .put(&layout::input_key(&job_id), Bytes::from(input))
         .await
-        .map_err(|e| TraceError::unavailable(format!("storing the job input failed: {e}"), e))?;
+        .map_err(|e| TraceError::unavailable("the result store", e))?;
     let cid_count = request.cid_count() as u64;
     let meta = JobMeta::new(job_id, request.profile, cid_count, request.domains.clone(), queue, Utc::now());
     backends
         .jobs
         .create(&meta, app.config.job_ttl)
         .await
-        .map_err(|e| TraceError::unavailable(format!("creating the job failed: {e}"), e))?;
+        .map_err(|e| TraceError::unavailable("the job store", e))?;
     let message = ShardMessage::whole(job_id, request.profile, request.domains.clone(), cid_count);
     let id = job_id.to_string();
     if let Err(e) = backends.queue(queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await {
@@ -87,8 +87,8 @@ pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Res
                 tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
             }
         }
-        let message = format!("queueing job {id} failed ({e}); the job is marked failed");
-        return Err(TraceError::unavailable(message, e));
+        tracing::warn!(job_id = %id, "the job could not be queued: it is marked failed");
+        return Err(TraceError::unavailable("the job queue", e));
     }
     tracing::info!(job_id = %id, cid_count, queue = queue.as_str(), profile = %request.profile, "job queued");
     Ok(Accepted::queued(job_id, queue))

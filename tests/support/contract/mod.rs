@@ -6,5 +6,6 @@ pub mod jobs;
 pub mod markers;
 pub mod queue;
 pub mod ratelimit;
+pub mod secrets;
 pub mod source;
 pub mod store;
