@@ -13,7 +13,9 @@ use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use trace_adapters::runtime::{Backends, BackendsFromConfig};
 use trace_adapters::store::s3::S3Store;
 use trace_core::layout::{self, Manifest};
-use trace_core::{Config, ContainerId, Domain, JobId, JobStatus, Principal, Profile, QueueKind, TraceRequest};
+use trace_core::{
+    Config, ContainerId, Domain, JobId, JobStatus, Principal, Profile, QueueKind, TraceRequest,
+};
 use trace_dataset::container_id;
 use trace_service::{submit, App};
 

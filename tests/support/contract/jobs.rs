@@ -133,7 +133,8 @@ pub async fn history_newest_first(s: &dyn JobStore) {
     cancelled(s, &meta).await;
     failed(s, &other).await;
     s.create(&third, TTL).await.expect("create");
-    let recent: Vec<_> = s.list_recent(None, None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
+    let recent: Vec<_> =
+        s.list_recent(None, None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
     assert_eq!(recent, [third.job_id, other.job_id, meta.job_id]);
     let queued: Vec<_> = s
         .list_recent(None, Some(JobStatus::Queued), 10)
@@ -196,10 +197,7 @@ pub async fn the_history_of_an_owner_shows_only_its_jobs(s: &dyn JobStore) {
         ids(s.list_recent(Some(alice.id()), Some(JobStatus::Queued), 10).await.expect("list")),
         [a1.job_id]
     );
-    assert_eq!(
-        ids(s.list_recent(Some(bob.id()), Some(JobStatus::Cancelled), 10).await.expect("list")),
-        []
-    );
+    assert_eq!(ids(s.list_recent(Some(bob.id()), Some(JobStatus::Cancelled), 10).await.expect("list")), []);
     assert_eq!(ids(s.list_recent(Some("key:carol"), None, 10).await.expect("list")), []);
     // An owner's id is matched exactly, never as a prefix or a pattern.
     assert_eq!(ids(s.list_recent(Some("key:ali"), None, 10).await.expect("list")), []);
@@ -231,7 +229,8 @@ pub async fn ttl(s: &dyn JobStore) {
     assert_eq!(s.get(&short.job_id).await.expect("get"), None, "job outlived its TTL");
     assert!(s.get(&kept.job_id).await.expect("get").is_some(), "refreshed job expired");
     assert!(!s.refresh_ttl(&short.job_id, TTL).await.expect("refresh"));
-    let listed: Vec<_> = s.list_recent(None, None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
+    let listed: Vec<_> =
+        s.list_recent(None, None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
     assert_eq!(listed, [kept.job_id]);
     // The owner's history too keeps the refreshed job, and only it.
     assert_eq!(ids(s.list_recent(Some(OWNER), None, 10).await.expect("list")), [kept.job_id]);

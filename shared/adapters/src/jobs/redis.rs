@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use trace_core::job::{Guard, JobMeta, JobStatus, Progress};
 use trace_core::auth::hash_id;
+use trace_core::job::{Guard, JobMeta, JobStatus, Progress};
 use trace_core::ports::{CasOutcome, JobStore, JobStoreError};
 use trace_core::JobId;
 
@@ -261,8 +261,7 @@ impl JobStore for RedisJobStore {
                 }
             }
             if !expired.is_empty() {
-                let _: i64 =
-                    conn.zrem(&history, &expired).await.map_err(|e| backend("zrem", e))?;
+                let _: i64 = conn.zrem(&history, &expired).await.map_err(|e| backend("zrem", e))?;
                 start -= expired.len() as isize;
             }
             start += PAGE;
