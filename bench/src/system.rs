@@ -13,7 +13,9 @@ use trace_adapters::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use trace_adapters::runtime::{Backends, BackendsFromConfig};
 use trace_adapters::store::s3::S3Store;
 use trace_core::layout::{self, Manifest};
-use trace_core::{Config, ContainerId, Domain, JobId, JobStatus, Profile, QueueKind, TraceRequest};
+use trace_core::{
+    Config, ContainerId, Domain, JobId, JobStatus, Principal, Profile, QueueKind, TraceRequest,
+};
 use trace_dataset::container_id;
 use trace_service::{submit, App};
 
@@ -239,7 +241,8 @@ impl Bench {
             domains: trace.domains.to_vec(),
             params: Default::default(),
         };
-        let accepted = submit::enqueue(app, &request, QueueKind::Light).await?;
+        // Owned by the open mode's principal, the one the bench's local processes read as.
+        let accepted = submit::enqueue(app, &Principal::local(), &request, QueueKind::Light).await?;
         Ok(accepted.job_id)
     }
 

@@ -42,6 +42,21 @@ mod memory {
     }
 
     #[tokio::test]
+    async fn owner_and_tenant_round_trip() {
+        jobs::owner_and_tenant_round_trip(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn the_history_of_an_owner_shows_only_its_jobs() {
+        jobs::the_history_of_an_owner_shows_only_its_jobs(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn an_admin_s_history_shows_all() {
+        jobs::an_admin_s_history_shows_all(&MemoryJobStore::new()).await;
+    }
+
+    #[tokio::test]
     async fn ttl() {
         jobs::ttl(&MemoryJobStore::new()).await;
     }
@@ -83,6 +98,21 @@ mod redis {
     #[tokio::test]
     async fn history_newest_first() {
         jobs::history_newest_first(&redis_store().await).await;
+    }
+
+    #[tokio::test]
+    async fn owner_and_tenant_round_trip() {
+        jobs::owner_and_tenant_round_trip(&redis_store().await).await;
+    }
+
+    #[tokio::test]
+    async fn the_history_of_an_owner_shows_only_its_jobs() {
+        jobs::the_history_of_an_owner_shows_only_its_jobs(&redis_store().await).await;
+    }
+
+    #[tokio::test]
+    async fn an_admin_s_history_shows_all() {
+        jobs::an_admin_s_history_shows_all(&redis_store().await).await;
     }
 
     #[tokio::test]

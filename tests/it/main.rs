@@ -12,6 +12,7 @@ mod functions_e2e;
 mod jobs_contract;
 mod lambda_events;
 mod markers_contract;
+mod ownership;
 mod queue_contract;
 mod ratelimit_contract;
 mod secrets;

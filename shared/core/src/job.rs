@@ -8,6 +8,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Principal;
 use crate::domain::Domain;
 use crate::ids::JobId;
 use crate::profile::Profile;
@@ -187,6 +188,14 @@ pub struct JobMeta {
     pub attempt: u32,
     /// Last sign of life of the worker running it.
     pub heartbeat_at: Option<DateTime<Utc>>,
+    /// The id of the principal that submitted it ([`Principal::id`]): only it (and admins) may see
+    /// the job. Fixed at creation. A record from before owners were kept reads as `""`, which no
+    /// caller's id equals, so only admins see it.
+    #[serde(default)]
+    pub owner: String,
+    /// The owner's tenant, when its authorizer names one.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// The state a change was computed from: a store applies the change only if the job still has it.
@@ -209,7 +218,7 @@ pub struct InvalidTransition {
 }
 
 impl JobMeta {
-    /// A new queued job.
+    /// A new queued job, owned by nobody yet (see [`JobMeta::owned_by`]).
     pub fn new(
         job_id: JobId,
         profile: Profile,
@@ -232,7 +241,16 @@ impl JobMeta {
             error: None,
             attempt: 0,
             heartbeat_at: None,
+            owner: String::new(),
+            tenant: None,
         }
+    }
+
+    /// This job, owned by `principal` (and of its tenant).
+    pub fn owned_by(mut self, principal: &Principal) -> Self {
+        self.owner = principal.id().to_owned();
+        self.tenant = principal.tenant().map(str::to_owned);
+        self
     }
 
     /// The guard for a change computed from this meta.
@@ -347,6 +365,26 @@ mod tests {
         );
         let finished = started.transitioned(Finished, t0, None).unwrap();
         assert_eq!(finished.progress.percent, 100.0);
+    }
+
+    #[test]
+    fn a_job_records_its_owner_and_a_record_without_one_belongs_to_nobody() {
+        let t0 = Utc::now();
+        let alice = Principal::new("key:alice", Some("acme".into()));
+        let meta =
+            JobMeta::new(JobId::new(), Profile::QueryTool, 1, vec![], QueueKind::Light, t0).owned_by(&alice);
+        assert_eq!((meta.owner.as_str(), meta.tenant.as_deref()), ("key:alice", Some("acme")));
+        let started = meta.transitioned(Started, t0, None).unwrap();
+        assert_eq!((started.owner, started.tenant), (meta.owner.clone(), meta.tenant.clone()));
+        // A record written before owners were kept.
+        let mut old = serde_json::to_value(&meta).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("owner");
+        fields.remove("tenant");
+        let old: JobMeta = serde_json::from_value(old).unwrap();
+        assert_eq!((old.owner.as_str(), old.tenant), ("", None));
+        assert!(!alice.may_see(&old.owner));
+        assert!(Principal::new("key:root", None).with_admin(true).may_see(&old.owner));
     }
 
     #[test]

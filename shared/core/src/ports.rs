@@ -229,9 +229,11 @@ pub trait JobStore: Send + Sync {
         guard: Guard,
         progress: &Progress,
     ) -> Result<CasOutcome, JobStoreError>;
-    /// The most recent jobs, newest first, optionally of one status.
+    /// The most recent jobs, newest first: of `owner` (a principal id, [`JobMeta::owner`]) when
+    /// given, else of everyone (an admin's history); optionally of one status.
     async fn list_recent(
         &self,
+        owner: Option<&str>,
         status: Option<JobStatus>,
         limit: usize,
     ) -> Result<Vec<JobMeta>, JobStoreError>;

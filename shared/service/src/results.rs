@@ -10,7 +10,7 @@ use trace_core::api::{DomainPage, EventsAnswer, RenderedRecords, ResultPage};
 use trace_core::layout::{self, ChunkCorrupt, ChunkEntry, Manifest};
 use trace_core::ndjson::{write_records_line, StreamLine};
 use trace_core::ports::StoreError;
-use trace_core::{Domain, JobStatus, TraceError};
+use trace_core::{Domain, JobStatus, Principal, TraceError};
 
 use crate::status::{job_store_unavailable, parse_job_id};
 use crate::App;
@@ -18,10 +18,21 @@ use crate::App;
 /// Most records one page returns.
 pub const MAX_PAGE: usize = 5000;
 
-/// The manifest of a finished job, or the error the caller should see.
-pub async fn finished_manifest(app: &App, id: &str) -> Result<Manifest, TraceError> {
+/// The manifest of a finished job `principal` may see, or the error the caller should see.
+///
+/// Another caller's job answers `JOB_NOT_FOUND`, the answer of an unknown id, before anything else
+/// (its status included) is told. A result whose metadata has expired has no known owner: only an
+/// admin may still read it.
+pub async fn finished_manifest(app: &App, principal: &Principal, id: &str) -> Result<Manifest, TraceError> {
     let job_id = parse_job_id(id)?;
     let meta = app.backends.jobs.get(&job_id).await.map_err(job_store_unavailable)?;
+    let visible = match &meta {
+        Some(meta) => principal.may_see(&meta.owner),
+        None => principal.is_admin(),
+    };
+    if !visible {
+        return Err(TraceError::JobNotFound(id.to_owned()));
+    }
     if let Some(meta) = &meta {
         if meta.status != JobStatus::Finished {
             return Err(TraceError::JobNotComplete { status: meta.status });
@@ -114,9 +125,10 @@ enum Step {
 /// `error` line.
 pub async fn stream(
     app: &App,
+    principal: &Principal,
     id: &str,
 ) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static, TraceError> {
-    let manifest = finished_manifest(app, id).await?;
+    let manifest = finished_manifest(app, principal, id).await?;
     let app = app.clone();
     Ok(stream::unfold((Step::Meta, app, manifest), |(step, app, m)| async move {
         let (out, next) = match step {
@@ -193,6 +205,7 @@ fn parse_number(
 /// that cover the page.
 pub async fn page(
     app: &App,
+    principal: &Principal,
     id: &str,
     domain: Option<&str>,
     offset: Option<&str>,
@@ -209,7 +222,7 @@ pub async fn page(
         }
         None => None,
     };
-    let manifest = finished_manifest(app, id).await?;
+    let manifest = finished_manifest(app, principal, id).await?;
     let dm = match requested {
         Some(d) => manifest.domain(d).ok_or_else(|| TraceError::InvalidParameter {
             name: "domain",

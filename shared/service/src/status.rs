@@ -1,9 +1,11 @@
-//! Job status, history and cancel.
+//! Job status, history and cancel, each as seen by one caller: a job belongs to the principal that
+//! submitted it, and another caller's job answers exactly like an unknown id (`JOB_NOT_FOUND`, never
+//! a 403 that would tell the id exists). An admin sees every job.
 
 use chrono::Utc;
 use trace_core::job::{JobMeta, JobStatus};
 use trace_core::ports::{CasOutcome, JobStoreError};
-use trace_core::{JobId, TraceError};
+use trace_core::{JobId, Principal, TraceError};
 
 use crate::App;
 
@@ -28,24 +30,31 @@ pub(crate) fn job_store_unavailable(e: JobStoreError) -> TraceError {
     TraceError::unavailable("the job store", e)
 }
 
-/// Reads a job, or `JOB_NOT_FOUND`.
-pub async fn load(app: &App, id: &str) -> Result<JobMeta, TraceError> {
+/// Reads a job `principal` may see, or `JOB_NOT_FOUND`: the same error whether the job does not exist
+/// or belongs to someone else.
+pub async fn load(app: &App, principal: &Principal, id: &str) -> Result<JobMeta, TraceError> {
     let job_id = parse_job_id(id)?;
     app.backends
         .jobs
         .get(&job_id)
         .await
         .map_err(job_store_unavailable)?
+        .filter(|meta| principal.may_see(&meta.owner))
         .ok_or_else(|| TraceError::JobNotFound(job_id.to_string()))
 }
 
 /// `GET /api/trace/job/{id}`.
-pub async fn status(app: &App, id: &str) -> Result<StatusBody, TraceError> {
-    Ok(StatusBody::of(load(app, id).await?, Utc::now()))
+pub async fn status(app: &App, principal: &Principal, id: &str) -> Result<StatusBody, TraceError> {
+    Ok(StatusBody::of(load(app, principal, id).await?, Utc::now()))
 }
 
-/// `GET /api/trace/jobs?status=&limit=`: newest first.
-pub async fn list(app: &App, status: Option<&str>, limit: Option<&str>) -> Result<JobList, TraceError> {
+/// `GET /api/trace/jobs?status=&limit=`: the caller's jobs (an admin's: everyone's), newest first.
+pub async fn list(
+    app: &App,
+    principal: &Principal,
+    status: Option<&str>,
+    limit: Option<&str>,
+) -> Result<JobList, TraceError> {
     let status = match status.filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| TraceError::InvalidParameter {
@@ -66,7 +75,7 @@ pub async fn list(app: &App, status: Option<&str>, limit: Option<&str>) -> Resul
     let jobs: Vec<StatusBody> = app
         .backends
         .jobs
-        .list_recent(status, limit)
+        .list_recent((!principal.is_admin()).then(|| principal.id()), status, limit)
         .await
         .map_err(job_store_unavailable)?
         .into_iter()
@@ -77,8 +86,8 @@ pub async fn list(app: &App, status: Option<&str>, limit: Option<&str>) -> Resul
 
 /// `DELETE /api/trace/job/{id}`: a queued or running job becomes cancelled (a running worker stops at
 /// its next batch and writes no manifest); a finished, failed or cancelled one is answered 409.
-pub async fn cancel(app: &App, id: &str) -> Result<StatusBody, TraceError> {
-    let mut meta = load(app, id).await?;
+pub async fn cancel(app: &App, principal: &Principal, id: &str) -> Result<StatusBody, TraceError> {
+    let mut meta = load(app, principal, id).await?;
     // Retry on races with the worker's own transitions (started, a takeover).
     for _ in 0..10 {
         if meta.status.is_terminal() {
@@ -99,7 +108,7 @@ pub async fn cancel(app: &App, id: &str) -> Result<StatusBody, TraceError> {
                 return Ok(StatusBody::of(cancelled, Utc::now()));
             }
             CasOutcome::Conflict(current) => meta = current,
-            CasOutcome::Missing => return Err(TraceError::JobNotFound(id.to_owned())),
+            CasOutcome::Missing => return Err(TraceError::JobNotFound(meta.job_id.to_string())),
         }
     }
     Err(TraceError::Unavailable { message: "the job kept changing; cancel again".into(), source: None })

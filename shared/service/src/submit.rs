@@ -11,7 +11,7 @@ use trace_core::admission::{self, Admission};
 use trace_core::job::{JobError, JobMeta, JobStatus};
 use trace_core::layout::{self, JobInput};
 use trace_core::message::ShardMessage;
-use trace_core::{JobId, QueueKind, TraceError, TraceRequest};
+use trace_core::{JobId, Principal, QueueKind, TraceError, TraceRequest};
 
 use crate::inline::{self, InlineError};
 use crate::App;
@@ -28,8 +28,8 @@ pub enum Answer {
 /// The 202 body (the wire type shared with clients).
 pub use trace_core::api::Accepted;
 
-/// Handles one submit body.
-pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
+/// Handles one submit body of `principal` (a job it creates is its own).
+pub async fn submit(app: &App, principal: &Principal, body: &[u8]) -> Result<Answer, TraceError> {
     let request = TraceRequest::parse(body, app.config.limits.max_body_bytes)?;
     match admission::admit(&request, &app.config.limits)? {
         Admission::Inline => match inline::run(app, &request).await {
@@ -41,7 +41,7 @@ pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
                     "inline answer over budget: running as a job"
                 );
                 let queue = admission::route(&request, &app.config.limits);
-                enqueue(app, &request, queue).await.map(Answer::Accepted)
+                enqueue(app, principal, &request, queue).await.map(Answer::Accepted)
             }
             Err(InlineError::Source(e)) => Err(TraceError::unavailable("the database", e)),
             Err(e @ InlineError::Render(_)) => {
@@ -49,13 +49,19 @@ pub async fn submit(app: &App, body: &[u8]) -> Result<Answer, TraceError> {
                 Err(TraceError::Internal("the answer could not be written".to_owned()))
             }
         },
-        Admission::Async(queue) => enqueue(app, &request, queue).await.map(Answer::Accepted),
+        Admission::Async(queue) => enqueue(app, principal, &request, queue).await.map(Answer::Accepted),
     }
 }
 
-/// Creates a job: input ids to the object store, metadata (queued, with TTL), one shard message.
-/// If the message cannot be sent the job is marked failed (`QUEUE_SEND_FAILED`), never left queued.
-pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Result<Accepted, TraceError> {
+/// Creates a job owned by `owner`: input ids to the object store, metadata (queued, with TTL), one
+/// shard message. If the message cannot be sent the job is marked failed (`QUEUE_SEND_FAILED`), never
+/// left queued.
+pub async fn enqueue(
+    app: &App,
+    owner: &Principal,
+    request: &TraceRequest,
+    queue: QueueKind,
+) -> Result<Accepted, TraceError> {
     let backends = &app.backends;
     let job_id = JobId::new();
     let input = JobInput {
@@ -72,7 +78,8 @@ pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Res
         .await
         .map_err(|e| TraceError::unavailable("the result store", e))?;
     let cid_count = request.cid_count() as u64;
-    let meta = JobMeta::new(job_id, request.profile, cid_count, request.domains.clone(), queue, Utc::now());
+    let meta = JobMeta::new(job_id, request.profile, cid_count, request.domains.clone(), queue, Utc::now())
+        .owned_by(owner);
     backends
         .jobs
         .create(&meta, app.config.job_ttl)
@@ -90,6 +97,6 @@ pub async fn enqueue(app: &App, request: &TraceRequest, queue: QueueKind) -> Res
         tracing::warn!(job_id = %id, "the job could not be queued: it is marked failed");
         return Err(TraceError::unavailable("the job queue", e));
     }
-    tracing::info!(job_id = %id, cid_count, queue = queue.as_str(), profile = %request.profile, "job queued");
+    tracing::info!(job_id = %id, cid_count, queue = queue.as_str(), profile = %request.profile, owner = %owner.hash(), "job queued");
     Ok(Accepted::queued(job_id, queue))
 }

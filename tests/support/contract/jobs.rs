@@ -6,11 +6,18 @@ use std::time::Duration;
 use chrono::{Duration as Span, Utc};
 use trace_core::job::{JobError, JobMeta, JobStatus, Progress};
 use trace_core::ports::{CasOutcome, JobStore, JobStoreError};
-use trace_core::{Domain, JobId, Profile, QueueKind};
+use trace_core::{Domain, JobId, Principal, Profile, QueueKind};
 
 const TTL: Duration = Duration::from_secs(600);
 
+/// The owner of the suite's jobs unless a property says otherwise.
+const OWNER: &str = "key:contract";
+
 fn job(created_offset_ms: i64) -> JobMeta {
+    owned_job(created_offset_ms, &Principal::new(OWNER, None))
+}
+
+fn owned_job(created_offset_ms: i64, owner: &Principal) -> JobMeta {
     JobMeta::new(
         JobId::new(),
         Profile::MidSectionDefect,
@@ -19,6 +26,11 @@ fn job(created_offset_ms: i64) -> JobMeta {
         QueueKind::Heavy,
         Utc::now() + Span::milliseconds(created_offset_ms),
     )
+    .owned_by(owner)
+}
+
+fn ids(jobs: Vec<JobMeta>) -> Vec<JobId> {
+    jobs.into_iter().map(|m| m.job_id).collect()
 }
 
 /// Created jobs read back; a second create of an id is refused; an unknown id reads as none.
@@ -121,18 +133,89 @@ pub async fn history_newest_first(s: &dyn JobStore) {
     cancelled(s, &meta).await;
     failed(s, &other).await;
     s.create(&third, TTL).await.expect("create");
-    let recent: Vec<_> = s.list_recent(None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
+    let recent: Vec<_> =
+        s.list_recent(None, None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
     assert_eq!(recent, [third.job_id, other.job_id, meta.job_id]);
     let queued: Vec<_> = s
-        .list_recent(Some(JobStatus::Queued), 10)
+        .list_recent(None, Some(JobStatus::Queued), 10)
         .await
         .expect("list")
         .into_iter()
         .map(|m| m.job_id)
         .collect();
     assert_eq!(queued, [third.job_id]);
-    assert_eq!(s.list_recent(None, 2).await.expect("list").len(), 2);
-    assert!(s.list_recent(Some(JobStatus::Finished), 10).await.expect("list").is_empty());
+    assert_eq!(s.list_recent(None, None, 2).await.expect("list").len(), 2);
+    assert!(s.list_recent(None, Some(JobStatus::Finished), 10).await.expect("list").is_empty());
+}
+
+/// A job's owner and tenant read back as created, and no later change (a start, progress, a cancel)
+/// gives the job to anyone else, even when the new state names another owner.
+pub async fn owner_and_tenant_round_trip(s: &dyn JobStore) {
+    let alice = Principal::new("arn:aws:iam::123456789012:user/alice", Some("123456789012".into()));
+    let meta = owned_job(0, &alice);
+    s.create(&meta, TTL).await.expect("create");
+    let read = s.get(&meta.job_id).await.expect("get").expect("exists");
+    assert_eq!((read.owner.as_str(), read.tenant.as_deref()), (alice.id(), alice.tenant()));
+    let untenanted = owned_job(0, &Principal::new("key:bob", None));
+    s.create(&untenanted, TTL).await.expect("create");
+    let read = s.get(&untenanted.job_id).await.expect("get").expect("exists");
+    assert_eq!((read.owner.as_str(), read.tenant), ("key:bob", None));
+
+    let mut started = meta.transitioned(JobStatus::Started, Utc::now(), None).expect("allowed");
+    started.owner = "key:mallory".into();
+    started.tenant = None;
+    assert_eq!(s.compare_and_set(meta.guard(), &started).await.expect("cas"), CasOutcome::Applied);
+    let progress = Progress::start(25_000);
+    assert_eq!(
+        s.update_progress(&meta.job_id, started.guard(), &progress).await.expect("progress"),
+        CasOutcome::Applied
+    );
+    let read = s.get(&meta.job_id).await.expect("get").expect("exists");
+    assert_eq!(read.status, JobStatus::Started);
+    assert_eq!((read.owner.as_str(), read.tenant.as_deref()), (alice.id(), alice.tenant()));
+    assert_eq!(ids(s.list_recent(Some("key:mallory"), None, 10).await.expect("list")), []);
+}
+
+/// The history of an owner shows only its jobs, newest first, filtered and limited like the whole
+/// history; an owner without jobs has an empty one.
+pub async fn the_history_of_an_owner_shows_only_its_jobs(s: &dyn JobStore) {
+    let (alice, bob) = (Principal::new("key:alice", None), Principal::new("key:bob", Some("acme".into())));
+    let a1 = owned_job(0, &alice);
+    let b1 = owned_job(5, &bob);
+    let a2 = owned_job(10, &alice);
+    let b2 = owned_job(15, &bob);
+    for meta in [&a1, &b1, &a2, &b2] {
+        s.create(meta, TTL).await.expect("create");
+    }
+    let cancelled = a2.transitioned(JobStatus::Cancelled, Utc::now(), None).expect("allowed");
+    assert_eq!(s.compare_and_set(a2.guard(), &cancelled).await.expect("cas"), CasOutcome::Applied);
+
+    assert_eq!(ids(s.list_recent(Some(alice.id()), None, 10).await.expect("list")), [a2.job_id, a1.job_id]);
+    assert_eq!(ids(s.list_recent(Some(bob.id()), None, 10).await.expect("list")), [b2.job_id, b1.job_id]);
+    assert_eq!(ids(s.list_recent(Some(alice.id()), None, 1).await.expect("list")), [a2.job_id]);
+    assert_eq!(
+        ids(s.list_recent(Some(alice.id()), Some(JobStatus::Queued), 10).await.expect("list")),
+        [a1.job_id]
+    );
+    assert_eq!(ids(s.list_recent(Some(bob.id()), Some(JobStatus::Cancelled), 10).await.expect("list")), []);
+    assert_eq!(ids(s.list_recent(Some("key:carol"), None, 10).await.expect("list")), []);
+    // An owner's id is matched exactly, never as a prefix or a pattern.
+    assert_eq!(ids(s.list_recent(Some("key:ali"), None, 10).await.expect("list")), []);
+    assert_eq!(ids(s.list_recent(Some(""), None, 10).await.expect("list")), []);
+}
+
+/// The history without an owner (an admin's) shows every owner's jobs, newest first.
+pub async fn an_admin_s_history_shows_all(s: &dyn JobStore) {
+    let (alice, bob) = (Principal::new("key:alice", None), Principal::new("key:bob", None));
+    let system = Principal::new("system:backfill", None);
+    let a = owned_job(0, &alice);
+    let b = owned_job(5, &bob);
+    let c = owned_job(10, &system);
+    for meta in [&a, &b, &c] {
+        s.create(meta, TTL).await.expect("create");
+    }
+    assert_eq!(ids(s.list_recent(None, None, 10).await.expect("list")), [c.job_id, b.job_id, a.job_id]);
+    assert_eq!(ids(s.list_recent(None, None, 2).await.expect("list")), [c.job_id, b.job_id]);
 }
 
 /// Jobs expire after their TTL, a refresh restarts it, and expired jobs leave the history.
@@ -146,8 +229,11 @@ pub async fn ttl(s: &dyn JobStore) {
     assert_eq!(s.get(&short.job_id).await.expect("get"), None, "job outlived its TTL");
     assert!(s.get(&kept.job_id).await.expect("get").is_some(), "refreshed job expired");
     assert!(!s.refresh_ttl(&short.job_id, TTL).await.expect("refresh"));
-    let listed: Vec<_> = s.list_recent(None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
+    let listed: Vec<_> =
+        s.list_recent(None, None, 10).await.expect("list").into_iter().map(|m| m.job_id).collect();
     assert_eq!(listed, [kept.job_id]);
+    // The owner's history too keeps the refreshed job, and only it.
+    assert_eq!(ids(s.list_recent(Some(OWNER), None, 10).await.expect("list")), [kept.job_id]);
 }
 
 /// Of `contenders` concurrent `queued → started` transitions with the same guard, exactly one

@@ -54,7 +54,9 @@ impl JobStore for MemoryJobStore {
         Ok(self.with_jobs(|jobs| match jobs.get_mut(&next.job_id) {
             None => CasOutcome::Missing,
             Some((meta, _)) if matches(meta, guard) => {
-                *meta = next.clone();
+                // The owner is fixed at creation, as in Redis.
+                let (owner, tenant) = (std::mem::take(&mut meta.owner), meta.tenant.take());
+                *meta = JobMeta { owner, tenant, ..next.clone() };
                 CasOutcome::Applied
             }
             Some((meta, _)) => CasOutcome::Conflict(meta.clone()),
@@ -80,6 +82,7 @@ impl JobStore for MemoryJobStore {
 
     async fn list_recent(
         &self,
+        owner: Option<&str>,
         status: Option<JobStatus>,
         limit: usize,
     ) -> Result<Vec<JobMeta>, JobStoreError> {
@@ -87,6 +90,7 @@ impl JobStore for MemoryJobStore {
             let mut all: Vec<JobMeta> = jobs
                 .values()
                 .map(|(m, _)| m)
+                .filter(|m| owner.is_none_or(|o| m.owner == o))
                 .filter(|m| status.is_none_or(|s| m.status == s))
                 .cloned()
                 .collect();

@@ -2,15 +2,18 @@
 //!
 //! Keys ([`crate::keys`]): `{prefix}:job:{id}:meta`, a hash with fields `status` and `attempt`
 //! (plain, compared by the compare-and-set scripts), `meta` (the JSON of the rest), `progress` and
-//! `heartbeat_at` (updated on their own); `{prefix}:jobs`, a sorted set of job ids by creation time
-//! for the history listing. Every change that depends on the current state is one Lua script, so it
-//! is atomic.
+//! `heartbeat_at` (updated on their own), `owner` and `tenant` (written once, by the create: no later
+//! change can give a job to someone else); `{prefix}:jobs`, a sorted set of job ids by creation time
+//! for the history listing, and `{prefix}:owner:{hash}:jobs`, the same for one owner (named by the
+//! hash of its id). Every change that depends on the current state is one Lua script, so it is
+//! atomic; every script's keys share the `{prefix}` hash tag, so it runs on a Redis Cluster too.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use redis::{AsyncCommands, Script};
+use trace_core::auth::hash_id;
 use trace_core::job::{Guard, JobMeta, JobStatus, Progress};
 use trace_core::ports::{CasOutcome, JobStore, JobStoreError};
 use trace_core::JobId;
@@ -26,6 +29,7 @@ pub struct RedisJobStore {
     create: Script,
     cas: Script,
     progress: Script,
+    extend: Script,
 }
 
 impl std::fmt::Debug for RedisJobStore {
@@ -38,13 +42,24 @@ fn backend(op: &'static str, e: redis::RedisError) -> JobStoreError {
     JobStoreError::Backend(failed(op)(e))
 }
 
-/// KEYS: meta, history. ARGV: ttl seconds, score, job id, then field/value pairs.
+/// KEYS: meta, history, the owner's history. ARGV: ttl seconds, score, job id, then field/value
+/// pairs. Both histories drop the entries older than a TTL; the owner's history, which no one else
+/// writes, also expires a TTL after its newest job (an owner who stops leaves nothing behind).
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2] - ARGV[1] * 1000)
+for i = 2, 3 do
+  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[2] - ARGV[1] * 1000)
+end
+if redis.call('TTL', KEYS[3]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[3], ARGV[1]) end
+return 1
+"#;
+
+/// KEYS: an owner's history. ARGV: ttl seconds. Makes it live at least that long.
+const EXTEND: &str = r#"
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 1
 "#;
 
@@ -72,9 +87,11 @@ impl RedisJobStore {
             create: Script::new(CREATE),
             cas: Script::new(CAS),
             progress: Script::new(CAS),
+            extend: Script::new(EXTEND),
         }
     }
 
+    /// The fields every write sets (not the owner: see [`Self::owner_fields`]).
     fn fields(meta: &JobMeta) -> Vec<(&'static str, String)> {
         vec![
             ("status", meta.status.as_str().to_owned()),
@@ -83,6 +100,13 @@ impl RedisJobStore {
             ("progress", to_json(&meta.progress)),
             ("heartbeat_at", meta.heartbeat_at.map(|t| t.to_rfc3339()).unwrap_or_default()),
         ]
+    }
+
+    /// The fields only the create sets.
+    fn owner_fields(meta: &JobMeta) -> Vec<(&'static str, String)> {
+        let mut fields = vec![("owner", meta.owner.clone())];
+        fields.extend(meta.tenant.clone().map(|t| ("tenant", t)));
+        fields
     }
 
     fn decode(
@@ -98,6 +122,9 @@ impl RedisJobStore {
         meta.status = JobStatus::parse(field("status")?).ok_or_else(|| corrupt("bad status".into()))?;
         meta.attempt = field("attempt")?.parse().map_err(|_| corrupt("bad attempt".into()))?;
         meta.progress = serde_json::from_str(field("progress")?).map_err(|e| corrupt(e.to_string()))?;
+        // A job created before owners were kept has none: it belongs to nobody (admins see it).
+        meta.owner = map.get("owner").cloned().unwrap_or_default();
+        meta.tenant = map.get("tenant").cloned();
         meta.heartbeat_at = match map.get("heartbeat_at").map(String::as_str) {
             None | Some("") => None,
             Some(t) => Some(
@@ -131,10 +158,11 @@ impl JobStore for RedisJobStore {
     async fn create(&self, meta: &JobMeta, ttl: Duration) -> Result<(), JobStoreError> {
         let mut inv = self.create.key(self.keys.job_meta(meta.job_id));
         inv.key(self.keys.job_history())
+            .key(self.keys.owner_history(&hash_id(&meta.owner)))
             .arg(ttl.as_secs().max(1))
             .arg(meta.created_at.timestamp_millis())
             .arg(meta.job_id.to_string());
-        for (k, v) in Self::fields(meta) {
+        for (k, v) in Self::fields(meta).into_iter().chain(Self::owner_fields(meta)) {
             inv.arg(k).arg(v);
         }
         let created: i64 =
@@ -186,17 +214,22 @@ impl JobStore for RedisJobStore {
 
     async fn list_recent(
         &self,
+        owner: Option<&str>,
         status: Option<JobStatus>,
         limit: usize,
     ) -> Result<Vec<JobMeta>, JobStoreError> {
         const PAGE: isize = 200;
         const MAX_SCANNED: isize = 10_000;
+        let history = match owner {
+            Some(owner) => self.keys.owner_history(&hash_id(owner)),
+            None => self.keys.job_history(),
+        };
         let mut conn = self.conn.clone();
         let mut out = Vec::new();
         let mut start: isize = 0;
         while out.len() < limit && start < MAX_SCANNED {
             let ids: Vec<String> = conn
-                .zrevrange(self.keys.job_history(), start, start + PAGE - 1)
+                .zrevrange(&history, start, start + PAGE - 1)
                 .await
                 .map_err(|e| backend("zrevrange", e))?;
             if ids.is_empty() {
@@ -216,15 +249,18 @@ impl JobStore for RedisJobStore {
                 };
                 match Self::decode(&job, map)? {
                     None => expired.push(id.clone()),
-                    Some(meta) if status.is_none_or(|s| meta.status == s) && out.len() < limit => {
+                    Some(meta)
+                        if owner.is_none_or(|o| meta.owner == o)
+                            && status.is_none_or(|s| meta.status == s)
+                            && out.len() < limit =>
+                    {
                         out.push(meta)
                     }
                     Some(_) => {}
                 }
             }
             if !expired.is_empty() {
-                let _: i64 =
-                    conn.zrem(self.keys.job_history(), &expired).await.map_err(|e| backend("zrem", e))?;
+                let _: i64 = conn.zrem(&history, &expired).await.map_err(|e| backend("zrem", e))?;
                 start -= expired.len() as isize;
             }
             start += PAGE;
@@ -233,10 +269,25 @@ impl JobStore for RedisJobStore {
     }
 
     async fn refresh_ttl(&self, id: &JobId, ttl: Duration) -> Result<bool, JobStoreError> {
-        self.conn
-            .clone()
-            .expire(self.keys.job_meta(id), ttl.as_secs().max(1) as i64)
+        let mut conn = self.conn.clone();
+        let seconds = ttl.as_secs().max(1);
+        let meta = self.keys.job_meta(id);
+        let (owner, refreshed): (Option<String>, bool) = redis::pipe()
+            .hget(&meta, "owner")
+            .expire(&meta, seconds as i64)
+            .query_async(&mut conn)
             .await
-            .map_err(|e| backend("expire", e))
+            .map_err(|e| backend("expire", e))?;
+        // The owner's history must list the job as long as it lives.
+        if let (true, Some(owner)) = (refreshed, owner) {
+            let _: i64 = self
+                .extend
+                .key(self.keys.owner_history(&hash_id(&owner)))
+                .arg(seconds)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| backend("expire", e))?;
+        }
+        Ok(refreshed)
     }
 }

@@ -12,7 +12,7 @@
 //!   `TRACE_EVENTS_CID_LIMIT` ids, of equal sizes (±1). Each batch is one job a client could have
 //!   submitted (`query_tool`, every domain, tagged `params.backfill`), created by
 //!   [`submit::enqueue`](crate::submit::enqueue) on the queue the admission rule picks (heavy above
-//!   `TRACE_HEAVY_CID_THRESHOLD` ids).
+//!   `TRACE_HEAVY_CID_THRESHOLD` ids), owned by the system principal [`OWNER`] (admins see them).
 //! - **Idempotence**: a marker per (window, batch) (the
 //!   [`BackfillMarkers`](trace_core::ports::BackfillMarkers) port; `{prefix}:backfill:{start}/{end}:{batch}`
 //!   in Redis), claimed before the job is created (expiring after [`CLAIM_TTL`], the longest a
@@ -26,5 +26,5 @@
 pub mod run;
 pub mod window;
 
-pub use run::{split, Backfill, BackfillError, BatchReport, Outcome, Report, CLAIM_TTL};
+pub use run::{split, Backfill, BackfillError, BatchReport, Outcome, Report, CLAIM_TTL, OWNER};
 pub use window::Window;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 use trace_core::ports::{BackendError, Claim};
-use trace_core::{admission, ContainerId, Domain, Profile, QueueKind, TraceRequest};
+use trace_core::{admission, ContainerId, Domain, Principal, Profile, QueueKind, TraceRequest};
 
 use super::window::{rfc3339, Window};
 use crate::{submit, App};
@@ -15,6 +15,9 @@ use crate::{submit, App};
 /// How long a claimed batch stays claimed before its job exists: 15 minutes, the longest a Lambda
 /// invocation runs, so a claim never outlives the run that made it.
 pub const CLAIM_TTL: Duration = Duration::from_secs(900);
+
+/// The principal that owns the backfill's jobs: no caller's, so only admins see them.
+pub const OWNER: &str = "system:backfill";
 
 /// What happened to one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -230,7 +233,7 @@ impl Backfill {
             params,
         };
         let queue = admission::route(&request, &self.app.config.limits);
-        match submit::enqueue(&self.app, &request, queue).await {
+        match submit::enqueue(&self.app, &Principal::new(OWNER, None), &request, queue).await {
             Ok(accepted) => {
                 let job_id = accepted.job_id.to_string();
                 if let Err(e) = markers.confirm(&key, index, &job_id, self.app.config.job_ttl).await {
@@ -293,13 +296,15 @@ mod tests {
         assert_eq!(first.submitted, first.batches.len());
         assert_eq!(first.batches.iter().map(|b| b.cid_count).sum::<usize>(), first.changed_ids);
         assert!(first.batches.iter().all(|b| b.cid_count <= 400));
-        assert_eq!(backends.jobs.list_recent(None, 200).await.unwrap().len(), first.batches.len());
+        let jobs = backends.jobs.list_recent(None, None, 200).await.unwrap();
+        assert_eq!(jobs.len(), first.batches.len());
+        assert!(jobs.iter().all(|j| j.owner == OWNER), "the backfill owns its jobs");
 
         let second = backfill.run(window).await.unwrap();
         assert_eq!((second.submitted, second.already_submitted), (0, first.batches.len()));
         let job_ids = |r: &Report| r.batches.iter().map(|b| b.job_id.clone()).collect::<Vec<_>>();
         assert_eq!(job_ids(&second), job_ids(&first));
-        assert_eq!(backends.jobs.list_recent(None, 200).await.unwrap().len(), first.batches.len());
+        assert_eq!(backends.jobs.list_recent(None, None, 200).await.unwrap().len(), first.batches.len());
 
         let open = Window::ending_at(Utc::now() + chrono::Duration::hours(2), Duration::from_secs(3600));
         assert!(matches!(backfill.run(open).await, Err(BackfillError::NotOver { .. })));
