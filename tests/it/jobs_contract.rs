@@ -165,6 +165,21 @@ macro_rules! redis_suite {
             }
 
             #[tokio::test]
+            async fn owner_and_tenant_round_trip() {
+                jobs::owner_and_tenant_round_trip(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
+            async fn the_history_of_an_owner_shows_only_its_jobs() {
+                jobs::the_history_of_an_owner_shows_only_its_jobs(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
+            async fn an_admin_s_history_shows_all() {
+                jobs::an_admin_s_history_shows_all(&$shape.store().await).await;
+            }
+
+            #[tokio::test]
             async fn ttl() {
                 jobs::ttl(&$shape.store().await).await;
             }
