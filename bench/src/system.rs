@@ -118,6 +118,7 @@ impl Bench {
     pub async fn start(stack: Stack, pool: deadpool_postgres::Pool) -> anyhow::Result<Bench> {
         let Stack { endpoint, redis, database } = stack;
         let name = format!("bench-{}", &JobId::new().to_string()[..8]);
+        let api_key = format!("trk_{}", JobId::new().to_string().replace('-', ""));
         let sdk = trace_adapters::aws::sdk_config(Some(&endpoint)).await;
         let sqs = trace_adapters::aws::sqs_client(&sdk);
         let (heavy, _) = create_queue_with_dlq(&sqs, &format!("{name}-heavy"), 3, VISIBILITY).await?;
@@ -133,6 +134,9 @@ impl Bench {
             ("TRACE_BUCKET", name.clone()),
             ("TRACE_RATE_LIMIT_REQUESTS", "1000000000".into()),
             ("TRACE_SUBMIT_RATE_LIMIT_REQUESTS", "1000000000".into()),
+            // Authenticated like a deployment: one API key for this run, sent by `http`.
+            ("TRACE_AUTH", "keys".into()),
+            ("TRACE_API_KEYS", trace_service::auth::keys::entry("bench", &api_key)),
             // The processes' log level: RUST_LOG when set, warnings otherwise.
             ("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())),
         ]
@@ -152,7 +156,13 @@ impl Bench {
             env,
             app: App::new(config, backends),
             pool,
-            http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::HeaderName::from_static("x-api-key"),
+                    reqwest::header::HeaderValue::from_str(&api_key)?,
+                )]))
+                .build()?,
             bin_dir,
             logs,
         })

@@ -24,7 +24,7 @@ use trace_client::{Client, ClientConfig, ClientError, StreamLine};
 use trace_core::{Domain, JobId};
 use trace_dataset::container_id;
 use trace_integration::database::{count, digest_db, digest_json, Digest};
-use trace_integration::system::{binary, Options, System};
+use trace_integration::system::{binary, Options, System, API_KEY};
 use trace_integration::{pg_pool, unique};
 
 fn ids(n: u64) -> Vec<String> {
@@ -66,10 +66,11 @@ struct Run {
 fn command(args: &[String]) -> Command {
     let mut cmd = Command::new(binary("trace"));
     cmd.args(args);
-    for var in ["TRACE_API_URL", "TRACE_SUBMIT_URL", "TRACE_STATUS_URL", "TRACE_STREAM_URL", "TRACE_API_KEY"]
-    {
+    for var in ["TRACE_API_URL", "TRACE_SUBMIT_URL", "TRACE_STATUS_URL", "TRACE_STREAM_URL"] {
         cmd.env_remove(var);
     }
+    // The systems under test authenticate callers; the command sends the test caller's key.
+    cmd.env("TRACE_API_KEY", API_KEY);
     cmd
 }
 
@@ -376,6 +377,7 @@ async fn proxy(upstream: &str) -> Proxy {
 
 fn stream_client(url: &str, configure: impl FnOnce(&mut ClientConfig)) -> Client {
     let mut config = ClientConfig::new(url);
+    config.api_key = Some(API_KEY.to_owned());
     configure(&mut config);
     Client::new(config).expect("client")
 }

@@ -12,7 +12,9 @@ use trace_core::{Domain, JobId, Profile};
 use trace_dataset::container_id;
 use trace_integration::database::{count, digest_db, digest_json, msd_by_sql};
 use trace_integration::pg_pool;
-use trace_integration::system::{Options, System};
+use trace_integration::system::{
+    http_client, sigv4_request, Options, System, OTHER_API_KEY, SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY,
+};
 
 fn ids(n: u64) -> Vec<String> {
     (1..=n).map(container_id).collect()
@@ -436,14 +438,20 @@ async fn the_61st_status_request_and_the_16th_submit_in_a_minute_are_refused() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["code"], "TOO_MANY_REQUESTS");
     assert_eq!(body["retry_after_seconds"].as_u64(), Some(retry_after));
-    // Another caller (by API key) has its own count.
-    let r = system
-        .http
-        .get(format!("{}{path}", system.status))
-        .header("x-api-key", "other")
-        .send()
-        .await
-        .expect("get");
+    // A caller rotating junk keys gets 401 each time, not a fresh window; the real caller stays limited.
+    for i in 0..20 {
+        let junk = http_client(Some(&format!("junk-{i}")));
+        let r = junk.get(format!("{}{path}", system.status)).send().await.expect("get");
+        assert_eq!(r.status().as_u16(), 401, "junk key {i}");
+        let r =
+            junk.post(format!("{}/api/trace/events", system.submit)).body("{}").send().await.expect("post");
+        assert_eq!(r.status().as_u16(), 401, "junk key {i} on submit");
+    }
+    let (code, _) = system.get_status(&path).await;
+    assert_eq!(code, 429, "the junk keys gave the limited caller no new window");
+    // Another authenticated caller has its own count.
+    let r =
+        http_client(Some(OTHER_API_KEY)).get(format!("{}{path}", system.status)).send().await.expect("get");
     assert_eq!(r.status().as_u16(), 404);
     // Submits count apart from the reads (the 60 reads above do not use them up): 15, then 429.
     for i in 1..=15 {
@@ -654,5 +662,81 @@ async fn a_job_past_its_timeout_fails_with_job_timeout_and_no_result() {
     assert!(
         system.store.list(&format!("jobs/{job}/result/")).await.expect("list").is_empty(),
         "partial result left"
+    );
+}
+
+#[tokio::test]
+async fn without_credentials_every_route_but_health_answers_401() {
+    let system = System::start(Options { no_workers: true, ..Default::default() }).await;
+    let job = JobId::new();
+    let anonymous = http_client(None);
+    let junk = http_client(Some("not-a-key"));
+    let routes = [
+        ("POST", format!("{}/api/trace/events", system.submit)),
+        ("GET", format!("{}/api/trace/job/{job}", system.status)),
+        ("DELETE", format!("{}/api/trace/job/{job}", system.status)),
+        ("GET", format!("{}/api/trace/jobs", system.status)),
+        ("GET", format!("{}/api/trace/job/{job}/stream", system.stream)),
+        ("GET", format!("{}/api/trace/job/{job}/result", system.stream)),
+    ];
+    for (method, url) in &routes {
+        for (who, client) in [("no credentials", &anonymous), ("a junk key", &junk)] {
+            let r = client
+                .request(method.parse().expect("method"), url)
+                .body(r#"{"container_ids":["CID-0000001"]}"#)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status().as_u16(), 401, "{method} {url} with {who}");
+            assert!(r.headers().contains_key("www-authenticate"), "{method} {url}");
+            let body: Value = r.json().await.expect("JSON");
+            assert_eq!(body["code"], "UNAUTHORIZED", "{method} {url}: {body}");
+        }
+    }
+    for base in [&system.submit, &system.status, &system.stream] {
+        let r = anonymous.get(format!("{base}/health")).send().await.expect("health");
+        assert_eq!(r.status().as_u16(), 200, "{base}/health stays open");
+    }
+}
+
+#[tokio::test]
+async fn a_request_signed_with_sigv4_is_accepted_and_a_forged_expired_or_unknown_one_refused() {
+    let system = System::start(Options { no_workers: true, ..Default::default() }).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/trace/events", system.submit);
+    let body =
+        serde_json::to_vec(&json!({ "container_ids": ["CID-0000001"], "domains": ["holds"] })).expect("JSON");
+    let now = std::time::SystemTime::now();
+    let keys = (SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY);
+    let send = |request: reqwest::Request| {
+        let client = client.clone();
+        async move {
+            let r = client.execute(request).await.expect("send");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, answer) = send(sigv4_request(&client, "POST", &url, body.clone(), keys, now)).await;
+    assert_eq!(status, 200, "a signed submit runs inline: {answer}");
+    let read = format!("{}/api/trace/jobs", system.status);
+    assert_eq!(send(sigv4_request(&client, "GET", &read, Vec::new(), keys, now)).await.0, 200);
+    // The body changed after signing.
+    let mut forged = sigv4_request(&client, "POST", &url, body.clone(), keys, now);
+    *forged.body_mut() = Some(br#"{"container_ids":["CID-0000002"],"domains":["holds"]}"#.to_vec().into());
+    assert_eq!(send(forged).await.0, 401);
+    // Signed six minutes ago.
+    let old = now - Duration::from_secs(6 * 60);
+    let (status, answer) = send(sigv4_request(&client, "POST", &url, body.clone(), keys, old)).await;
+    assert_eq!((status, answer["code"].as_str()), (401, Some("UNAUTHORIZED")), "{answer}");
+    // The wrong secret, and an unknown access key.
+    assert_eq!(
+        send(sigv4_request(&client, "GET", &read, Vec::new(), (SIGV4_ACCESS_KEY, "wrong"), now)).await.0,
+        401
+    );
+    assert_eq!(
+        send(sigv4_request(&client, "GET", &read, Vec::new(), ("AKIDUNKNOWN", SIGV4_SECRET_KEY), now))
+            .await
+            .0,
+        401
     );
 }

@@ -18,7 +18,7 @@ use trace_core::{Domain, Profile};
 use trace_integration::database::{count, digest_db, digest_json};
 use trace_integration::lambda::{Invocation, LambdaFunction};
 use trace_integration::pg_pool;
-use trace_integration::system::{Options, System};
+use trace_integration::system::{sigv4_request, Options, System, SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY};
 
 /// The job id the event files use.
 const PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
@@ -53,13 +53,19 @@ async fn async_submit(system: &mut System) -> String {
 
 /// Creates a job through `submit_url`; its id.
 async fn create_job(system: &System, submit_url: &str, ids: &[String], domains: &[&str]) -> String {
-    let r = system
-        .http
-        .post(format!("{submit_url}/api/trace/events"))
-        .json(&json!({ "container_ids": ids, "domains": domains }))
-        .send()
-        .await
-        .expect("submit");
+    // Signed as the events' IAM caller (SigV4 against the local credentials file), so the job belongs to
+    // the principal the Lambda events carry.
+    let body = serde_json::to_vec(&json!({ "container_ids": ids, "domains": domains })).expect("JSON");
+    let client = reqwest::Client::new();
+    let request = sigv4_request(
+        &client,
+        "POST",
+        &format!("{submit_url}/api/trace/events"),
+        body,
+        (SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY),
+        std::time::SystemTime::now(),
+    );
+    let r = client.execute(request).await.expect("submit");
     let status = r.status().as_u16();
     let body: Value = r.json().await.expect("submit answers JSON");
     assert_eq!(status, 202, "an async submit should queue a job: {body}");
@@ -254,6 +260,13 @@ async fn status_in_lambda_answers_status_history_not_found_and_cancel() {
     let missing = status.invoke(event("status.json"), ANSWER).await.http();
     assert_eq!(missing.status, 404, "{}", missing.text());
     assert_eq!(missing.json()["code"], "JOB_NOT_FOUND");
+
+    // Without the authorizer's context there is no caller: 401, before the job store is read.
+    let mut anonymous = event_for("status.json", &first);
+    anonymous["requestContext"].as_object_mut().expect("context").remove("authorizer");
+    let refused = status.invoke(anonymous, ANSWER).await.http();
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.json()["code"], "UNAUTHORIZED");
 
     let cancelled = status.invoke(event_for("cancel.json", &second), ANSWER).await.http();
     assert_eq!(cancelled.status, 200, "{}", cancelled.text());

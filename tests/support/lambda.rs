@@ -515,7 +515,9 @@ impl LambdaFunction {
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function}"))
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/03/12/[$LATEST]0123456789abcdef0123456789abcdef")
             .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
-            .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023");
+            .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
+            // As deployed: the principal comes from the authorizer's context in the event.
+            .env("TRACE_AUTH", "gateway");
         for (k, v) in extra {
             cmd.env(k, v);
         }

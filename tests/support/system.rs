@@ -13,6 +13,95 @@ use trace_adapters::store::s3::S3Store;
 
 use crate::{required, unique};
 
+/// The API key every [`System`] request helper sends (principal `key:alice`).
+pub const API_KEY: &str = "trk_test_alice_0123456789abcdef";
+/// A second caller's key (principal `key:bob`).
+pub const OTHER_API_KEY: &str = "trk_test_bob_0123456789abcdef";
+/// An admin's key (principal `key:ops`, in `TRACE_ADMIN_PRINCIPALS`).
+pub const ADMIN_API_KEY: &str = "trk_test_ops_0123456789abcdef";
+/// The SigV4 access key of the system's credentials file (principal [`SIGV4_PRINCIPAL`]).
+pub const SIGV4_ACCESS_KEY: &str = "AKIDTRACELOCALTEST";
+/// Its secret.
+pub const SIGV4_SECRET_KEY: &str = "trace/local/test/secret/key/EXAMPLE";
+/// The principal of the SigV4 credentials: the caller of the IAM authorizer context in `events/`, so
+/// jobs created locally with SigV4 belong to the caller of the Lambda events.
+pub const SIGV4_PRINCIPAL: &str = "arn:aws:sts::123456789012:assumed-role/trace-dashboard/trace-dashboard";
+
+/// The `TRACE_API_KEYS` entry of `key` under `name`.
+pub fn api_key_entry(name: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!("{name}={hex}")
+}
+
+/// `method url` with `body`, signed with SigV4 by the `aws-sigv4` crate (service `execute-api`,
+/// region `us-east-1`) with `access_key`/`secret` at `time`, as `trace --sigv4` signs for an IAM endpoint.
+pub fn sigv4_request(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    body: Vec<u8>,
+    (access_key, secret): (&str, &str),
+    time: std::time::SystemTime,
+) -> reqwest::Request {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let parsed = reqwest::Url::parse(url).expect("url");
+    let host = match parsed.port() {
+        Some(port) => format!("{}:{port}", parsed.host_str().expect("host")),
+        None => parsed.host_str().expect("host").to_owned(),
+    };
+    let identity = aws_credential_types::Credentials::new(access_key, secret, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("execute-api")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing params")
+        .into();
+    let mut headers = vec![("host".to_owned(), host)];
+    if !body.is_empty() {
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+    }
+    let signable = SignableRequest::new(
+        method,
+        url.to_owned(),
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(&body),
+    )
+    .expect("signable");
+    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+    let mut request =
+        client.request(method.parse().expect("method"), url).body(body.clone()).build().expect("request");
+    for (k, v) in headers.iter().skip(1) {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            v.parse().expect("value"),
+        );
+    }
+    for (name, value) in instructions.headers() {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value.parse().expect("value"),
+        );
+    }
+    request
+}
+
+/// An HTTP client that sends `api_key` (none: no credentials) with every request.
+pub fn http_client(api_key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        headers.insert("x-api-key", reqwest::header::HeaderValue::from_str(key).expect("key"));
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 /// Where the workspace's binaries are (next to the test executable's `deps` folder).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -58,7 +147,7 @@ pub struct System {
     pub light: (SqsQueue, SqsQueue),
     /// The bucket.
     pub store: S3Store,
-    /// HTTP client.
+    /// HTTP client; sends [`API_KEY`].
     pub http: reqwest::Client,
     children: Vec<(String, Child)>,
     logs: PathBuf,
@@ -111,6 +200,14 @@ impl System {
             ("TRACE_SUBMIT_RATE_LIMIT_REQUESTS".into(), "100000".into()),
             ("TRACE_WORKER_VISIBILITY_SECONDS".into(), "30".into()),
             ("TRACE_WORKER_HEARTBEAT_SECONDS".into(), "5".into()),
+            ("TRACE_AUTH".into(), "keys".into()),
+            (
+                "TRACE_API_KEYS".into(),
+                [("alice", API_KEY), ("bob", OTHER_API_KEY), ("ops", ADMIN_API_KEY)]
+                    .map(|(n, k)| api_key_entry(n, k))
+                    .join(","),
+            ),
+            ("TRACE_ADMIN_PRINCIPALS".into(), "key:ops".into()),
             ("RUST_LOG".into(), "info".into()),
             ("LOG_FORMAT".into(), "text".into()),
         ];
@@ -120,7 +217,13 @@ impl System {
         }
         let logs = std::env::temp_dir().join("trace-e2e").join(&name);
         std::fs::create_dir_all(&logs).expect("log dir");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
+        let sigv4 = logs.join("sigv4-credentials");
+        std::fs::write(&sigv4, format!("{SIGV4_PRINCIPAL} {SIGV4_ACCESS_KEY} {SIGV4_SECRET_KEY}\n"))
+            .expect("SigV4 credentials file");
+        if !env.iter().any(|(k, _)| k == "TRACE_SIGV4_CREDENTIALS_FILE") {
+            env.push(("TRACE_SIGV4_CREDENTIALS_FILE".into(), sigv4.display().to_string()));
+        }
+        let http = http_client(Some(API_KEY));
         let mut system = System {
             submit: String::new(),
             status: String::new(),

@@ -12,6 +12,6 @@ async fn main() -> anyhow::Result<()> {
     let backends = Backends::from_config(&config).await?;
     // Streamed through the Function URL; buffered behind the HTTP API (result pages).
     let streaming = config.stream_responses;
-    let app = App::new(config, backends);
+    let app = App::try_new(config, backends)?;
     serve::http(&app, router(app.clone(), &[Part::Stream]), streaming).await.map_err(|e| anyhow::anyhow!(e))
 }

@@ -10,6 +10,6 @@ async fn main() -> anyhow::Result<()> {
     let config = config_or_exit("submit");
     init_logging(config.log_format);
     let backends = Backends::from_config(&config).await?;
-    let app = App::new(config, backends);
+    let app = App::try_new(config, backends)?;
     serve::http(&app, router(app.clone(), &[Part::Submit]), false).await.map_err(|e| anyhow::anyhow!(e))
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! trace-bootstrap resources [--prefix NAME]   queues heavy/light with DLQs, the bucket; prints their env lines
 //! trace-bootstrap seed [--ids N]              schema + reference dataset for containers 1..N (default 114000)
+//! trace-bootstrap api-key --name NAME         a fresh random API key and its TRACE_API_KEYS entry
 //! ```
 //! Reads `AWS_ENDPOINT_URL`, `DATABASE_URL` and the rest of the configuration from the environment.
 
@@ -39,17 +40,50 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 114_000)]
         ids: u32,
     },
+    /// A fresh random API key (give it to the caller: `TRACE_API_KEY`) and its `TRACE_API_KEYS`
+    /// entry `NAME=sha256hex` (give it to the service). The service never sees the key itself.
+    ApiKey {
+        /// The key's name; the caller is principal `key:NAME`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::ApiKey { name } = &cli.command {
+        return api_key(name);
+    }
     let config = config_or_exit("trace-bootstrap");
     init_logging(config.log_format);
     match cli.command {
         Command::Resources { prefix } => resources(&config, &prefix).await,
         Command::Seed { ids } => seed(&config, ids).await,
+        Command::ApiKey { name } => api_key(&name),
     }
+}
+
+/// Prints a new key (32 random bytes, hex, prefixed `trk_`) and its `TRACE_API_KEYS` entry.
+fn api_key(name: &str) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if !name_ok {
+        bail!("--name: 1 to 64 letters, digits, '-', '_', '.' or '@'");
+    }
+    let mut random = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| anyhow::anyhow!("no randomness available"))?;
+    let key = format!("trk_{}", hex(&random));
+    let entry = format!("{name}={}", hex(&Sha256::digest(key.as_bytes())));
+    println!("TRACE_API_KEY={key}");
+    println!("TRACE_API_KEYS entry: {entry}");
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Creates the queues `{prefix}-heavy` and `{prefix}-light` (with DLQs) and the bucket

@@ -49,6 +49,15 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_RATE_LIMIT_WINDOW_SECONDS", "60", "The rate-limit window.", "status, stream"),
     var("TRACE_SUBMIT_RATE_LIMIT_REQUESTS", "15", "Submits per window per caller on POST /api/trace/events (429 above), counted apart from the job reads.", "submit"),
     var("TRACE_SUBMIT_RATE_LIMIT_WINDOW_SECONDS", "60", "The submit rate-limit window.", "submit"),
+    var("TRACE_AUTH", "", "How callers are authenticated: gateway (the API Gateway / Function URL authorizer's request context: IAM or JWT), keys (the service checks x-api-key, Authorization: Bearer JWTs and SigV4 itself) or open (no authentication; only the embedded local run; refused in Lambda). Unset: gateway in Lambda, keys in a local process, open for trace-local with embedded backends.", "submit, status, stream, local"),
+    var("TRACE_API_KEYS", "", "API keys of keys mode: comma-separated name=sha256hex (the SHA-256 of each key, in hex; `trace-bootstrap api-key --name NAME` makes one); the caller is principal key:NAME.", "submit, status, stream, local"),
+    var("TRACE_JWT_ISSUER", "", "Keys mode: the issuer (iss) a bearer JWT must carry; with TRACE_JWT_PUBLIC_KEY_FILE turns JWT checking on. The caller is principal jwt:{iss}#{sub}.", "submit, status, stream, local"),
+    var("TRACE_JWT_AUDIENCE", "", "Keys mode: the audience (aud) a bearer JWT must carry (required with TRACE_JWT_ISSUER).", "submit, status, stream, local"),
+    var("TRACE_JWT_PUBLIC_KEY_FILE", "", "Keys mode: PEM file of the JWT signer's public key (ES256 or RS256).", "submit, status, stream, local"),
+    var("TRACE_JWT_TENANT_CLAIM", "", "The JWT claim naming the caller's tenant (keys and gateway modes); unset = no tenant.", "submit, status, stream, local"),
+    var("TRACE_SIGV4_CREDENTIALS_FILE", "", "Keys mode: SigV4 credentials the service accepts (a local stand-in for the IAM authorizer): one `principal_arn access_key_id secret_access_key` per line, # comments.", "submit, status, stream, local"),
+    var("TRACE_ADMIN_PRINCIPALS", "", "Comma-separated principal ids that see every job (e.g. key:ops, an IAM role ARN).", "submit, status, stream, local"),
+    var("TRACE_RATE_LIMIT_FAIL_OPEN", "false", "When the rate limiter's store cannot count: false refuses the request (503 RATE_LIMIT_UNAVAILABLE), true lets it through with a warning.", "submit, status, stream, local"),
     var("TRACE_BACKFILL_WINDOW_SECONDS", "3600", "Length of a backfill window: a run covers [end - length, end), end = its scheduled time truncated to a multiple of the length, and queues jobs for the containers with a history row moved out in it.", "backfill"),
     var("TRACE_HEAVY_QUEUE_URL", "", "SQS URL of the heavy queue; unset = an in-process queue (local run).", "submit, worker, backfill"),
     var("TRACE_LIGHT_QUEUE_URL", "", "SQS URL of the light queue; unset = an in-process queue (local run).", "submit, worker, backfill"),
@@ -105,6 +114,56 @@ impl Default for Limits {
 
 /// Which worker pool a process serves.
 use crate::queue::QueueKind;
+
+/// How callers are authenticated (`TRACE_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Trust the API Gateway / Function URL authorizer's request context (never headers).
+    Gateway,
+    /// The service checks API keys, JWTs and SigV4 signatures itself.
+    Keys,
+    /// No authentication: every request is the local principal (embedded local run only).
+    Open,
+}
+
+/// The authentication settings; the files they name are read by the service at start-up.
+#[derive(Clone, PartialEq)]
+pub struct AuthSettings {
+    /// `TRACE_AUTH`.
+    pub mode: AuthMode,
+    /// Whether `TRACE_AUTH` was unset (so a binary may pick its own default).
+    pub mode_defaulted: bool,
+    /// `TRACE_API_KEYS`: (name, SHA-256 of the key).
+    pub api_keys: Vec<(String, [u8; 32])>,
+    /// `TRACE_JWT_ISSUER`.
+    pub jwt_issuer: Option<String>,
+    /// `TRACE_JWT_AUDIENCE`.
+    pub jwt_audience: Option<String>,
+    /// `TRACE_JWT_PUBLIC_KEY_FILE`.
+    pub jwt_public_key_file: Option<String>,
+    /// `TRACE_JWT_TENANT_CLAIM`.
+    pub jwt_tenant_claim: Option<String>,
+    /// `TRACE_SIGV4_CREDENTIALS_FILE`.
+    pub sigv4_credentials_file: Option<String>,
+    /// `TRACE_ADMIN_PRINCIPALS`.
+    pub admin_principals: Vec<String>,
+}
+
+// Key hashes stay out of logs: only the names are shown.
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("mode", &self.mode)
+            .field("api_keys", &self.api_keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("jwt_tenant_claim", &self.jwt_tenant_claim)
+            .field("sigv4_credentials_file", &self.sigv4_credentials_file)
+            .field("admin_principals", &self.admin_principals)
+            .finish()
+    }
+}
 
 /// The whole configuration. Its `Debug` shows the URLs with their passwords redacted.
 #[derive(Clone, PartialEq)]
@@ -176,6 +235,10 @@ pub struct Config {
     pub http_addr: std::net::SocketAddr,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// Authentication (`TRACE_AUTH` and its variables).
+    pub auth: AuthSettings,
+    /// `TRACE_RATE_LIMIT_FAIL_OPEN`.
+    pub rate_limit_fail_open: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -206,13 +269,19 @@ impl std::fmt::Debug for Config {
             .field("local_dir", &self.local_dir)
             .field("redis_url", &redacted(&self.redis_url))
             .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("redis_tls_ca_file", &self.redis_tls_ca_file)
+            .field("redis_cluster", &self.redis_cluster)
             .field("database_url", &redacted(&self.database_url))
+            .field("database_sslmode", &self.database_sslmode)
+            .field("database_ca_file", &self.database_ca_file)
             .field("database_secret_arn", &self.database_secret_arn)
             .field("db_pool_size", &self.db_pool_size)
             .field("aws_endpoint_url", &redacted(&self.aws_endpoint_url))
             .field("stream_responses", &self.stream_responses)
             .field("http_addr", &self.http_addr)
             .field("log_format", &self.log_format)
+            .field("auth", &self.auth)
+            .field("rate_limit_fail_open", &self.rate_limit_fail_open)
             .finish_non_exhaustive()
     }
 }
@@ -340,6 +409,18 @@ pub fn split_sslmode(url: &str) -> (String, Option<String>) {
     (url, mode)
 }
 
+/// The 32 bytes of a SHA-256 written as 64 hex digits (either case).
+pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Whether this process runs inside AWS Lambda (or `cargo lambda watch`).
 pub fn in_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
@@ -463,6 +544,87 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         }
     }
 
+    /// The authentication settings; `open` is refused in Lambda.
+    fn auth(&self) -> Result<AuthSettings, ConfigError> {
+        let lambda = (self.lookup)("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty());
+        let word = self.text("TRACE_AUTH");
+        let mode_defaulted = word.is_empty();
+        let mode = match word.as_str() {
+            "" if lambda => AuthMode::Gateway,
+            "" | "keys" => AuthMode::Keys,
+            "gateway" => AuthMode::Gateway,
+            "open" if lambda => {
+                return Err(ConfigError {
+                    var: "TRACE_AUTH",
+                    value: word,
+                    expected: "gateway or keys in Lambda (open is only for the embedded local run)",
+                })
+            }
+            "open" => AuthMode::Open,
+            _ => {
+                return Err(ConfigError { var: "TRACE_AUTH", value: word, expected: "gateway, keys or open" })
+            }
+        };
+        let optional = |name: &'static str| Some(self.text(name)).filter(|v| !v.is_empty());
+        let settings = AuthSettings {
+            mode,
+            mode_defaulted,
+            api_keys: self.api_keys()?,
+            jwt_issuer: optional("TRACE_JWT_ISSUER"),
+            jwt_audience: optional("TRACE_JWT_AUDIENCE"),
+            jwt_public_key_file: optional("TRACE_JWT_PUBLIC_KEY_FILE"),
+            jwt_tenant_claim: optional("TRACE_JWT_TENANT_CLAIM"),
+            sigv4_credentials_file: optional("TRACE_SIGV4_CREDENTIALS_FILE"),
+            admin_principals: self
+                .text("TRACE_ADMIN_PRINCIPALS")
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        // JWT checking needs all three of issuer, audience and key, or none.
+        let jwt = [
+            ("TRACE_JWT_ISSUER", &settings.jwt_issuer),
+            ("TRACE_JWT_AUDIENCE", &settings.jwt_audience),
+            ("TRACE_JWT_PUBLIC_KEY_FILE", &settings.jwt_public_key_file),
+        ];
+        if jwt.iter().any(|(_, v)| v.is_some()) {
+            if let Some((name, _)) = jwt.iter().find(|(_, v)| v.is_none()) {
+                return Err(ConfigError {
+                    var: name,
+                    value: String::new(),
+                    expected: "a value: TRACE_JWT_ISSUER, TRACE_JWT_AUDIENCE and TRACE_JWT_PUBLIC_KEY_FILE go together",
+                });
+            }
+        }
+        Ok(settings)
+    }
+
+    /// `TRACE_API_KEYS`: `name=sha256hex,…`. A bad entry is reported by its name only, never its
+    /// value (it might be a key pasted by mistake).
+    fn api_keys(&self) -> Result<Vec<(String, [u8; 32])>, ConfigError> {
+        let mut keys = Vec::new();
+        for entry in self.text("TRACE_API_KEYS").split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, hex) = entry.split_once('=').unwrap_or((entry, ""));
+            let name_ok = !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+            let hash = parse_sha256_hex(hex.trim());
+            match (name_ok, hash) {
+                (true, Some(hash)) if !keys.iter().any(|(n, _)| n == name) => keys.push((name.to_owned(), hash)),
+                _ => {
+                    return Err(ConfigError {
+                        var: "TRACE_API_KEYS",
+                        value: format!("{}=…", name.chars().take(64).collect::<String>()),
+                        expected: "comma-separated name=sha256hex entries: unique names of letters, digits, '-', '_', '.', '@' and the key's SHA-256 as 64 hex digits",
+                    })
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     /// `TRACE_BUCKET`: unset, or a valid S3 bucket name.
     fn bucket(&self) -> Result<Option<String>, ConfigError> {
         let bucket = self.optional("TRACE_BUCKET", &[], "")?;
@@ -514,6 +676,9 @@ impl Config {
             "lz4 or plain",
         )?;
         let bucket = r.bucket()?;
+        let auth = r.auth()?;
+        let rate_limit_fail_open =
+            r.choice("TRACE_RATE_LIMIT_FAIL_OPEN", &[("false", false), ("true", true)], "true or false")?;
         let config = Config {
             limits,
             stream_batch_size: r.count("TRACE_STREAM_BATCH_SIZE")?,
@@ -565,6 +730,8 @@ impl Config {
             stream_responses,
             http_addr,
             log_format,
+            auth,
+            rate_limit_fail_open,
         };
         config.checked()
     }
@@ -596,6 +763,16 @@ impl Config {
             });
         }
         Ok(self)
+    }
+
+    /// Whether every backend is the embedded stand-in (no queue URL, bucket, Redis or database): the
+    /// `trace-local` run that needs nothing installed, and the only one open mode is meant for.
+    pub fn backends_embedded(&self) -> bool {
+        self.heavy_queue_url.is_none()
+            && self.light_queue_url.is_none()
+            && self.bucket.is_none()
+            && self.redis_url.is_none()
+            && self.database_url.is_none()
     }
 
     /// The SQS URL of a queue, if one is configured.
@@ -728,6 +905,63 @@ mod tests {
         let both =
             with(&[("DATABASE_URL", "postgres://db/trace"), ("DATABASE_SECRET_ARN", "db")]).unwrap_err();
         assert_eq!(both.var, "DATABASE_SECRET_ARN");
+    }
+
+    #[test]
+    fn auth_defaults_to_keys_locally_and_gateway_in_lambda_and_open_is_refused_in_lambda() {
+        let local = with(&[]).unwrap();
+        assert_eq!((local.auth.mode, local.auth.mode_defaulted), (AuthMode::Keys, true));
+        assert!(!local.rate_limit_fail_open);
+        assert!(local.backends_embedded());
+        let lambda = with(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap();
+        assert_eq!(lambda.auth.mode, AuthMode::Gateway);
+        let refused = with(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"), ("TRACE_AUTH", "open")]);
+        assert_eq!(refused.unwrap_err().var, "TRACE_AUTH");
+        let open = with(&[("TRACE_AUTH", "open")]).unwrap();
+        assert_eq!((open.auth.mode, open.auth.mode_defaulted), (AuthMode::Open, false));
+        assert_eq!(with(&[("TRACE_AUTH", "none")]).unwrap_err().var, "TRACE_AUTH");
+        assert!(with(&[("TRACE_RATE_LIMIT_FAIL_OPEN", "true")]).unwrap().rate_limit_fail_open);
+        assert_eq!(
+            with(&[("TRACE_RATE_LIMIT_FAIL_OPEN", "yes")]).unwrap_err().var,
+            "TRACE_RATE_LIMIT_FAIL_OPEN"
+        );
+    }
+
+    #[test]
+    fn api_keys_are_names_with_hashes_and_a_bad_entry_is_named_without_its_value() {
+        let hash = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+        let c = with(&[("TRACE_API_KEYS", &format!("alice={hash}, bob={}", hash.to_uppercase()))]).unwrap();
+        let names: Vec<_> = c.auth.api_keys.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert_eq!(c.auth.api_keys[0].1[0], 0x2c);
+        let bad_entries = [
+            "alice".to_owned(),
+            "alice=abc".to_owned(),
+            format!("={hash}"),
+            format!("a b={hash}"),
+            format!("a={hash},a={hash}"),
+        ];
+        for bad in &bad_entries {
+            let e = with(&[("TRACE_API_KEYS", bad)]).unwrap_err();
+            assert_eq!(e.var, "TRACE_API_KEYS", "{bad}");
+        }
+        let e = with(&[("TRACE_API_KEYS", "alice=sk-secret-key")]).unwrap_err();
+        assert!(!e.to_string().contains("sk-secret"), "{e}");
+        let admins = with(&[("TRACE_ADMIN_PRINCIPALS", "key:ops, arn:aws:iam::1:role/x,")]).unwrap();
+        assert_eq!(admins.auth.admin_principals, ["key:ops", "arn:aws:iam::1:role/x"]);
+    }
+
+    #[test]
+    fn jwt_settings_go_together() {
+        let e = with(&[("TRACE_JWT_ISSUER", "https://idp")]).unwrap_err();
+        assert_eq!(e.var, "TRACE_JWT_AUDIENCE");
+        let c = with(&[
+            ("TRACE_JWT_ISSUER", "https://idp"),
+            ("TRACE_JWT_AUDIENCE", "trace"),
+            ("TRACE_JWT_PUBLIC_KEY_FILE", "/k.pem"),
+        ])
+        .unwrap();
+        assert_eq!(c.auth.jwt_public_key_file.as_deref(), Some("/k.pem"));
     }
 
     #[test]

@@ -85,6 +85,13 @@ pub enum TraceError {
         /// Seconds until the window resets.
         retry_after_seconds: u64,
     },
+    /// No valid credentials: none sent, or they do not check out (the reason is for the caller, and
+    /// never repeats a secret).
+    #[error("authentication required: {0}")]
+    Unauthorized(String),
+    /// The rate limiter's store cannot count and `TRACE_RATE_LIMIT_FAIL_OPEN` is false.
+    #[error("the rate limiter cannot count requests right now; retry in a few seconds")]
+    RateLimitUnavailable,
     /// A backend (queue, store, database) failed.
     #[error("{message}")]
     Unavailable {
@@ -144,6 +151,8 @@ impl TraceError {
             TraceError::JobNotCancellable { .. } => "JOB_NOT_CANCELLABLE",
             TraceError::JobResultExpired(_) => "JOB_RESULT_EXPIRED",
             TraceError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            TraceError::Unauthorized(_) => "UNAUTHORIZED",
+            TraceError::RateLimitUnavailable => "RATE_LIMIT_UNAVAILABLE",
             TraceError::NoSuchRoute => "NOT_FOUND",
             TraceError::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             TraceError::Internal(_) => "INTERNAL_ERROR",
@@ -164,7 +173,8 @@ impl TraceError {
             TraceError::JobNotFound(_) | TraceError::JobResultExpired(_) | TraceError::NoSuchRoute => 404,
             TraceError::JobNotComplete { .. } | TraceError::JobNotCancellable { .. } => 409,
             TraceError::TooManyRequests { .. } => 429,
-            TraceError::Unavailable { .. } => 503,
+            TraceError::Unauthorized(_) => 401,
+            TraceError::Unavailable { .. } | TraceError::RateLimitUnavailable => 503,
             TraceError::Internal(_) => 500,
         }
     }

@@ -1,15 +1,13 @@
-//! HTTP: the routes of each function, the rate-limit layer, and the one place a [`TraceError`]
+//! HTTP: the routes of each function, the authentication and rate-limit layers, and the one place a [`TraceError`]
 //! becomes an answer (status, JSON body with its `code`, `Retry-After`).
 //!
 //! Every job route acts as the caller's [`Principal`], taken from the request's extensions: a job is
 //! its submitter's, and another caller's job answers like an unknown one.
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::handler::Handler;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,7 +15,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use trace_core::{Principal, TraceError};
 
-use crate::{results, status, submit, App};
+use crate::{auth, results, status, submit, App};
 
 /// A [`TraceError`] as an HTTP answer.
 #[derive(Debug)]
@@ -109,14 +107,17 @@ pub enum Part {
 }
 
 /// The router of the given parts (each function serves one; the local run serves all), plus
-/// `GET /health`.
+/// `GET /health`. Every route but `/health` is behind the authentication layer ([`auth::layer`]),
+/// which runs first: an unauthenticated request is answered 401 before it is counted or reaches a
+/// backend.
 pub fn router(app: App, parts: &[Part]) -> Router {
-    let mut limited = Router::new();
-    let mut open = Router::new().route("/health", get(health));
+    let mut api = Router::new();
+    let counted = || middleware::from_fn_with_state(app.clone(), rate_limit);
     for part in parts {
         match part {
             Part::Submit => {
-                open = open.route(
+                // Counted by the handler on the submit limiter.
+                api = api.route(
                     "/api/trace/events",
                     post(submit_handler).layer(axum::extract::DefaultBodyLimit::disable()),
                 );
@@ -124,73 +125,33 @@ pub fn router(app: App, parts: &[Part]) -> Router {
             Part::Status => {
                 // The status read counts the caller itself (see `status_handler`); cancel and history go
                 // through the rate-limit layer like the other limited routes.
-                let counted = middleware::from_fn_with_state(app.clone(), rate_limit);
-                open = open
-                    .route("/api/trace/job/{id}", get(status_handler).delete(cancel_handler.layer(counted)));
-                limited = limited.route("/api/trace/jobs", get(list_handler));
+                api = api
+                    .route("/api/trace/job/{id}", get(status_handler).delete(cancel_handler.layer(counted())))
+                    .route("/api/trace/jobs", get(list_handler.layer(counted())));
             }
             Part::Stream => {
-                limited = limited
-                    .route("/api/trace/job/{id}/stream", get(stream_handler))
-                    .route("/api/trace/job/{id}/result", get(result_handler));
+                api = api
+                    .route("/api/trace/job/{id}/stream", get(stream_handler.layer(counted())))
+                    .route("/api/trace/job/{id}/result", get(result_handler.layer(counted())));
             }
         }
     }
-    // Status, result and stream are rate limited; submit and health are not.
-    if parts.iter().any(|p| matches!(p, Part::Status | Part::Stream)) {
-        open = open.merge(limited.route_layer(middleware::from_fn_with_state(app.clone(), rate_limit)));
-    }
-    open.fallback(|| async { ApiError(TraceError::NoSuchRoute) })
-        .layer(middleware::from_fn(interim_principal))
+    let api = api.route_layer(middleware::from_fn_with_state(app.clone(), auth::layer));
+    Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(|| async { ApiError(TraceError::NoSuchRoute) })
         .with_state(app)
 }
 
-/// INTERIM, until the authentication layer (issue 14, item 1) is merged and replaces it: a request
-/// that no layer has given a principal acts as the open mode's [`Principal::local`], so every
-/// handler finds one. Requests that carry a principal already (tests) keep theirs.
-async fn interim_principal(mut request: Request, next: Next) -> Response {
-    if request.extensions().get::<Principal>().is_none() {
-        request.extensions_mut().insert(Principal::local());
-    }
-    next.run(request).await
-}
-
-/// Who is calling: the API key when one is sent, else the client address (API Gateway's source IP,
-/// the first `X-Forwarded-For` hop, or the socket peer).
-pub fn caller(request: &Request) -> String {
-    let headers = request.headers();
-    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
-        return format!("key:{key}");
-    }
-    if let Some(ip) = lambda_source_ip(request) {
-        return format!("ip:{ip}");
-    }
-    if let Some(ip) = forwarded_for(headers) {
-        return format!("ip:{ip}");
-    }
-    match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
-        None => "unknown".to_owned(),
-    }
-}
-
-fn forwarded_for(headers: &HeaderMap) -> Option<String> {
-    let first = headers.get("x-forwarded-for")?.to_str().ok()?.split(',').next()?.trim();
-    (!first.is_empty()).then(|| first.to_owned())
-}
-
-fn lambda_source_ip(request: &Request) -> Option<String> {
-    use lambda_http::request::RequestContext;
-    match request.extensions().get::<RequestContext>()? {
-        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.clone(),
-        RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.clone(),
-        _ => None,
-    }
-}
-
+/// Counts one request of the authenticated caller on the job reads' limit (its principal's hash:
+/// junk credentials never get this far, so they cannot open fresh windows).
 async fn rate_limit(State(app): State<App>, request: Request, next: Next) -> Response {
-    let who = caller(&request);
-    match app.limiter.check(&who).await {
+    let counted = match auth::principal_of(&request) {
+        Ok(principal) => app.limiter.check(&principal.hash()).await,
+        Err(e) => Err(e),
+    };
+    match counted {
         Ok(()) => next.run(request).await,
         Err(e) => ApiError(e).into_response(),
     }
@@ -205,7 +166,7 @@ async fn submit_handler(
     Extension(principal): Extension<Principal>,
     request: Request,
 ) -> Response {
-    if let Err(e) = app.submit_limiter.check(&caller(&request)).await {
+    if let Err(e) = app.submit_limiter.check(&principal.hash()).await {
         return ApiError(e).into_response();
     }
     // Read at most one byte past the limit ourselves, so an oversized body gets our JSON answer.
@@ -233,9 +194,8 @@ async fn status_handler(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    request: Request,
 ) -> Result<Response, ApiError> {
-    let who = caller(&request);
+    let who = principal.hash();
     let (counted, status) = tokio::join!(app.limiter.check(&who), status::status(&app, &principal, &id));
     counted?;
     Ok(Json(status?).into_response())
@@ -309,9 +269,11 @@ mod tests {
         app_with(&[]).await
     }
 
+    /// An app with `vars`; open authentication unless `vars` say otherwise.
     async fn app_with(vars: &[(&str, &str)]) -> App {
         let config = Config::from_lookup(|name| match vars.iter().find(|(k, _)| *k == name) {
             Some((_, v)) => Some(v.to_string()),
+            None if name == "TRACE_AUTH" => Some("open".to_owned()),
             None => (name == "TRACE_LOCAL_DIR")
                 .then(|| std::env::temp_dir().join("trace-http-test").display().to_string()),
         })
@@ -325,7 +287,20 @@ mod tests {
     }
 
     async fn call(router: &Router, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
-        let request = axum::http::Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        call_with(router, method, path, None).await
+    }
+
+    async fn call_with(
+        router: &Router,
+        method: &str,
+        path: &str,
+        api_key: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = axum::http::Request::builder().method(method).uri(path);
+        if let Some(key) = api_key {
+            request = request.header("x-api-key", key);
+        }
+        let request = request.body(Body::empty()).unwrap();
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -653,5 +628,91 @@ mod tests {
         assert_eq!(submit(router.clone()).await, StatusCode::TOO_MANY_REQUESTS);
         // The reads' own window is untouched by the submits.
         assert_eq!(get(&router, "/api/trace/jobs").await.0, StatusCode::OK);
+    }
+
+    fn keys_app_vars(entries: &str) -> Vec<(&'static str, String)> {
+        vec![("TRACE_AUTH", "keys".to_owned()), ("TRACE_API_KEYS", entries.to_owned())]
+    }
+
+    #[tokio::test]
+    async fn without_credentials_every_route_but_health_is_401() {
+        let entries = crate::auth::keys::entry("alice", "k-alice");
+        let vars = keys_app_vars(&entries);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let router = router(app_with(&vars).await, &[Part::Submit, Part::Status, Part::Stream]);
+        let job = trace_core::JobId::new();
+        let routes = [
+            ("POST", "/api/trace/events".to_owned()),
+            ("GET", format!("/api/trace/job/{job}")),
+            ("DELETE", format!("/api/trace/job/{job}")),
+            ("GET", "/api/trace/jobs".to_owned()),
+            ("GET", format!("/api/trace/job/{job}/stream")),
+            ("GET", format!("/api/trace/job/{job}/result")),
+        ];
+        for (method, path) in &routes {
+            for key in [None, Some("junk")] {
+                let (status, body) = call_with(&router, method, path, key).await;
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED")),
+                    "{method} {path}"
+                );
+            }
+        }
+        assert_eq!(get(&router, "/health").await.0, StatusCode::OK);
+        // With the key the same routes answer as usual (here: no such job).
+        let (status, _) = call_with(&router, "GET", &format!("/api/trace/job/{job}"), Some("k-alice")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn junk_keys_get_401_and_use_up_no_window_while_the_real_caller_s_limit_holds() {
+        let entries = format!(
+            "{},{}",
+            crate::auth::keys::entry("alice", "k-alice"),
+            crate::auth::keys::entry("bob", "k-bob")
+        );
+        let mut vars = keys_app_vars(&entries);
+        vars.push(("TRACE_RATE_LIMIT_REQUESTS", "3".to_owned()));
+        vars.push(("TRACE_SUBMIT_RATE_LIMIT_REQUESTS", "2".to_owned()));
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let router = router(app_with(&vars).await, &[Part::Submit, Part::Status]);
+        for i in 0..3 {
+            assert_eq!(call_with(&router, "GET", "/api/trace/jobs", Some("k-alice")).await.0, StatusCode::OK);
+            // A rotating junk key per request: 401 each time, never a fresh window.
+            let junk = format!("junk-{i}");
+            assert_eq!(
+                call_with(&router, "GET", "/api/trace/jobs", Some(&junk)).await.0,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        let (status, body) = call_with(&router, "GET", "/api/trace/jobs", Some("k-alice")).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("TOO_MANY_REQUESTS"))
+        );
+        assert_eq!(
+            call_with(&router, "GET", "/api/trace/jobs", Some("junk-9")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // Another principal has its own window.
+        assert_eq!(call_with(&router, "GET", "/api/trace/jobs", Some("k-bob")).await.0, StatusCode::OK);
+        // Submits count per principal too.
+        let submit = |key: &'static str| {
+            let router = router.clone();
+            async move {
+                let request = Request::builder()
+                    .method("POST")
+                    .uri("/api/trace/events")
+                    .header("x-api-key", key)
+                    .body(Body::from(r#"{"container_ids":["A"],"domains":["holds"]}"#))
+                    .unwrap();
+                router.oneshot(request).await.unwrap().status()
+            }
+        };
+        assert_eq!(submit("k-bob").await, StatusCode::OK);
+        assert_eq!(submit("junk").await, StatusCode::UNAUTHORIZED);
+        assert_eq!(submit("k-bob").await, StatusCode::OK);
+        assert_eq!(submit("k-bob").await, StatusCode::TOO_MANY_REQUESTS);
     }
 }

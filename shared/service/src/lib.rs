@@ -1,5 +1,6 @@
 //! The services of the trace job system, over the ports of `trace-core`:
 //!
+//! - [`auth`]: who is calling (gateway context, API keys, JWT, SigV4, or open) before any handler;
 //! - [`submit`]: validate, admit, answer inline or enqueue a job;
 //! - [`status`]: job status, history, cancel;
 //! - [`results`]: the NDJSON stream and paginated pages of a finished job;
@@ -12,6 +13,7 @@
 //! Function binaries only parse their event, call into here and shape the answer.
 
 pub mod app;
+pub mod auth;
 pub mod backfill;
 pub mod engine;
 pub mod http;

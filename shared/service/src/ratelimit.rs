@@ -1,6 +1,7 @@
 //! Rate limiting of the job routes: `TRACE_RATE_LIMIT_REQUESTS` per `TRACE_RATE_LIMIT_WINDOW_SECONDS`
-//! per caller, counted by the [`RateLimiter`] port. A limiter that cannot count must not take the
-//! service down with it: its failures let the request through, with a warning.
+//! per authenticated principal (its [`trace_core::Principal::hash`]), counted by the [`RateLimiter`]
+//! port. A limiter that cannot count refuses the request (503 `RATE_LIMIT_UNAVAILABLE`) unless
+//! `TRACE_RATE_LIMIT_FAIL_OPEN` is true, which lets it through with a warning.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +13,13 @@ use trace_core::TraceError;
 #[derive(Clone)]
 pub struct Limiter {
     counts: Arc<dyn RateLimiter>,
+    fail_open: bool,
 }
 
 impl Limiter {
-    /// Over `counts`.
-    pub fn new(counts: Arc<dyn RateLimiter>) -> Self {
-        Limiter { counts }
+    /// Over `counts`; when they cannot count, `fail_open` lets requests through, else refuses them.
+    pub fn new(counts: Arc<dyn RateLimiter>, fail_open: bool) -> Self {
+        Limiter { counts, fail_open }
     }
 
     /// Counts one request of `caller`; `TooManyRequests` (with the seconds until the window ends) when
@@ -28,9 +30,13 @@ impl Limiter {
             Ok(RateVerdict::Limited { retry_after }) => {
                 Err(TraceError::TooManyRequests { retry_after_seconds: whole_seconds(retry_after) })
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
+            Err(e) if self.fail_open => {
+                tracing::warn!(error = %e, "rate limiter unavailable; request allowed (TRACE_RATE_LIMIT_FAIL_OPEN)");
                 Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rate limiter unavailable; request refused");
+                Err(TraceError::RateLimitUnavailable)
             }
         }
     }
@@ -49,7 +55,7 @@ mod tests {
     use trace_core::ports::BackendError;
 
     fn memory(limit: u64, window: Duration) -> Limiter {
-        Limiter::new(Arc::new(MemoryRateLimiter::new(limit, window)))
+        Limiter::new(Arc::new(MemoryRateLimiter::new(limit, window)), false)
     }
 
     #[tokio::test]
@@ -86,10 +92,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_limiter_that_cannot_count_lets_requests_through() {
-        let limiter = Limiter::new(Arc::new(Unavailable));
+    async fn a_limiter_that_cannot_count_refuses_unless_told_to_fail_open() {
+        let closed = Limiter::new(Arc::new(Unavailable), false);
+        let refused = closed.check("a").await.unwrap_err();
+        assert_eq!((refused.http_status(), refused.code()), (503, "RATE_LIMIT_UNAVAILABLE"));
+        let open = Limiter::new(Arc::new(Unavailable), true);
         for _ in 0..3 {
-            limiter.check("a").await.unwrap();
+            open.check("a").await.unwrap();
         }
     }
 
