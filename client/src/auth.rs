@@ -82,8 +82,9 @@ impl Auth {
 
 /// Sets a secret header (marked sensitive, so the HTTP stack never logs it).
 fn set(request: &mut Request, name: HeaderName, value: &str) -> Result<(), ClientError> {
-    let mut value = HeaderValue::from_str(value)
-        .map_err(|_| ClientError::Config(format!("the {name} credential holds characters a header cannot")))?;
+    let mut value = HeaderValue::from_str(value).map_err(|_| {
+        ClientError::Config(format!("the {name} credential holds characters a header cannot"))
+    })?;
     value.set_sensitive(true);
     request.headers_mut().insert(name, value);
     Ok(())
@@ -165,11 +166,10 @@ impl SigV4 {
         if let Some(c) = self.cache.lock().map_err(|_| poisoned())?.as_ref().filter(|c| fresh(c)) {
             return Ok(c.clone());
         }
-        let credentials = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|e| ClientError::Config(format!("SigV4: no AWS credentials: {}", error_chain(&e))))?;
+        let credentials =
+            self.provider.provide_credentials().await.map_err(|e| {
+                ClientError::Config(format!("SigV4: no AWS credentials: {}", error_chain(&e)))
+            })?;
         *self.cache.lock().map_err(|_| poisoned())? = Some(credentials.clone());
         Ok(credentials)
     }
@@ -459,7 +459,9 @@ mod tests {
         #[derive(Debug)]
         struct Counting(Arc<AtomicU32>, Duration);
         impl ProvideCredentials for Counting {
-            fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+            fn provide_credentials<'a>(
+                &'a self,
+            ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
             where
                 Self: 'a,
             {

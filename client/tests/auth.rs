@@ -71,7 +71,8 @@ fn secret_of(id: &str) -> Option<&'static str> {
 
 /// The stream lines the servers send for `job`.
 fn stream_lines(job: JobId) -> Vec<StreamLine> {
-    let data = vec![json!({"container_id": "CID-0000001", "hold": "H1"}), json!({"container_id": "CID-0000002"})];
+    let data =
+        vec![json!({"container_id": "CID-0000001", "hold": "H1"}), json!({"container_id": "CID-0000002"})];
     vec![
         StreamLine::Meta { job_id: job, profile: Profile::QueryTool, domains: vec![Domain::Holds] },
         StreamLine::DomainStart { domain: Domain::Holds, total: 2 },
@@ -259,12 +260,8 @@ async fn the_cli_sends_trace_api_key_and_says_when_the_server_refuses_it() {
 
     // Two kinds of credentials at once are a usage error, before any request.
     let before = server.seen().len();
-    let out = trace(
-        &["--url", &base, "--sigv4", "status", &job_arg],
-        &[("TRACE_API_KEY", API_KEY)],
-        "",
-    )
-    .await;
+    let out =
+        trace(&["--url", &base, "--sigv4", "status", &job_arg], &[("TRACE_API_KEY", API_KEY)], "").await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("one kind of credentials"), "{}", text(&out.stderr));
     assert_eq!(server.seen().len(), before);
@@ -293,8 +290,7 @@ async fn the_cli_signs_every_request_with_sigv4_and_follows_an_absolute_stream_u
     ];
     let out = trace(&args, &AWS_ENV, "CID-0000001\nCID-0000002\n").await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let got: Vec<StreamLine> =
-        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<StreamLine> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(got, stream_lines(job));
 
     let seen = api.seen();
@@ -313,7 +309,8 @@ async fn the_cli_signs_every_request_with_sigv4_and_follows_an_absolute_stream_u
     let job_arg = job.to_string();
     let mut env = AWS_ENV.to_vec();
     env.extend([("TRACE_SIGV4", "1"), ("AWS_REGION", "eu-west-1")]);
-    let out = trace(&["--url", &api_base, "--sigv4-service", "execute-api", "status", &job_arg], &env, "").await;
+    let out =
+        trace(&["--url", &api_base, "--sigv4-service", "execute-api", "status", &job_arg], &env, "").await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(api.seen().last().unwrap().verdict.as_deref(), Ok(ACCESS_KEY));
     let out = trace(&["--url", &api_base, "status", &job_arg], &env, "").await;
@@ -366,7 +363,10 @@ async fn the_library_follows_absolute_stream_urls_and_keeps_relative_ones_on_its
         assert!(matches!(client.at_stream_url(bad), Err(ClientError::InvalidResponse { .. })), "{bad}");
     }
     let https = Client::new(ClientConfig::new("https://api.example")).unwrap();
-    assert!(https.at_stream_url(&format!("{stream_base}/api/trace/job/{job}/stream")).is_err(), "no downgrade");
+    assert!(
+        https.at_stream_url(&format!("{stream_base}/api/trace/job/{job}/stream")).is_err(),
+        "no downgrade"
+    );
 }
 
 #[tokio::test]
