@@ -199,6 +199,8 @@ async fn trace(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
             "AWS_PROFILE",
             "AWS_REGION",
             "AWS_DEFAULT_REGION",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
         ] {
             command.env_remove(var);
         }
@@ -367,6 +369,121 @@ async fn the_library_follows_absolute_stream_urls_and_keeps_relative_ones_on_its
         https.at_stream_url(&format!("{stream_base}/api/trace/job/{job}/stream")).is_err(),
         "no downgrade"
     );
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("the openssl command");
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, leaf.pem, leaf.key).
+fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=trace test CA"],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[&["req"][..], &ec, &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]].concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    (dir.join("ca.pem"), dir.join("leaf.pem"), dir.join("leaf.key"))
+}
+
+/// An HTTPS server answering every request with `job`'s status; its port.
+async fn serve_tls(cert: &std::path::Path, key: &std::path::Path, job: JobId) -> u16 {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = status_body(job).to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_cli_speaks_https_and_verifies_the_server() {
+    let dir = std::env::temp_dir().join(format!("trace-client-tls-{}", std::process::id()));
+    let (ca, cert, key) = certificates(&dir);
+    let job = JobId::new();
+    let port = serve_tls(&cert, &key, job).await;
+    let job_arg = job.to_string();
+    let url = format!("https://127.0.0.1:{port}");
+    // The system roots plus the test CA (rustls-native-certs reads SSL_CERT_FILE).
+    let ca = ca.display().to_string();
+    let out = trace(&["--url", &url, "status", &job_arg], &[("SSL_CERT_FILE", &ca)], "").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["job_id"], job_arg);
+    // Without the CA the server is not trusted: a transport error, exit code 1.
+    let out = trace(&["--url", &url, "status", &job_arg], &[], "").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("request to https://"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
