@@ -83,6 +83,17 @@ pub enum ClientError {
         /// The whole error body (extra fields such as `status`, `index`, `limit`).
         body: serde_json::Value,
     },
+    /// The server refused the credentials (401, or 403 from an AWS authorizer): none were given,
+    /// or they are wrong, expired or for another service.
+    #[error("the server refused the credentials: {message} (HTTP {status} from {url})")]
+    Unauthorized {
+        /// 401 or 403.
+        status: u16,
+        /// The URL.
+        url: String,
+        /// What the server said.
+        message: String,
+    },
     /// The request could not be sent or its answer not read (connection, timeout, TLS).
     #[error("request to {url} failed: {}", chain(source))]
     Transport {
@@ -128,6 +139,7 @@ impl ClientError {
             | ClientError::Http { code, .. }
             | ClientError::StreamError { code, .. } => Some(code),
             ClientError::RateLimited { .. } => Some("TOO_MANY_REQUESTS"),
+            ClientError::Unauthorized { .. } => Some("UNAUTHORIZED"),
             _ => None,
         }
     }

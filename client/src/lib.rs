@@ -7,6 +7,12 @@
 //! from the paginated `result` route, so the caller sees the same line sequence with no gap and no
 //! duplicate. Every failure is a typed [`ClientError`]; HTTP 429 is retried after `Retry-After`.
 //!
+//! Every request carries the configured [`Auth`]: an API key, a bearer token, or a SigV4 signature
+//! (IAM endpoints: the HTTP API with its IAM authorizer, the stream function's Function URL). A 202
+//! answer's `stream_url` may name another host (the stream function's own URL):
+//! [`Client::at_stream_url`] follows it. TLS is rustls with the aws-lc-rs provider, installed as the
+//! process default by [`Client::new`] when none is.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), trace_client::ClientError> {
 //! use futures::StreamExt;
@@ -23,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod error;
 pub mod lines;
 pub mod output;
@@ -40,6 +47,7 @@ use serde::Deserialize;
 use trace_core::job::JobStatus;
 use trace_core::{Domain, JobId};
 
+pub use auth::{Auth, Secret, SigV4};
 pub use error::ClientError;
 pub use stream::{LineStream, Resume};
 pub use trace_core::ndjson::StreamLine;
@@ -59,8 +67,8 @@ pub struct ClientConfig {
     pub status_url: Option<String>,
     /// Base URL of the stream and the result pages (in AWS the stream function's Function URL).
     pub stream_url: Option<String>,
-    /// Sent as `x-api-key` when set.
-    pub api_key: Option<String>,
+    /// The credentials every request carries (default none).
+    pub auth: Auth,
     /// Time between two status polls of [`Client::wait`] (default 3 s).
     pub poll_interval: Duration,
     /// How long [`Client::wait`] waits for a terminal status (default 30 min).
@@ -90,7 +98,7 @@ impl ClientConfig {
             submit_url: None,
             status_url: None,
             stream_url: None,
-            api_key: None,
+            auth: Auth::None,
             poll_interval: Duration::from_secs(3),
             wait_timeout: Duration::from_secs(30 * 60),
             rate_limit_retries: 3,
@@ -127,9 +135,17 @@ fn check_url(name: &str, url: &str) -> Result<String, ClientError> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
+/// Makes aws-lc-rs the process's rustls provider (reqwest is built without one), unless a provider
+/// is installed already: then that one stays.
+pub fn install_crypto_provider() {
+    // An error only says a provider is installed already, which is all this needs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 impl Client {
     /// A client for `config` (its URLs are checked here).
     pub fn new(mut config: ClientConfig) -> Result<Client, ClientError> {
+        install_crypto_provider();
         config.base_url = check_url("base URL", &config.base_url)?;
         for (name, url) in [
             ("submit URL", &mut config.submit_url),
@@ -168,8 +184,37 @@ impl Client {
         format!("{base}{path}")
     }
 
-    /// Sends a request built by `make` (called again for each retry), waiting and retrying on 429;
-    /// an error status becomes [`ClientError::Http`].
+    /// The client to follow a 202 answer's `stream_url`: a relative one is read from this client's
+    /// stream base URL (itself); an absolute one (the stream function on its own host) makes that
+    /// URL's base — everything before `/api/trace/job/` — the base of the stream and the result
+    /// pages, signed for that host's service. An `https` API's stream URL must be `https` too.
+    pub fn at_stream_url(&self, stream_url: &str) -> Result<Client, ClientError> {
+        if stream_url.starts_with('/') {
+            return Ok(self.clone());
+        }
+        let invalid = |reason: &str| ClientError::InvalidResponse {
+            url: stream_url.to_owned(),
+            reason: format!("stream_url: {reason}"),
+        };
+        let url = reqwest::Url::parse(stream_url).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("not an http(s) URL"));
+        }
+        if url.scheme() == "http" && self.config.base_url.starts_with("https:") {
+            return Err(invalid("plain http from an https API: the credentials would travel unencrypted"));
+        }
+        let base = stream_url
+            .rfind("/api/trace/job/")
+            .map(|at| &stream_url[..at])
+            .ok_or_else(|| invalid("not the URL of a job's stream"))?;
+        let mut config = (*self.config).clone();
+        config.stream_url = Some(check_url("stream URL", base)?);
+        Ok(Client { http: self.http.clone(), config: Arc::new(config) })
+    }
+
+    /// Sends a request built by `make` (called again for each retry), with the configured
+    /// credentials added last; waits and retries on 429; an error status becomes
+    /// [`ClientError::Http`] ([`ClientError::Unauthorized`] when the credentials were refused).
     async fn send(
         &self,
         url: &str,
@@ -178,17 +223,14 @@ impl Client {
     ) -> Result<Response, ClientError> {
         let mut retries = 0;
         loop {
-            let mut request = make(&self.http);
-            if let Some(key) = &self.config.api_key {
-                request = request.header("x-api-key", key);
-            }
+            let mut builder = make(&self.http);
             if let Some(t) = timeout {
-                request = request.timeout(t);
+                builder = builder.timeout(t);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|source| ClientError::Transport { url: url.to_owned(), source })?;
+            let transport = |source| ClientError::Transport { url: url.to_owned(), source };
+            let mut request = builder.build().map_err(transport)?;
+            self.config.auth.authorize(&mut request).await?;
+            let response = self.http.execute(request).await.map_err(transport)?;
             let status = response.status();
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let header = response
@@ -374,6 +416,19 @@ async fn http_error(url: &str, response: Response) -> ClientError {
     let text = response.text().await.unwrap_or_default();
     let body: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     let ErrorBody { code, message, .. } = ErrorBody::deserialize(&body).unwrap_or_default();
+    // 401 is the service refusing the credentials; 403 without the service's error body is an AWS
+    // authorizer (IAM, JWT) refusing them (the service itself never answers 403).
+    if status == 401 || (status == 403 && code.is_empty()) {
+        let message = if message.is_empty() {
+            body.get("message")
+                .or_else(|| body.get("Message"))
+                .and_then(serde_json::Value::as_str)
+                .map_or_else(|| text.chars().take(200).collect(), str::to_owned)
+        } else {
+            message
+        };
+        return ClientError::Unauthorized { status, url: url.to_owned(), message };
+    }
     let code = if code.is_empty() { format!("HTTP_{status}") } else { code };
     let message = if message.is_empty() {
         format!("{url}: {}", text.chars().take(200).collect::<String>())

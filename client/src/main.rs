@@ -11,7 +11,8 @@ use trace_client::output::{DirSink, Format, NdjsonSink, Sink};
 use trace_client::pages::{closing_lines, inline_lines, DomainPages};
 use trace_client::types::ResultPage;
 use trace_client::{
-    Client, ClientConfig, ClientError, JobInfo, Resume, StreamLine, SubmitRequest, Submitted, MAX_PAGE,
+    Accepted, Auth, Client, ClientConfig, ClientError, JobInfo, Resume, SigV4, StreamLine, SubmitRequest,
+    Submitted, MAX_PAGE,
 };
 use trace_core::job::JobStatus;
 use trace_core::{Domain, JobId, Profile};
@@ -22,7 +23,8 @@ const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success
-  1    usage error, HTTP error (the server's code is printed), transport or output error
+  1    usage error, HTTP error (the server's code is printed), credentials refused (401/403),
+       transport or output error
   2    the job failed (its code is printed, e.g. SOURCE_ERROR) or was cancelled
   3    poll timeout: the job did not end within --timeout
   4    stream error: interrupted and not resumable, a malformed line, or an error line
@@ -45,9 +47,23 @@ struct Cli {
     /// Base URL of the stream and result pages (in AWS: the stream function's URL).
     #[arg(long, env = "TRACE_STREAM_URL", global = true)]
     stream_url: Option<String>,
-    /// API key, sent as x-api-key.
+    /// API key, sent as x-api-key (the service's `keys` mode).
     #[arg(long, env = "TRACE_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
+    /// Bearer token (a JWT), sent as `Authorization: Bearer …`.
+    #[arg(long, env = "TRACE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Sign every request with AWS SigV4, credentials from the standard AWS provider chain
+    /// (environment, profile, role); TRACE_SIGV4=1 does the same.
+    #[arg(long, env = "TRACE_SIGV4", global = true, value_parser = clap::builder::BoolishValueParser::new(),
+          action = clap::ArgAction::SetTrue)]
+    sigv4: bool,
+    /// SigV4 service for hosts that name none (`*.execute-api.*` is execute-api, `*.lambda-url.*` lambda).
+    #[arg(long, global = true)]
+    sigv4_service: Option<String>,
+    /// SigV4 region for hosts that name none (default: AWS_REGION or the AWS profile's).
+    #[arg(long, global = true)]
+    region: Option<String>,
     /// Retries of a request answered 429 (after its Retry-After) before giving up with exit code 5.
     #[arg(long, default_value_t = 3, global = true)]
     retries: u32,
@@ -220,6 +236,7 @@ impl Failure {
                 | ClientError::StreamError { .. } => 4,
                 ClientError::RateLimited { .. } => 5,
                 ClientError::Http { .. }
+                | ClientError::Unauthorized { .. }
                 | ClientError::Transport { .. }
                 | ClientError::InvalidResponse { .. }
                 | ClientError::Config(_) => 1,
@@ -417,16 +434,19 @@ async fn stream_job(
     Ok(lines.resumes() as u64)
 }
 
-/// Waits for a job with progress, then streams it.
+/// Waits for a job with progress, then streams it from its `stream_url` (which may be on another
+/// host).
 async fn follow(
     client: &Client,
-    job: &JobId,
+    accepted: &Accepted,
     wait: &WaitArgs,
     out: &OutputArgs,
     progress: &mut Progress,
 ) -> Result<(), Failure> {
+    let job = &accepted.job_id;
+    let streamer = client.at_stream_url(&accepted.stream_url)?;
     client.wait_with(job, wait.interval, wait.timeout, |info| progress.job(info)).await?;
-    let resumes = stream_job(client, job, out, progress).await?;
+    let resumes = stream_job(&streamer, job, out, progress).await?;
     progress.note(&format!(
         "trace: job {job} streamed in {}{}",
         progress.elapsed(),
@@ -459,14 +479,42 @@ where
     }
 }
 
-/// The client the global options describe.
+/// The credentials the global options describe (at most one kind).
+async fn auth(cli: &Cli) -> Result<Auth, Failure> {
+    let api_key = cli.api_key.clone().filter(|k| !k.is_empty());
+    let token = cli.token.clone().filter(|t| !t.is_empty());
+    let given = [api_key.is_some(), token.is_some(), cli.sigv4].iter().filter(|g| **g).count();
+    if given > 1 {
+        return Err(Failure::Usage(
+            "give one kind of credentials: --api-key (TRACE_API_KEY), --token (TRACE_TOKEN) or --sigv4 \
+             (TRACE_SIGV4)"
+                .into(),
+        ));
+    }
+    if cli.sigv4 {
+        let mut signer = SigV4::from_environment().await?;
+        if let Some(service) = cli.sigv4_service.clone().filter(|s| !s.is_empty()) {
+            signer = signer.with_service(service);
+        }
+        if let Some(region) = cli.region.clone().filter(|r| !r.is_empty()) {
+            signer = signer.with_region(region);
+        }
+        return Ok(Auth::SigV4(signer));
+    }
+    Ok(match (api_key, token) {
+        (Some(key), _) => Auth::api_key(key),
+        (None, Some(token)) => Auth::bearer(token),
+        (None, None) => Auth::None,
+    })
+}
+
+/// The client the global options describe (credentials apart).
 fn client_config(cli: &Cli) -> ClientConfig {
     let url = if cli.url.trim().is_empty() { DEFAULT_URL } else { cli.url.trim() };
     let mut config = ClientConfig::new(url);
     config.submit_url = cli.submit_url.clone().filter(|u| !u.is_empty());
     config.status_url = cli.status_url.clone().filter(|u| !u.is_empty());
     config.stream_url = cli.stream_url.clone().filter(|u| !u.is_empty());
-    config.api_key = cli.api_key.clone().filter(|k| !k.is_empty());
     config.rate_limit_retries = cli.retries;
     let no_resume = match &cli.command {
         Command::Submit(a) => a.out.no_resume,
@@ -481,7 +529,9 @@ fn client_config(cli: &Cli) -> ClientConfig {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = Client::new(client_config(&cli))?;
+    let mut config = client_config(&cli);
+    config.auth = auth(&cli).await?;
+    let client = Client::new(config)?;
     let mut progress = Progress::new(cli.quiet);
     match cli.command {
         Command::Submit(args) => submit(&client, &args, &mut progress).await,
@@ -552,7 +602,7 @@ async fn submit(client: &Client, args: &SubmitArgs, progress: &mut Progress) -> 
         Submitted::Accepted(accepted) if args.follow => {
             let job = accepted.job_id;
             progress.note(&format!("trace: job {job} accepted ({} queue)", accepted.queue.as_str()));
-            let work = follow(client, &job, &args.wait, &args.out, progress);
+            let work = follow(client, &accepted, &args.wait, &args.out, progress);
             interruptible(client, Some(&job), args.wait.cancel_on_interrupt, work).await
         }
         Submitted::Accepted(accepted) => print_json(&accepted),
@@ -607,6 +657,7 @@ async fn write_all_pages(
 }
 
 fn main() -> ExitCode {
+    trace_client::install_crypto_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

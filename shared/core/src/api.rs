@@ -61,6 +61,15 @@ impl Accepted {
             stream_url: format!("/api/trace/job/{job_id}/stream"),
         }
     }
+
+    /// The same answer with an absolute `stream_url` on `base` (`TRACE_STREAM_BASE_URL`: the stream
+    /// function on its own host, e.g. its Function URL); `None` keeps the relative path.
+    pub fn with_stream_base(mut self, base: Option<&str>) -> Self {
+        if let Some(base) = base {
+            self.stream_url = format!("{}{}", base.trim_end_matches('/'), self.stream_url);
+        }
+        self
+    }
 }
 
 /// A job's status: `GET /api/trace/job/{id}`, an entry of the history, the answer of cancel.
@@ -496,6 +505,19 @@ mod tests {
         assert_eq!(json["stage"], "events");
         assert_eq!(json["stream_url"], format!("/api/trace/job/{job}/stream"));
         assert_eq!(serde_json::from_value::<Accepted>(json).unwrap(), a);
+    }
+
+    #[test]
+    fn a_stream_base_makes_the_stream_url_absolute() {
+        let job = JobId::new();
+        let accepted = Accepted::queued(job, QueueKind::Light);
+        assert_eq!(accepted.clone().with_stream_base(None), accepted);
+        let remote = accepted.with_stream_base(Some("https://abc.lambda-url.eu-west-1.on.aws/"));
+        assert_eq!(
+            remote.stream_url,
+            format!("https://abc.lambda-url.eu-west-1.on.aws/api/trace/job/{job}/stream")
+        );
+        assert_eq!(remote.status_url, format!("/api/trace/job/{job}"), "the rest stays relative");
     }
     #[test]
     fn inline_answer_is_written_byte_for_byte_in_domain_order() {

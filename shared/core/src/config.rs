@@ -74,6 +74,7 @@ pub const VARIABLES: &[Variable] = &[
     var("DB_POOL_SIZE", "4", "Database connections per process.", "submit, worker, backfill"),
     var("AWS_ENDPOINT_URL", "", "Endpoint of an SQS/S3-compatible emulator (LocalStack, moto); unset = AWS. Read by the AWS SDK.", "all"),
     var("TRACE_STREAM_RESPONSE", "streaming", "How the stream binary answers in Lambda: streaming (Function URL in RESPONSE_STREAM mode: the NDJSON stream) or buffered (behind the HTTP API: result pages).", "stream"),
+    var("TRACE_STREAM_BASE_URL", "", "Base URL of the stream function when it lives on another host (e.g. its Function URL, https://…lambda-url.…on.aws): the 202 answer's stream_url is then absolute; unset = the relative path.", "submit"),
     var("TRACE_HTTP_ADDR", "127.0.0.1:8080", "Listen address of an HTTP function run as a local process.", "submit, status, stream, local"),
     var("LOG_FORMAT", "auto", "Log format: json, text, or auto (json in Lambda, text elsewhere). Levels from RUST_LOG.", "all"),
 ];
@@ -231,6 +232,8 @@ pub struct Config {
     pub aws_endpoint_url: Option<String>,
     /// `TRACE_STREAM_RESPONSE`: whether the stream binary answers Lambda with streamed responses.
     pub stream_responses: bool,
+    /// `TRACE_STREAM_BASE_URL`: where the stream lives when not on the submit's host (no trailing `/`).
+    pub stream_base_url: Option<String>,
     /// `TRACE_HTTP_ADDR`.
     pub http_addr: std::net::SocketAddr,
     /// `LOG_FORMAT`.
@@ -728,6 +731,9 @@ impl Config {
             db_pool_size: r.number("DB_POOL_SIZE", 1, 256, "a whole number from 1 to 256")? as usize,
             aws_endpoint_url: r.optional("AWS_ENDPOINT_URL", &["http://", "https://"], url)?,
             stream_responses,
+            stream_base_url: r
+                .optional("TRACE_STREAM_BASE_URL", &["http://", "https://"], url)?
+                .map(|u| u.trim_end_matches('/').to_owned()),
             http_addr,
             log_format,
             auth,
@@ -830,6 +836,7 @@ mod tests {
             ("TRACE_CHUNK_ENCODING", "gzip"),
             ("LOG_FORMAT", "xml"),
             ("TRACE_HTTP_ADDR", "localhost"),
+            ("TRACE_STREAM_BASE_URL", "lambda-url.example"),
             ("TRACE_BUCKET", "Bad_Bucket"),
             ("TRACE_JOB_TIMEOUT_SECONDS", "0"),
             ("TRACE_WORKER_HEARTBEAT_SECONDS", "500"),
@@ -962,6 +969,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.auth.jwt_public_key_file.as_deref(), Some("/k.pem"));
+    }
+
+    #[test]
+    fn the_stream_base_url_is_optional_and_loses_its_trailing_slash() {
+        assert_eq!(with(&[]).unwrap().stream_base_url, None);
+        let c = with(&[("TRACE_STREAM_BASE_URL", "https://abc.lambda-url.eu-west-1.on.aws/")]).unwrap();
+        assert_eq!(c.stream_base_url.as_deref(), Some("https://abc.lambda-url.eu-west-1.on.aws"));
     }
 
     #[test]

@@ -98,5 +98,41 @@ pub async fn enqueue(
         return Err(TraceError::unavailable("the job queue", e));
     }
     tracing::info!(job_id = %id, cid_count, queue = queue.as_str(), profile = %request.profile, owner = %owner.hash(), "job queued");
-    Ok(Accepted::queued(job_id, queue))
+    Ok(Accepted::queued(job_id, queue).with_stream_base(app.config.stream_base_url.as_deref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trace_adapters::runtime::{Backends, BackendsFromConfig};
+    use trace_core::Config;
+
+    /// A job's answer on the local stand-ins, with `vars` set.
+    async fn accepted(vars: &[(&str, &str)]) -> Accepted {
+        let dir = std::env::temp_dir().join("trace-submit-test").display().to_string();
+        let config = Config::from_lookup(|name| match vars.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => Some(v.to_string()),
+            None => match name {
+                "TRACE_LOCAL_DIR" => Some(dir.clone()),
+                "TRACE_ASYNC_CID_THRESHOLD" => Some("1".to_owned()),
+                _ => None,
+            },
+        })
+        .unwrap();
+        let app = App::new(config.clone(), Backends::from_config(&config).await.unwrap());
+        match submit(&app, &trace_core::Principal::local(), br#"{"container_ids":["CID-0000001","CID-0000002"]}"#).await.unwrap() {
+            Answer::Accepted(accepted) => accepted,
+            Answer::Inline(_) => panic!("two ids above a threshold of one must become a job"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_url_is_absolute_only_when_the_stream_has_its_own_host() {
+        let local = accepted(&[]).await;
+        assert_eq!(local.stream_url, format!("/api/trace/job/{}/stream", local.job_id));
+        let base = "https://abc.lambda-url.eu-west-1.on.aws";
+        let remote = accepted(&[("TRACE_STREAM_BASE_URL", base)]).await;
+        assert_eq!(remote.stream_url, format!("{base}/api/trace/job/{}/stream", remote.job_id));
+        assert_eq!(remote.status_url, format!("/api/trace/job/{}", remote.job_id));
+    }
 }
