@@ -377,7 +377,7 @@ async fn proxy(upstream: &str) -> Proxy {
 
 fn stream_client(url: &str, configure: impl FnOnce(&mut ClientConfig)) -> Client {
     let mut config = ClientConfig::new(url);
-    config.api_key = Some(API_KEY.to_owned());
+    config.auth = trace_client::Auth::api_key(API_KEY);
     configure(&mut config);
     Client::new(config).expect("client")
 }

@@ -52,7 +52,7 @@ async fn async_submit(system: &mut System) -> String {
 }
 
 /// Creates a job through `submit_url`; its id.
-async fn create_job(system: &System, submit_url: &str, ids: &[String], domains: &[&str]) -> String {
+async fn create_job(submit_url: &str, ids: &[String], domains: &[&str]) -> String {
     // Signed as the events' IAM caller (SigV4 against the local credentials file), so the job belongs to
     // the principal the Lambda events carry.
     let body = serde_json::to_vec(&json!({ "container_ids": ids, "domains": domains })).expect("JSON");
@@ -234,8 +234,8 @@ async fn status_in_lambda_answers_status_history_not_found_and_cancel() {
     // No workers: the jobs stay queued.
     let mut system = System::start(Options { no_workers: true, ..Default::default() }).await;
     let submit = async_submit(&mut system).await;
-    let first = create_job(&system, &submit, &cids(1..=3), &["holds"]).await;
-    let second = create_job(&system, &submit, &cids(4..=9), &["holds", "rejects"]).await;
+    let first = create_job(&submit, &cids(1..=3), &["holds"]).await;
+    let second = create_job(&submit, &cids(4..=9), &["holds", "rejects"]).await;
     let mut status = LambdaFunction::start(&system, "status", &[]).await;
 
     let answer = status.invoke(event_for("status.json", &first), ANSWER).await.http();
@@ -292,7 +292,7 @@ async fn stream_in_lambda_streams_ndjson_and_pages() {
     let mut system = System::start(options).await;
     let submit = async_submit(&mut system).await;
     let ids = cids(1..=200);
-    let job = create_job(&system, &submit, &ids, &["holds", "rejects"]).await;
+    let job = create_job(&submit, &ids, &["holds", "rejects"]).await;
     let done = system.wait_terminal(&job, Duration::from_secs(120)).await;
     assert_eq!(done["status"], "finished", "{done}");
     let mut stream = LambdaFunction::start(&system, "stream", &[]).await;
@@ -367,7 +367,7 @@ async fn worker_in_lambda_runs_the_sqs_record_and_reports_malformed_ones() {
     let mut system = System::start(Options { no_workers: true, ..Default::default() }).await;
     let submit = async_submit(&mut system).await;
     let ids = cids(1..=40);
-    let job = create_job(&system, &submit, &ids, &["holds", "rejects"]).await;
+    let job = create_job(&submit, &ids, &["holds", "rejects"]).await;
     let queue = &system.light.0;
     let delivery = {
         let mut got =

@@ -452,6 +452,8 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert_eq!(body["request_id"], "8f5c2b8e-lambda-request");
+    }
+
     /// A request of `principal`, as the authentication layer would hand it on.
     async fn call_as(
         router: &Router,
