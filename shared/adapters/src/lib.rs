@@ -12,8 +12,8 @@
 //! | ChangedIds  | [`source::changed::PgChangedIds`] | [`source::changed::DatasetChangedIds`] |
 //! | SecretStore | [`secrets::SecretsManager`] | [`secrets::MemorySecrets`] |
 //!
-//! Every Redis key is named in [`keys`]; the Redis adapters share one connection
-//! ([`redis_connection`]). [`runtime`] builds the [`Backends`](trace_core::ports::Backends) of a
+//! Every Redis key is named in [`keys`]; the Redis adapters share one connection, to a single node
+//! or a cluster ([`redis_connection`]); Redis and PostgreSQL share one TLS set-up ([`tls`]). [`runtime`] builds the [`Backends`](trace_core::ports::Backends) of a
 //! process from its configuration. Adapters depend on the core; the core never depends on them.
 
 pub mod aws;

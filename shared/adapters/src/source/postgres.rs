@@ -109,12 +109,13 @@ pub fn pool_with(url: &str, size: usize, tls: &PgTlsOptions) -> Result<Pool, Bac
 /// logged: the requests report it, as before.
 pub async fn check(pool: &Pool, url: &str, tls: &PgTlsOptions) -> Result<(), BackendError> {
     let (mode, _) = sslmode(url, tls)?;
-    let attempt = tokio::time::timeout(std::time::Duration::from_secs(10), pool.get()).await;
+    // Well within Lambda's 10 s for a function's initialisation.
+    let attempt = tokio::time::timeout(std::time::Duration::from_secs(5), pool.get()).await;
     let error = match attempt {
         Ok(Ok(_conn)) => return Ok(()),
         Ok(Err(e)) => e,
         Err(_) => {
-            tracing::warn!("the database did not answer within 10 s at start-up");
+            tracing::warn!("the database did not answer within 5 s at start-up");
             return Ok(());
         }
     };
