@@ -205,7 +205,7 @@ pub enum CasOutcome {
     /// Applied.
     Applied,
     /// The job is no longer in the guard's state; here is what it is.
-    Conflict(JobMeta),
+    Conflict(Box<JobMeta>),
     /// No such job (expired or never created).
     Missing,
 }

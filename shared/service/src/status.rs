@@ -107,7 +107,7 @@ pub async fn cancel(app: &App, principal: &Principal, id: &str) -> Result<Status
                 tracing::info!(job_id = %cancelled.job_id, "job cancelled");
                 return Ok(StatusBody::of(cancelled, Utc::now()));
             }
-            CasOutcome::Conflict(current) => meta = current,
+            CasOutcome::Conflict(current) => meta = *current,
             CasOutcome::Missing => return Err(TraceError::JobNotFound(meta.job_id.to_string())),
         }
     }

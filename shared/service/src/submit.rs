@@ -120,7 +120,14 @@ mod tests {
         })
         .unwrap();
         let app = App::new(config.clone(), Backends::from_config(&config).await.unwrap());
-        match submit(&app, &trace_core::Principal::local(), br#"{"container_ids":["CID-0000001","CID-0000002"]}"#).await.unwrap() {
+        match submit(
+            &app,
+            &trace_core::Principal::local(),
+            br#"{"container_ids":["CID-0000001","CID-0000002"]}"#,
+        )
+        .await
+        .unwrap()
+        {
             Answer::Accepted(accepted) => accepted,
             Answer::Inline(_) => panic!("two ids above a threshold of one must become a job"),
         }

@@ -59,7 +59,7 @@ impl JobStore for MemoryJobStore {
                 *meta = JobMeta { owner, tenant, ..next.clone() };
                 CasOutcome::Applied
             }
-            Some((meta, _)) => CasOutcome::Conflict(meta.clone()),
+            Some((meta, _)) => CasOutcome::Conflict(Box::new(meta.clone())),
         }))
     }
 
@@ -76,7 +76,7 @@ impl JobStore for MemoryJobStore {
                 meta.heartbeat_at = Some(chrono::Utc::now());
                 CasOutcome::Applied
             }
-            Some((meta, _)) => CasOutcome::Conflict(meta.clone()),
+            Some((meta, _)) => CasOutcome::Conflict(Box::new(meta.clone())),
         }))
     }
 

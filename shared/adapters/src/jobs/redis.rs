@@ -140,7 +140,7 @@ impl RedisJobStore {
         Ok(match code {
             2 => CasOutcome::Applied,
             1 => match self.get(id).await? {
-                Some(meta) => CasOutcome::Conflict(meta),
+                Some(meta) => CasOutcome::Conflict(Box::new(meta)),
                 None => CasOutcome::Missing,
             },
             _ => CasOutcome::Missing,

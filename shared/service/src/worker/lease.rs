@@ -19,7 +19,7 @@ use crate::App;
 /// What the claim found.
 pub(super) enum Claim {
     /// The job is ours: run it (its metadata as claimed).
-    Run(JobMeta),
+    Run(Box<JobMeta>),
     /// Nothing to do (the job is unknown, over, or refused the transition): drop the message.
     Duplicate(&'static str),
     /// Another worker is running the job: leave the message for later.
@@ -50,7 +50,7 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Jo
                     tracing::warn!(previous_attempt = meta.attempt, "taking over a job whose worker stopped");
                 }
                 if jobs.compare_and_set(meta.guard(), &next).await? == CasOutcome::Applied {
-                    return Ok(Claim::Run(next));
+                    return Ok(Claim::Run(Box::new(next)));
                 }
             }
         }

@@ -160,7 +160,7 @@ async fn run_shard(
     invocation_ends: Option<Instant>,
 ) -> Disposition {
     let meta = match lease::claim(app, message).await {
-        Ok(Claim::Run(meta)) => meta,
+        Ok(Claim::Run(meta)) => *meta,
         Ok(Claim::Duplicate(why)) => {
             tracing::info!(why, "nothing to do for this message");
             return Disposition::Delete;
