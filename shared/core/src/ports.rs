@@ -159,6 +159,8 @@ pub enum JobStoreError {
 }
 
 /// Outcome of a compare-and-set.
+// One per job-store round trip and moved, never copied in bulk: boxing the conflict would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum CasOutcome {
     /// Applied.
