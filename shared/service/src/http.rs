@@ -430,9 +430,9 @@ mod tests {
 
         // Each history holds its owner's jobs only; the admin's holds both.
         let (_, body) = call_as(&router, &alice, "GET", "/api/trace/jobs", "").await;
-        assert_eq!(history(&body), [a_job.clone()]);
+        assert_eq!(history(&body), [a_job.as_str()]);
         let (_, body) = call_as(&router, &bob, "GET", "/api/trace/jobs", "").await;
-        assert_eq!(history(&body), [b_job.clone()]);
+        assert_eq!(history(&body), [b_job.as_str()]);
         let (_, body) = call_as(&router, &root, "GET", "/api/trace/jobs", "").await;
         assert_eq!(history(&body), [b_job.clone(), a_job.clone()]);
         for job in [&a_job, &b_job] {

@@ -17,6 +17,8 @@ use super::ShardError;
 use crate::App;
 
 /// What the claim found.
+// Once per delivery and moved into the lease: boxing the metadata would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Claim {
     /// The job is ours: run it (its metadata as claimed).
     Run(JobMeta),
