@@ -156,7 +156,11 @@ impl Bench {
             env,
             app: App::new(config, backends),
             pool,
-            http: reqwest::Client::builder()
+            http: {
+                // reqwest has no crypto provider of its own: the workspace's one (aws-lc-rs).
+                trace_adapters::tls::install_provider();
+                reqwest::Client::builder()
+            }
                 .pool_max_idle_per_host(64)
                 .default_headers(reqwest::header::HeaderMap::from_iter([(
                     reqwest::header::HeaderName::from_static("x-api-key"),

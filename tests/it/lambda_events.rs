@@ -56,7 +56,7 @@ async fn create_job(submit_url: &str, ids: &[String], domains: &[&str]) -> Strin
     // Signed as the events' IAM caller (SigV4 against the local credentials file), so the job belongs to
     // the principal the Lambda events carry.
     let body = serde_json::to_vec(&json!({ "container_ids": ids, "domains": domains })).expect("JSON");
-    let client = reqwest::Client::new();
+    let client = trace_integration::system::http_client(None);
     let request = sigv4_request(
         &client,
         "POST",
@@ -173,7 +173,11 @@ fn events_are_realistic_aws_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_in_lambda_answers_inline_invalid_and_health() {
-    let system = System::start(Options { no_workers: true, ..Default::default() }).await;
+    let mut system = System::start(Options { no_workers: true, ..Default::default() }).await;
+    // The jobs are the events' IAM caller's: the test looks at them from outside as the admin.
+    system.http = trace_integration::system::http_client(Some(trace_integration::system::ADMIN_API_KEY));
+    // The jobs are the events' IAM caller's: the test looks at them from outside as the admin.
+    system.http = trace_integration::system::http_client(Some(trace_integration::system::ADMIN_API_KEY));
     let mut submit = LambdaFunction::start(&system, "submit", &[]).await;
 
     let answer = submit.invoke(event("submit.json"), ANSWER).await.http();
@@ -233,6 +237,8 @@ async fn submit_in_lambda_answers_inline_invalid_and_health() {
 async fn status_in_lambda_answers_status_history_not_found_and_cancel() {
     // No workers: the jobs stay queued.
     let mut system = System::start(Options { no_workers: true, ..Default::default() }).await;
+    // The jobs are the events' IAM caller's: the test looks at them from outside as the admin.
+    system.http = trace_integration::system::http_client(Some(trace_integration::system::ADMIN_API_KEY));
     let submit = async_submit(&mut system).await;
     let first = create_job(&submit, &cids(1..=3), &["holds"]).await;
     let second = create_job(&submit, &cids(4..=9), &["holds", "rejects"]).await;
@@ -290,6 +296,8 @@ async fn stream_in_lambda_streams_ndjson_and_pages() {
     // Small chunks: the stream has several `records` lines per domain.
     let options = Options { env: vec![("TRACE_STREAM_BATCH_SIZE", "50".into())], ..Default::default() };
     let mut system = System::start(options).await;
+    // The jobs are the events' IAM caller's: the test looks at them from outside as the admin.
+    system.http = trace_integration::system::http_client(Some(trace_integration::system::ADMIN_API_KEY));
     let submit = async_submit(&mut system).await;
     let ids = cids(1..=200);
     let job = create_job(&submit, &ids, &["holds", "rejects"]).await;
@@ -365,6 +373,8 @@ async fn stream_in_lambda_streams_ndjson_and_pages() {
 async fn worker_in_lambda_runs_the_sqs_record_and_reports_malformed_ones() {
     // No workers: the message waits in the light queue for the Lambda worker.
     let mut system = System::start(Options { no_workers: true, ..Default::default() }).await;
+    // The jobs are the events' IAM caller's: the test looks at them from outside as the admin.
+    system.http = trace_integration::system::http_client(Some(trace_integration::system::ADMIN_API_KEY));
     let submit = async_submit(&mut system).await;
     let ids = cids(1..=40);
     let job = create_job(&submit, &ids, &["holds", "rejects"]).await;

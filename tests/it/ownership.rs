@@ -100,8 +100,13 @@ async fn wait_finished(system: &System, key: &str, job: &str) {
 /// job and another caller's.
 fn shape(body: &Value, id: &str) -> Value {
     let mut shape: Value = serde_json::from_str(&body.to_string().replace(id, "{id}")).expect("JSON");
+    // Every answer has its own time and request id.
     if let Some(meta) = shape["meta"].as_object_mut() {
         meta.remove("timestamp");
+        meta.remove("request_id");
+    }
+    if let Some(top) = shape.as_object_mut() {
+        top.remove("request_id");
     }
     shape
 }

@@ -517,7 +517,11 @@ impl LambdaFunction {
             .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
             // As deployed: the principal comes from the authorizer's context in the event.
-            .env("TRACE_AUTH", "gateway");
+            .env("TRACE_AUTH", "gateway")
+            // As deployed: PostgreSQL's certificate verified (Lambda's default sslmode is verify-full)
+            // against the stack's throwaway CA, which signed it for 127.0.0.1 and localhost.
+            .env("DATABASE_SSLMODE", "verify-full")
+            .env("DATABASE_CA_FILE", crate::required("TRACE_TEST_CA_FILE"));
         for (k, v) in extra {
             cmd.env(k, v);
         }

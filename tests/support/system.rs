@@ -95,6 +95,8 @@ pub fn http_client(api_key: Option<&str>) -> reqwest::Client {
     if let Some(key) = api_key {
         headers.insert("x-api-key", reqwest::header::HeaderValue::from_str(key).expect("key"));
     }
+    // reqwest is built without a crypto provider of its own: the workspace's one (aws-lc-rs).
+    trace_adapters::tls::install_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .default_headers(headers)

@@ -454,7 +454,23 @@ mod tests {
         assert_eq!(body["request_id"], "8f5c2b8e-lambda-request");
     }
 
-    /// A request of `principal`, as the authentication layer would hand it on.
+    /// An app whose callers are the API keys `k-alice`, `k-bob` and `k-root` (an admin).
+    async fn owners_app() -> App {
+        let hash = |key: &str| -> String {
+            use sha2::Digest;
+            sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let keys = format!("alice={},bob={},root={}", hash("k-alice"), hash("k-bob"), hash("k-root"));
+        app_with(&[
+            ("TRACE_ASYNC_CID_THRESHOLD", "1"),
+            ("TRACE_AUTH", "keys"),
+            ("TRACE_API_KEYS", &keys),
+            ("TRACE_ADMIN_PRINCIPALS", "key:root"),
+        ])
+        .await
+    }
+
+    /// A request of `principal` (an API key principal), through the authentication layer.
     async fn call_as(
         router: &Router,
         principal: &Principal,
@@ -467,7 +483,9 @@ mod tests {
             .uri(path)
             .body(Body::from(body.to_owned()))
             .unwrap();
-        request.extensions_mut().insert(principal.clone());
+        // Authenticated by the real layer: principal `key:{name}` sends the key `k-{name}`.
+        let name = principal.id().strip_prefix("key:").expect("an API key principal");
+        request.headers_mut().insert("x-api-key", format!("k-{name}").parse().unwrap());
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -515,15 +533,15 @@ mod tests {
 
     #[tokio::test]
     async fn another_caller_s_job_answers_like_an_unknown_one_and_an_admin_sees_all() {
-        let app = app_with(&[("TRACE_ASYNC_CID_THRESHOLD", "1")]).await;
+        let app = owners_app().await;
         let router = router(app.clone(), &[Part::Submit, Part::Status, Part::Stream]);
-        let alice = Principal::new("key:alice", Some("acme".into()));
+        let alice = Principal::new("key:alice", None);
         let bob = Principal::new("key:bob", None);
         let root = Principal::new("key:root", None).with_admin(true);
         let a_job = finished_job(&app, &router, &alice).await;
         let b_job = finished_job(&app, &router, &bob).await;
         let stored = app.backends.jobs.get(&a_job.parse().unwrap()).await.unwrap().unwrap();
-        assert_eq!((stored.owner.as_str(), stored.tenant.as_deref()), ("key:alice", Some("acme")));
+        assert_eq!((stored.owner.as_str(), stored.tenant.as_deref()), ("key:alice", None));
 
         // Each route, for an unknown id and for Alice's job as Bob: the same 404.
         let unknown = trace_core::JobId::new().to_string();
@@ -573,7 +591,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_owner_or_an_admin_cancels_a_job() {
         // Threshold 1: a submit of two ids is a job; no worker runs, so jobs stay queued.
-        let app = app_with(&[("TRACE_ASYNC_CID_THRESHOLD", "1")]).await;
+        let app = owners_app().await;
         let router = router(app.clone(), &[Part::Submit, Part::Status]);
         let alice = Principal::new("key:alice", None);
         let bob = Principal::new("key:bob", None);
