@@ -141,6 +141,8 @@ impl Bench {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        // reqwest is built without a crypto provider of its own: the workspace's one (aws-lc-rs).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let lookup: HashMap<String, String> = env.iter().cloned().collect();
         let config = Config::from_lookup(|k| lookup.get(k).cloned().or_else(|| std::env::var(k).ok()))?;
         let backends = Backends::from_config(&config).await?;

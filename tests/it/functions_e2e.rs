@@ -702,7 +702,7 @@ async fn without_credentials_every_route_but_health_answers_401() {
 #[tokio::test]
 async fn a_request_signed_with_sigv4_is_accepted_and_a_forged_expired_or_unknown_one_refused() {
     let system = System::start(Options { no_workers: true, ..Default::default() }).await;
-    let client = reqwest::Client::new();
+    let client = http_client(None);
     let url = format!("{}/api/trace/events", system.submit);
     let body =
         serde_json::to_vec(&json!({ "container_ids": ["CID-0000001"], "domains": ["holds"] })).expect("JSON");

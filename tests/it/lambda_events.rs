@@ -18,7 +18,9 @@ use trace_core::{Domain, Profile};
 use trace_integration::database::{count, digest_db, digest_json};
 use trace_integration::lambda::{Invocation, LambdaFunction};
 use trace_integration::pg_pool;
-use trace_integration::system::{sigv4_request, Options, System, SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY};
+use trace_integration::system::{
+    http_client, sigv4_request, Options, System, SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY,
+};
 
 /// The job id the event files use.
 const PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
@@ -52,11 +54,11 @@ async fn async_submit(system: &mut System) -> String {
 }
 
 /// Creates a job through `submit_url`; its id.
-async fn create_job(system: &System, submit_url: &str, ids: &[String], domains: &[&str]) -> String {
+async fn create_job(_system: &System, submit_url: &str, ids: &[String], domains: &[&str]) -> String {
     // Signed as the events' IAM caller (SigV4 against the local credentials file), so the job belongs to
     // the principal the Lambda events carry.
     let body = serde_json::to_vec(&json!({ "container_ids": ids, "domains": domains })).expect("JSON");
-    let client = reqwest::Client::new();
+    let client = http_client(None);
     let request = sigv4_request(
         &client,
         "POST",
