@@ -143,6 +143,8 @@ impl Bench {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        // reqwest is built without a crypto provider of its own: the workspace's one (aws-lc-rs).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let lookup: HashMap<String, String> = env.iter().cloned().collect();
         let config = Config::from_lookup(|k| lookup.get(k).cloned().or_else(|| std::env::var(k).ok()))?;
         let backends = Backends::from_config(&config).await?;
@@ -156,11 +158,7 @@ impl Bench {
             env,
             app: App::new(config, backends),
             pool,
-            http: {
-                // reqwest has no crypto provider of its own: the workspace's one (aws-lc-rs).
-                trace_adapters::tls::install_provider();
-                reqwest::Client::builder()
-            }
+            http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .default_headers(reqwest::header::HeaderMap::from_iter([(
                     reqwest::header::HeaderName::from_static("x-api-key"),
@@ -255,8 +253,9 @@ impl Bench {
             domains: trace.domains.to_vec(),
             params: Default::default(),
         };
-        // Owned by the open mode's principal, the one the bench's local processes read as.
-        let accepted = submit::enqueue(app, &Principal::local(), &request, QueueKind::Light).await?;
+        // Owned by the bench's key, the caller its HTTP reads authenticate as.
+        let accepted =
+            submit::enqueue(app, &Principal::new("key:bench", None), &request, QueueKind::Light).await?;
         Ok(accepted.job_id)
     }
 

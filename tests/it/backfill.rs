@@ -91,7 +91,9 @@ async fn backfill_twice_over_a_window_submits_each_job_once() {
         ("TRACE_EVENTS_CID_LIMIT", "300".to_owned()),
         ("TRACE_BACKFILL_WINDOW_SECONDS", "86400".to_owned()),
     ];
-    let system = System::start(Options { no_workers: true, env, ..Default::default() }).await;
+    let mut system = System::start(Options { no_workers: true, env, ..Default::default() }).await;
+    // The backfill's jobs are the system principal's: the test looks at them as the admin.
+    system.http = trace_integration::system::http_client(Some(trace_integration::system::ADMIN_API_KEY));
     let (start, end) = (time("2025-01-01T00:00:00Z"), time("2025-01-02T00:00:00Z"));
     let expected = changed(start, end);
     assert!(expected.len() > 600, "the seeded database changes on its first day: {}", expected.len());
@@ -169,7 +171,9 @@ async fn backfill_twice_over_a_window_submits_each_job_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduled_event_runs_the_backfill_in_lambda() {
-    let system = System::start(Options { no_workers: true, ..Default::default() }).await;
+    let mut system = System::start(Options { no_workers: true, ..Default::default() }).await;
+    // The backfill's jobs are the system principal's: the test looks at them as the admin.
+    system.http = trace_integration::system::http_client(Some(trace_integration::system::ADMIN_API_KEY));
     let mut backfill = LambdaFunction::start(&system, "backfill", &[]).await;
 
     // The schedule's event as EventBridge sends it: the window is the hour before its `time`.

@@ -91,12 +91,12 @@ pub fn sigv4_request(
 
 /// An HTTP client that sends `api_key` (none: no credentials) with every request.
 pub fn http_client(api_key: Option<&str>) -> reqwest::Client {
+    // reqwest is built without a crypto provider of its own: the workspace's one (aws-lc-rs).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = api_key {
         headers.insert("x-api-key", reqwest::header::HeaderValue::from_str(key).expect("key"));
     }
-    // reqwest is built without a crypto provider of its own: the workspace's one (aws-lc-rs).
-    trace_adapters::tls::install_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .default_headers(headers)

@@ -141,7 +141,7 @@ impl SigV4Verifier {
         if !amz_date.starts_with(auth.date) || auth.date.len() != 8 {
             return Err("the credential scope's date is not the request's".to_owned());
         }
-        let skew = now.duration_since(time).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
+        let skew = now.duration_since(time).unwrap_or_else(|e| e.duration());
         if skew > MAX_SKEW {
             return Err(
                 "the signature has expired or is dated in the future (more than 5 minutes off)".to_owned()
