@@ -1,4 +1,5 @@
-//! The README's configuration table matches `trace_core::config::VARIABLES`.
+//! The README's configuration table matches `trace_core::config::VARIABLES`; the workspace's
+//! `rust-version` matches the lockfile.
 
 #[test]
 fn readme_lists_every_variable_with_its_default() {
@@ -17,4 +18,50 @@ fn readme_lists_every_variable_with_its_default() {
     }
     let documented = rows.iter().filter(|r| r.starts_with("| `") && r.contains("` | ")).count();
     assert!(documented >= trace_core::config::VARIABLES.len());
+}
+
+/// A `rust-version` like `1.94.1` as numbers (`1.94` is `1.94.0`).
+fn version(text: &str) -> Vec<u64> {
+    let mut parts: Vec<u64> = text.split('.').map(|p| p.parse().expect("a rust-version number")).collect();
+    parts.resize(3, 0);
+    parts
+}
+
+/// The workspace's `rust-version` is the toolchain the lockfile really needs: the highest
+/// `rust-version` of every locked package (read with `cargo metadata`, offline: no toolchain is
+/// downloaded to check it). A dependency update that raises it fails here until the workspace says so.
+#[test]
+fn the_rust_version_is_the_lockfile_s_highest() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline", "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("metadata JSON");
+    let members: Vec<&serde_json::Value> =
+        metadata["workspace_members"].as_array().expect("members").iter().collect();
+    let mut needed: Option<(Vec<u64>, String)> = None;
+    let mut declared = Vec::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        let Some(rust_version) = package["rust_version"].as_str() else { continue };
+        if members.contains(&&package["id"]) {
+            declared.push((package["name"].as_str().unwrap_or_default().to_owned(), version(rust_version)));
+        } else if needed.as_ref().is_none_or(|(v, _)| version(rust_version) > *v) {
+            needed = Some((
+                version(rust_version),
+                format!(
+                    "{} {}",
+                    package["name"].as_str().unwrap_or_default(),
+                    package["version"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    let (needed, by) = needed.expect("locked packages declare rust-version");
+    assert!(!declared.is_empty(), "the workspace declares a rust-version");
+    for (name, declared) in declared {
+        assert_eq!(declared, needed, "{name}'s rust-version: the lockfile needs {needed:?} ({by})");
+    }
 }
