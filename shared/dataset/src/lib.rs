@@ -291,8 +291,11 @@ fn push_materials(i: u64, cid: impl Fn() -> Value, batch: &mut RowBatch) {
 
 fn push_holds(i: u64, cid: impl Fn() -> Value, batch: &mut RowBatch) {
     for s in 1..=u64::from(row_count(Domain::Holds, i)) {
-        let release_at =
-            if (i + s) % 10 == 0 { Value::Null } else { t(97 * i + 7200 * s + 60 + (i * s) % 86_400) };
+        let release_at = if (i + s).is_multiple_of(10) {
+            Value::Null
+        } else {
+            t(97 * i + 7200 * s + 60 + (i * s) % 86_400)
+        };
         batch.push_row([cid(), int(s), padded("HR-", (i + s) % 12, 2), t(97 * i + 7200 * s), release_at]);
     }
 }
@@ -548,7 +551,7 @@ mod tests {
         for i in 1..=1_000u64 {
             for row in rows_of(Domain::Holds, i) {
                 let Value::Int(seq) = row[1] else { panic!("seq {:?}", row[1]) };
-                let still_on_hold = (i + seq as u64) % 10 == 0;
+                let still_on_hold = (i + seq as u64).is_multiple_of(10);
                 match (&row[release], still_on_hold) {
                     (Value::Null, true) => open += 1,
                     (Value::Time(released), false) => {
