@@ -13,6 +13,10 @@
 //!   end of the body. Both are recognised;
 //! - `POST /2018-06-01/runtime/invocation/{id}/error` and `POST /2018-06-01/runtime/init/error`:
 //!   the function's error report (`{"errorType","errorMessage"}`).
+//!
+//! It enforces Lambda's payload limits, which a local run never meets otherwise: an event or a buffered
+//! answer over [`MAX_BUFFERED_BYTES`], or a streamed answer over [`MAX_STREAMED_BYTES`], fails the
+//! invocation as it would in AWS.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -33,6 +37,24 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::system::{binary, System};
+
+/// Lambda's limit on an invocation's request and on a buffered response, in bytes (6 MB as Lambda
+/// counts it).
+pub const MAX_BUFFERED_BYTES: usize = 6_291_556;
+
+/// Lambda's limit on a streamed response: 200 MB.
+pub const MAX_STREAMED_BYTES: usize = 200 * 1024 * 1024;
+
+/// The error Lambda gives an answer of `len` bytes over its limit (`streaming` or buffered), if it is.
+pub fn over_limit(streaming: bool, len: usize) -> Option<FunctionError> {
+    let limit = if streaming { MAX_STREAMED_BYTES } else { MAX_BUFFERED_BYTES };
+    (len > limit).then(|| FunctionError {
+        error_type: "Function.ResponseSizeTooLarge".into(),
+        body: Value::String(format!(
+            "Response payload size ({len} bytes) exceeded maximum allowed payload size ({limit} bytes)."
+        )),
+    })
+}
 
 /// Content type of a streamed HTTP answer (prelude, 8 NULs, payload).
 pub const HTTP_INTEGRATION_RESPONSE: &str = "application/vnd.awslambda.http-integration-response";
@@ -316,6 +338,12 @@ impl LambdaRuntime {
 
     /// Queues `event` for the function and waits up to `timeout` for its answer.
     pub async fn try_invoke(&self, event: Value, timeout: Duration) -> Result<Invocation, String> {
+        let size = serde_json::to_vec(&event).map_or(0, |v| v.len());
+        if size > MAX_BUFFERED_BYTES {
+            return Err(format!(
+                "request payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_BUFFERED_BYTES} bytes)"
+            ));
+        }
         let request_id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
         self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id.clone(), tx);
@@ -405,7 +433,9 @@ async fn response(
     let raw = collected.to_bytes();
     let streaming = header(&headers, "lambda-runtime-function-response-mode")
         .is_some_and(|m| m.eq_ignore_ascii_case("streaming"));
-    let invocation = if streaming {
+    let invocation = if let Some(error) = over_limit(streaming, raw.len()) {
+        Invocation::Error(error)
+    } else if streaming {
         let http = header(&headers, "content-type").is_some_and(|c| c.starts_with(HTTP_INTEGRATION_RESPONSE));
         match parse_streamed(http, &raw) {
             Ok(mut streamed) => {
@@ -565,6 +595,18 @@ impl LambdaFunction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_over_lambda_s_limits_fail_like_in_aws() {
+        assert!(over_limit(false, MAX_BUFFERED_BYTES).is_none());
+        let error = over_limit(false, MAX_BUFFERED_BYTES + 1).expect("one byte over the buffered limit");
+        assert_eq!(error.error_type, "Function.ResponseSizeTooLarge");
+        assert!(error.body.as_str().is_some_and(|b| b.contains("6291557 bytes")), "{:?}", error.body);
+        // A stream may be far larger than a buffered answer, up to its own cap.
+        assert!(over_limit(true, MAX_BUFFERED_BYTES + 1).is_none());
+        assert!(over_limit(true, MAX_STREAMED_BYTES).is_none());
+        assert!(over_limit(true, MAX_STREAMED_BYTES + 1).is_some());
+    }
 
     #[test]
     fn streamed_http_answer_is_split_at_the_prelude() {
