@@ -457,6 +457,25 @@ impl RenderedRecords {
     pub fn byte_len(&self) -> usize {
         self.json.len()
     }
+
+    /// The array's bytes from offset `from` on.
+    pub fn bytes_from(&self, from: usize) -> &[u8] {
+        self.json.get(from..).unwrap_or_default()
+    }
+}
+
+/// The bytes `json` gains when it is written as a JSON string, as `lambda_http` sends a buffered body
+/// inside Lambda's invoke response: `"` and `\` become two bytes, the control characters `\n`, `\r`,
+/// `\t`, `\u{8}`, `\u{c}` two and the others six (`\u00XX`). Other bytes, UTF-8 included, are sent as
+/// they are.
+pub fn json_string_overhead(json: &[u8]) -> usize {
+    json.iter()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0x00..=0x1f => 5,
+            _ => 0,
+        })
+        .sum()
 }
 
 impl Serialize for RenderedRecords {
@@ -469,6 +488,22 @@ impl Serialize for RenderedRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_overhead_of_json_as_a_string_is_what_serde_json_adds() {
+        for text in [
+            r#"{"a":"b"}"#,
+            r#"{"path":"C:\\tmp","q":"say \"hi\""}"#,
+            "{\"t\":\"tab\\there\"}",
+            "plain ascii, and ünïcödé",
+            "controls \u{1}\u{8}\u{c}\n\r\t\u{1f}",
+            "",
+        ] {
+            let as_string = serde_json::to_string(text).unwrap();
+            // The string's quotes are not part of the overhead.
+            assert_eq!(as_string.len() - 2, text.len() + json_string_overhead(text.as_bytes()), "{text:?}");
+        }
+    }
 
     #[test]
     fn status_has_the_dashboard_field_types_and_round_trips() {

@@ -34,7 +34,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_ASYNC_CID_THRESHOLD", "20000", "Requests with more ids than this become async jobs (202); at or below they run inline.", "submit"),
     var("TRACE_HEAVY_CID_THRESHOLD", "40000", "Jobs with more ids than this, and every MSD job, go to the heavy queue; others to the light one.", "submit, backfill"),
     var("TRACE_MAX_BODY_BYTES", "8388608", "Largest request body accepted (413 PAYLOAD_TOO_LARGE above).", "submit"),
-    var("TRACE_INLINE_MAX_BYTES", "5800000", "Byte budget of an inline answer; a larger answer turns the request into a job (202).", "submit"),
+    var("TRACE_INLINE_MAX_BYTES", "5800000", "Byte budget of an inline answer, counted as Lambda's buffered response carries it (the JSON body as an escaped string: each quote counts twice; the limit is 6,291,556 bytes); a larger answer turns the request into a job (202).", "submit"),
     var("TRACE_STREAM_BATCH_SIZE", "5000", "Records per result chunk (and per `records` line of the stream).", "submit, worker"),
     var("TRACE_CHUNK_ENCODING", "lz4", "How result chunks are stored: lz4 (an LZ4 block of the NDJSON, about 5× smaller) or plain (the NDJSON as is). Readers handle both.", "worker"),
     var("DB_SLOW_FETCHMANY_SIZE", "5000", "Rows per fetch from the database; a run holds at most three fetches at once (one being read, one waiting, one being written).", "submit, worker"),
