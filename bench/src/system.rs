@@ -136,7 +136,7 @@ impl Bench {
             ("TRACE_SUBMIT_RATE_LIMIT_REQUESTS", "1000000000".into()),
             // Authenticated like a deployment: one API key for this run, sent by `http`.
             ("TRACE_AUTH", "keys".into()),
-            ("TRACE_API_KEYS", trace_service::auth::keys::entry("bench", &api_key)),
+            ("TRACE_API_KEYS", trace_core::auth::api_key_entry("bench", &api_key)),
             // The processes' log level: RUST_LOG when set, warnings otherwise.
             ("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())),
         ]
@@ -144,7 +144,7 @@ impl Bench {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         // reqwest is built without a crypto provider of its own: the workspace's one (aws-lc-rs).
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        trace_adapters::tls::install_provider();
         let lookup: HashMap<String, String> = env.iter().cloned().collect();
         let config = Config::from_lookup(|k| lookup.get(k).cloned().or_else(|| std::env::var(k).ok()))?;
         let backends = Backends::from_config(&config).await?;

@@ -377,7 +377,7 @@ async fn proxy(upstream: &str) -> Proxy {
 
 fn stream_client(url: &str, configure: impl FnOnce(&mut ClientConfig)) -> Client {
     // reqwest has no crypto provider of its own: the workspace's (aws-lc-rs).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    trace_adapters::tls::install_provider();
     let mut config = ClientConfig::new(url);
     config.auth = trace_client::Auth::api_key(API_KEY);
     configure(&mut config);

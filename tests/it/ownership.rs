@@ -16,15 +16,10 @@ const ALICE: &str = "alice-key-6c1f0e5d";
 const BOB: &str = "bob-key-93a7b2c4";
 const ROOT: &str = "root-key-0d4e8f21";
 
-/// How `TRACE_API_KEYS` stores a key: the hex SHA-256 of it.
-fn sha256_hex(key: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A system with Alice, Bob and root (an admin) as API-key callers, and no workers yet.
 async fn system() -> System {
-    let keys = format!("alice={},bob={},root={}", sha256_hex(ALICE), sha256_hex(BOB), sha256_hex(ROOT));
+    let entry = trace_core::auth::api_key_entry;
+    let keys = format!("{},{},{}", entry("alice", ALICE), entry("bob", BOB), entry("root", ROOT));
     System::start(Options {
         no_workers: true,
         env: vec![

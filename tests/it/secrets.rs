@@ -64,7 +64,7 @@ async fn a_function_reads_its_database_from_the_secret() {
     let arn = create_secret(&client, &secret.to_string()).await;
 
     // The test's HTTP client (reqwest, rustls without a built-in provider) needs the workspace's one.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    trace_adapters::tls::install_provider();
     let system = System::start(Options {
         env: vec![("DATABASE_URL", String::new()), ("DATABASE_SECRET_ARN", arn.clone())],
         no_workers: true,

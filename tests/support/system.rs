@@ -29,9 +29,7 @@ pub const SIGV4_PRINCIPAL: &str = "arn:aws:sts::123456789012:assumed-role/trace-
 
 /// The `TRACE_API_KEYS` entry of `key` under `name`.
 pub fn api_key_entry(name: &str, key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let hex: String = Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    format!("{name}={hex}")
+    trace_core::auth::api_key_entry(name, key)
 }
 
 /// `method url` with `body`, signed with SigV4 by the `aws-sigv4` crate (service `execute-api`,
@@ -92,7 +90,7 @@ pub fn sigv4_request(
 /// An HTTP client that sends `api_key` (none: no credentials) with every request.
 pub fn http_client(api_key: Option<&str>) -> reqwest::Client {
     // reqwest is built without a crypto provider of its own: the workspace's one (aws-lc-rs).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    trace_adapters::tls::install_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = api_key {
         headers.insert("x-api-key", reqwest::header::HeaderValue::from_str(key).expect("key"));

@@ -66,7 +66,6 @@ async fn main() -> anyhow::Result<()> {
 
 /// Prints a new key (32 random bytes, hex, prefixed `trk_`) and its `TRACE_API_KEYS` entry.
 fn api_key(name: &str) -> anyhow::Result<()> {
-    use sha2::{Digest, Sha256};
     let name_ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
@@ -75,15 +74,11 @@ fn api_key(name: &str) -> anyhow::Result<()> {
     }
     let mut random = [0u8; 32];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| anyhow::anyhow!("no randomness available"))?;
-    let key = format!("trk_{}", hex(&random));
-    let entry = format!("{name}={}", hex(&Sha256::digest(key.as_bytes())));
+    let key = format!("trk_{}", trace_core::auth::hex(&random));
+    let entry = trace_core::auth::api_key_entry(name, &key);
     println!("TRACE_API_KEY={key}");
     println!("TRACE_API_KEYS entry: {entry}");
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Creates the queues `{prefix}-heavy` and `{prefix}-light` (with DLQs) and the bucket

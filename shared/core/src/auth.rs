@@ -65,8 +65,18 @@ impl Principal {
 
 /// [`Principal::hash`] of the principal whose id is `id`.
 pub fn hash_id(id: &str) -> String {
-    let digest = Sha256::digest(id.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(id.as_bytes())[..16])
+}
+
+/// `bytes` in lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `TRACE_API_KEYS` entry of the API key `key` of `name`: `name=sha256hex` (only the hash is
+/// configured; [`crate::config::parse_sha256_hex`] reads it back).
+pub fn api_key_entry(name: &str, key: &str) -> String {
+    format!("{name}={}", hex(&Sha256::digest(key.as_bytes())))
 }
 
 #[cfg(test)]

@@ -456,11 +456,9 @@ mod tests {
 
     /// An app whose callers are the API keys `k-alice`, `k-bob` and `k-root` (an admin).
     async fn owners_app() -> App {
-        let hash = |key: &str| -> String {
-            use sha2::Digest;
-            sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-        };
-        let keys = format!("alice={},bob={},root={}", hash("k-alice"), hash("k-bob"), hash("k-root"));
+        let entry = trace_core::auth::api_key_entry;
+        let keys =
+            format!("{},{},{}", entry("alice", "k-alice"), entry("bob", "k-bob"), entry("root", "k-root"));
         app_with(&[
             ("TRACE_ASYNC_CID_THRESHOLD", "1"),
             ("TRACE_AUTH", "keys"),
@@ -658,7 +656,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_credentials_every_route_but_health_is_401() {
-        let entries = crate::auth::keys::entry("alice", "k-alice");
+        let entries = trace_core::auth::api_key_entry("alice", "k-alice");
         let vars = keys_app_vars(&entries);
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let router = router(app_with(&vars).await, &[Part::Submit, Part::Status, Part::Stream]);
@@ -691,8 +689,8 @@ mod tests {
     async fn junk_keys_get_401_and_use_up_no_window_while_the_real_caller_s_limit_holds() {
         let entries = format!(
             "{},{}",
-            crate::auth::keys::entry("alice", "k-alice"),
-            crate::auth::keys::entry("bob", "k-bob")
+            trace_core::auth::api_key_entry("alice", "k-alice"),
+            trace_core::auth::api_key_entry("bob", "k-bob")
         );
         let mut vars = keys_app_vars(&entries);
         vars.push(("TRACE_RATE_LIMIT_REQUESTS", "3".to_owned()));

@@ -36,19 +36,13 @@ impl ApiKeys {
     }
 }
 
-/// The `TRACE_API_KEYS` entry of a key: `name=sha256hex`.
-pub fn entry(name: &str, key: &str) -> String {
-    let hash = Sha256::digest(key.as_bytes());
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{name}={hex}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn keys(entries: &[(&str, &str)]) -> ApiKeys {
-        let config = entries.iter().map(|(n, k)| entry(n, k)).collect::<Vec<_>>().join(",");
+        let config =
+            entries.iter().map(|(n, k)| trace_core::auth::api_key_entry(n, k)).collect::<Vec<_>>().join(",");
         let c = trace_core::Config::from_lookup(|v| (v == "TRACE_API_KEYS").then(|| config.clone())).unwrap();
         ApiKeys::new(c.auth.api_keys)
     }
@@ -61,7 +55,7 @@ mod tests {
         assert!(keys.principal("k-alice-124").is_none());
         assert!(keys.principal("").is_none());
         // The hash itself is not a key.
-        let hash = entry("x", "k-alice-123").split_once('=').unwrap().1.to_owned();
+        let hash = trace_core::auth::api_key_entry("x", "k-alice-123").split_once('=').unwrap().1.to_owned();
         assert!(keys.principal(&hash).is_none());
         assert!(ApiKeys::default().principal("k-alice-123").is_none());
     }

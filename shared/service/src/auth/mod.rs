@@ -270,7 +270,11 @@ mod tests {
 
     #[tokio::test]
     async fn keys_mode_names_the_key_s_principal_and_refuses_missing_or_junk_keys() {
-        let entries = format!("{},{}", keys::entry("alice", "k-alice"), keys::entry("ops", "k-ops"));
+        let entries = format!(
+            "{},{}",
+            trace_core::auth::api_key_entry("alice", "k-alice"),
+            trace_core::auth::api_key_entry("ops", "k-ops")
+        );
         let router = who(app(&[("TRACE_API_KEYS", &entries), ("TRACE_ADMIN_PRINCIPALS", "key:ops")]).await);
         let with_key = |k: &str| get_who().header(API_KEY_HEADER, k).body(Body::empty()).unwrap();
         assert_eq!(call(&router, with_key("k-alice")).await.1, "key:alice|-|false");

@@ -152,7 +152,7 @@ impl SigV4Verifier {
         }
         let secret = self.keys.get(auth.access_key).ok_or_else(|| "unknown access key".to_owned())?;
         // The payload hash is always the body's own: a claimed x-amz-content-sha256 must match it.
-        let body_hash: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+        let body_hash = trace_core::auth::hex(&Sha256::digest(body));
         if let Some(claimed) = header("x-amz-content-sha256") {
             if !claimed.eq_ignore_ascii_case(&body_hash) {
                 return Err("x-amz-content-sha256 does not match the body".to_owned());
