@@ -144,7 +144,7 @@ async fn a_25k_job_runs_async_and_streams_exactly_the_database_rows() {
 
     // Chunks are stored LZ4-compressed (the default), well under their NDJSON size.
     let stored = system.store.list(&format!("jobs/{job}/result/")).await.expect("list");
-    assert!(!stored.is_empty() && stored.iter().all(|o| o.key.ends_with(".ndjson.lz4")), "{stored:?}");
+    assert!(!stored.is_empty() && stored.iter().all(|o| o.key.ends_with(".ndjson.gz")), "{stored:?}");
     let stored_bytes: u64 = stored.iter().map(|o| o.size).sum();
     let ndjson_bytes: usize = lines
         .iter()

@@ -293,8 +293,10 @@ async fn status_in_lambda_answers_status_history_not_found_and_cancel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_in_lambda_streams_ndjson_and_pages() {
-    // Small chunks: the stream has several `records` lines per domain.
-    let options = Options { env: vec![("TRACE_STREAM_BATCH_SIZE", "50".into())], ..Default::default() };
+    // Small chunks, each sent as several `records` lines: the stream has several lines per chunk and
+    // several chunks per domain.
+    let env = vec![("TRACE_CHUNK_RECORDS", "120".into()), ("TRACE_STREAM_BATCH_SIZE", "50".into())];
+    let options = Options { env, ..Default::default() };
     let mut system = System::start(options).await;
     // The jobs are the events' IAM caller's: the test looks at them from outside as the admin.
     system.http = trace_integration::system::http_client(Some(trace_integration::system::ADMIN_API_KEY));
@@ -327,10 +329,15 @@ async fn stream_in_lambda_streams_ndjson_and_pages() {
         .collect();
     assert_eq!(starts, vec![("holds", holds), ("rejects", rejects)]);
     let mut records = Vec::new();
+    let mut next_batch = std::collections::HashMap::new();
     for line in lines.iter().filter(|l| l["type"] == "records") {
         let domain: Domain = line["domain"].as_str().unwrap_or_default().parse().expect("domain");
         let data = line["data"].as_array().expect("data");
         assert_eq!(line["count"].as_u64(), Some(data.len() as u64));
+        assert!(data.len() <= 50, "a line holds at most TRACE_STREAM_BATCH_SIZE records");
+        let batch = next_batch.entry(domain).or_insert(0u64);
+        assert_eq!(line["batch"].as_u64(), Some(*batch), "batches run from 0 across a domain's chunks");
+        *batch += 1;
         records.extend(data.iter().map(|r| (domain, r)));
     }
     assert!(kinds.iter().filter(|k| **k == "records").count() >= 4, "{kinds:?}");

@@ -35,8 +35,9 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_HEAVY_CID_THRESHOLD", "40000", "Jobs with more ids than this, and every MSD job, go to the heavy queue; others to the light one.", "submit, backfill"),
     var("TRACE_MAX_BODY_BYTES", "8388608", "Largest request body accepted (413 PAYLOAD_TOO_LARGE above).", "submit"),
     var("TRACE_INLINE_MAX_BYTES", "5800000", "Byte budget of an inline answer, counted as Lambda's buffered response carries it (the JSON body as an escaped string: each quote counts twice; the limit is 6,291,556 bytes); a larger answer turns the request into a job (202).", "submit"),
-    var("TRACE_STREAM_BATCH_SIZE", "5000", "Records per result chunk (and per `records` line of the stream).", "submit, worker"),
-    var("TRACE_CHUNK_ENCODING", "lz4", "How result chunks are stored: lz4 (an LZ4 block of the NDJSON, about 5× smaller) or plain (the NDJSON as is). Readers handle both.", "worker"),
+    var("TRACE_STREAM_BATCH_SIZE", "5000", "Most records per `records` line of the stream (a stored chunk is sent as one or more lines).", "stream"),
+    var("TRACE_CHUNK_RECORDS", "25000", "Records per stored result chunk: the object size (about 0.6 MB of gzip). Larger chunks mean fewer object writes (the main cost of a job), a page reads one chunk whatever its size.", "worker"),
+    var("TRACE_CHUNK_ENCODING", "gzip", "How result chunks are stored: gzip (stored with Content-Encoding: gzip, so chunk URLs decode in a browser or `curl --compressed`; about 7.6× smaller), lz4 (an LZ4 block, about 4.8×) or plain (the NDJSON as is). Readers handle all three.", "worker"),
     var("DB_SLOW_FETCHMANY_SIZE", "5000", "Rows per fetch from the database; a run holds at most three fetches at once (one being read, one waiting, one being written).", "submit, worker"),
     var("TRACE_DB_ID_BATCH_SIZE", "1000", "Container ids per database query (1 to 1000).", "submit, worker"),
     var("TRACE_JOB_TTL_SECONDS", "86400", "How long job metadata and results are kept.", "submit, status, worker, stream, backfill"),
@@ -173,6 +174,8 @@ pub struct Config {
     pub limits: Limits,
     /// `TRACE_STREAM_BATCH_SIZE`.
     pub stream_batch_size: usize,
+    /// `TRACE_CHUNK_RECORDS`.
+    pub chunk_records: usize,
     /// `TRACE_CHUNK_ENCODING`.
     pub chunk_encoding: crate::encoding::ChunkEncoding,
     /// `DB_SLOW_FETCHMANY_SIZE`.
@@ -252,6 +255,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("limits", &self.limits)
             .field("stream_batch_size", &self.stream_batch_size)
+            .field("chunk_records", &self.chunk_records)
             .field("chunk_encoding", &self.chunk_encoding)
             .field("fetch_size", &self.fetch_size)
             .field("id_batch_size", &self.id_batch_size)
@@ -675,8 +679,12 @@ impl Config {
         )?;
         let chunk_encoding = r.choice(
             "TRACE_CHUNK_ENCODING",
-            &[("lz4", crate::encoding::ChunkEncoding::Lz4), ("plain", crate::encoding::ChunkEncoding::Plain)],
-            "lz4 or plain",
+            &[
+                ("gzip", crate::encoding::ChunkEncoding::Gzip),
+                ("lz4", crate::encoding::ChunkEncoding::Lz4),
+                ("plain", crate::encoding::ChunkEncoding::Plain),
+            ],
+            "gzip, lz4 or plain",
         )?;
         let bucket = r.bucket()?;
         let auth = r.auth()?;
@@ -685,6 +693,7 @@ impl Config {
         let config = Config {
             limits,
             stream_batch_size: r.count("TRACE_STREAM_BATCH_SIZE")?,
+            chunk_records: r.count("TRACE_CHUNK_RECORDS")?,
             chunk_encoding,
             fetch_size: r.count("DB_SLOW_FETCHMANY_SIZE")?,
             id_batch_size: r.number("TRACE_DB_ID_BATCH_SIZE", 1, 1000, "a whole number from 1 to 1000")?
@@ -813,7 +822,8 @@ mod tests {
         assert_eq!((c.submit_rate_limit_requests, c.submit_rate_limit_window.as_secs()), (15, 60));
         assert_eq!(c.redis_url, None);
         assert_eq!(c.worker_queue, QueueKind::Light);
-        assert_eq!(c.chunk_encoding, crate::encoding::ChunkEncoding::Lz4);
+        assert_eq!(c.chunk_records, 25_000);
+        assert_eq!(c.chunk_encoding, crate::encoding::ChunkEncoding::Gzip);
         assert_eq!(
             with(&[("TRACE_CHUNK_ENCODING", "plain")]).unwrap().chunk_encoding,
             crate::encoding::ChunkEncoding::Plain
@@ -833,7 +843,7 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("TRACE_WORKER_QUEUE", "medium"),
             ("TRACE_STREAM_RESPONSE", "chunked"),
-            ("TRACE_CHUNK_ENCODING", "gzip"),
+            ("TRACE_CHUNK_ENCODING", "zstd"),
             ("LOG_FORMAT", "xml"),
             ("TRACE_HTTP_ADDR", "localhost"),
             ("TRACE_STREAM_BASE_URL", "lambda-url.example"),

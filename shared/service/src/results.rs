@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::stream::{self, Stream};
 use trace_core::api::{DomainPage, EventsAnswer, RenderedRecords, ResultPage};
 use trace_core::layout::{self, ChunkCorrupt, ChunkEntry, Manifest};
-use trace_core::ndjson::{write_records_line, StreamLine};
+use trace_core::ndjson::{write_records_lines, StreamLine};
 use trace_core::ports::StoreError;
 use trace_core::{Domain, JobStatus, Principal, TraceError};
 
@@ -113,7 +113,8 @@ fn line(l: &StreamLine) -> Bytes {
 enum Step {
     Meta,
     DomainStart(usize),
-    Chunk(usize, usize),
+    /// Domain, chunk, the next `records` line's batch number.
+    Chunk(usize, usize, u64),
     DomainEnd(usize),
     Aggregation,
     Complete,
@@ -146,18 +147,22 @@ pub async fn stream(
             }
             Step::DomainStart(d) => {
                 let dm = &m.domains[d];
-                (line(&StreamLine::DomainStart { domain: dm.domain, total: dm.records }), Step::Chunk(d, 0))
+                (
+                    line(&StreamLine::DomainStart { domain: dm.domain, total: dm.records }),
+                    Step::Chunk(d, 0, 0),
+                )
             }
-            Step::Chunk(d, c) if c >= m.domains[d].chunks.len() => {
+            Step::Chunk(d, c, _) if c >= m.domains[d].chunks.len() => {
                 return Some((Ok(Bytes::new()), (Step::DomainEnd(d), app, m)));
             }
-            Step::Chunk(d, c) => {
+            Step::Chunk(d, c, batch) => {
                 let dm = &m.domains[d];
                 match read_chunk(&app, &dm.chunks[c]).await {
                     Ok(body) => {
                         let mut out = Vec::new();
-                        write_records_line(&mut out, dm.domain, c as u64, &body);
-                        (Bytes::from(out), Step::Chunk(d, c + 1))
+                        let batch_size = app.config.stream_batch_size as u64;
+                        let (_, lines) = write_records_lines(&mut out, dm.domain, batch, &body, batch_size);
+                        (Bytes::from(out), Step::Chunk(d, c + 1, batch + lines))
                     }
                     Err(e) => {
                         let (code, message) = (e.code().to_owned(), e.to_string());

@@ -1,6 +1,7 @@
 //! Amazon S3 (or LocalStack / moto) through `aws-sdk-s3`.
 
 use std::ops::Range;
+use trace_core::encoding::ChunkEncoding;
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -81,10 +82,19 @@ impl ChunkStore for S3Store {
         // need not also be hashed into the signature (`UNSIGNED-PAYLOAD`: one SHA-256 pass over
         // every byte saved; the headers are still signed).
         let crc32 = aws_smithy_types::base64::encode(crc32fast::hash(&body).to_be_bytes());
+        // Chunks carry the headers a plain HTTP reader of a presigned URL needs: NDJSON, and gzip
+        // as a transfer detail that browsers and `curl --compressed` undo.
+        let (content_type, content_encoding) = match ChunkEncoding::of_key(key) {
+            Some(encoding) => ("application/x-ndjson", encoding.content_encoding()),
+            None if key.ends_with(".json") => ("application/json", None),
+            None => ("application/octet-stream", None),
+        };
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .content_type(content_type)
+            .set_content_encoding(content_encoding.map(str::to_owned))
             .checksum_crc32(crc32)
             .body(ByteStream::from(body))
             .customize()

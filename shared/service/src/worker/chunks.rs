@@ -60,13 +60,8 @@ impl<'a> ChunkWriter<'a> {
             .iter()
             .map(|d| {
                 let job = lease.meta().job_id;
-                let builder = ChunkBuilder::new(
-                    job,
-                    *d,
-                    message.shard,
-                    config.stream_batch_size,
-                    config.chunk_encoding,
-                );
+                let builder =
+                    ChunkBuilder::new(job, *d, message.shard, config.chunk_records, config.chunk_encoding);
                 (*d, builder)
             })
             .collect();
