@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! infra/bench.sh [--ids 114000] [--small 10000] [--repeat 5] [--out bench-results.json]
-//!                [--only worker,stream,status,sync,msd]
+//!                [--only worker,stream,status,sync,msd,codecs,e2e]
 //! ```
 //! (`infra/bench.sh` brings the stack up, builds in release mode and runs this binary.)
 //!
@@ -23,8 +23,15 @@
 //! - **msd**: one MSD job of `--ids` ids run by the `worker` binary as its own process, measured as the
 //!   worker rounds' jobs are (once, no floor): forward tracing (`upstream_history` + `downstream_rejects`,
 //!   the aggregation reads those two only), then backward (`upstream_history` + `materials`, the default;
-//!   the aggregation also reads `rejects`).
+//!   the aggregation also reads `rejects`);
+//! - **codecs**: the chunk encodings compared on `--small` ids' records (ratio, writer CPU, reader speed);
+//! - **e2e**: submit to the last record at the client for `--ids` ids through the chunk URLs and through
+//!   the stream with Lambda's streaming limits modelled, and the AWS cost of the job, this design and the
+//!   seed's.
 
+mod codecs;
+mod cost;
+mod e2e;
 mod measure;
 mod processes;
 mod status_load;
@@ -79,6 +86,10 @@ pub enum Part {
     Sync,
     /// MSD jobs of `--ids` ids, forward and backward.
     Msd,
+    /// The chunk encodings compared (no stack needed).
+    Codecs,
+    /// Submit to the last record at the client, and the AWS cost of one job, now and in the seed's design.
+    E2e,
 }
 
 impl Args {
@@ -99,9 +110,17 @@ const WORKER_MALLOC_ARENA_MAX: &str = "2";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut results = Map::new();
+    if args.runs(Part::Codecs) {
+        results.insert("codecs".into(), codecs::measure(args.small, 25_000));
+        if args.only == [Part::Codecs] {
+            table::print_table(&results, &args);
+            std::fs::write(&args.out, serde_json::to_vec_pretty(&Value::Object(results))?)?;
+            return Ok(());
+        }
+    }
     let stack = Stack::from_env()?;
     let pool = postgres::pool(&stack.database, 4)?;
-    let mut results = Map::new();
     results.insert("dataset".into(), dataset(&pool, &args).await?);
     let bench = Bench::start(stack, pool).await?;
     eprintln!("bench {}: process logs in {}", bench.name, bench.logs.display());
@@ -163,6 +182,13 @@ async fn run_parts(bench: &Bench, args: &Args, results: &mut Map<String, Value>)
             let sync = bench.sync_path(20_000, domains).await?;
             eprintln!("sync: {sync}");
             results.insert(format!("sync_20000_{}", domains.len()), sync);
+        }
+    }
+    if args.runs(Part::E2e) {
+        for design in [e2e::Design::NOW, e2e::Design::SEED] {
+            let run = bench.end_to_end(args.ids, design).await?;
+            eprintln!("end to end, {} design: {run}", design.name);
+            results.insert(format!("e2e_{}_{}", design.name, args.ids), run);
         }
     }
     if args.runs(Part::Msd) {

@@ -72,6 +72,8 @@ pub struct Bench {
     bin_dir: PathBuf,
     /// Where the processes' logs go.
     pub logs: PathBuf,
+    /// The API key every process accepts (sent by `http`).
+    pub api_key: String,
 }
 
 /// How long a message stays invisible once received (the workers extend it while they work).
@@ -167,6 +169,7 @@ impl Bench {
                 .build()?,
             bin_dir,
             logs,
+            api_key,
         })
     }
 
@@ -188,12 +191,23 @@ impl Bench {
 
     /// A worker on the light queue `queue`, with the environment `template.yaml` gives the workers.
     pub fn spawn_worker(&self, queue: String) -> anyhow::Result<Proc> {
-        let env = [
+        self.spawn_worker_with(queue, &[])
+    }
+
+    /// [`spawn_worker`](Self::spawn_worker) with `extra` variables.
+    pub fn spawn_worker_with(&self, queue: String, extra: &[(&str, String)]) -> anyhow::Result<Proc> {
+        let mut env = vec![
             ("TRACE_WORKER_QUEUE", "light".to_owned()),
             ("TRACE_LIGHT_QUEUE_URL", queue),
             ("MALLOC_ARENA_MAX", WORKER_MALLOC_ARENA_MAX.to_owned()),
         ];
+        env.extend_from_slice(extra);
         self.spawn("worker", &env)
+    }
+
+    /// A variable of the processes' environment.
+    pub fn env_var(&self, name: &str) -> Option<String> {
+        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
     /// Starts the HTTP function `name` on a free port; returns it once it answers `/health`, with its

@@ -99,6 +99,93 @@ pub fn print_table(r: &Map<String, Value>, a: &Args) {
             msd_row(&r, &trace, a.ids);
         }
     }
+    if a.runs(Part::Codecs) {
+        codec_rows(&r);
+    }
+    if a.runs(Part::E2e) {
+        for design in ["now", "seed"] {
+            e2e_rows(&r, &format!("e2e_{design}_{}", a.ids));
+        }
+    }
+}
+
+/// The job's cost goal at us-east-1 list prices (issue 15).
+const JOB_COST_TARGET_USD: f64 = 0.002;
+/// The goal for submit → last record at the client through the chunk URLs, 114,000 ids (issue 15).
+const CHUNK_URLS_TARGET_S: f64 = 15.0;
+
+/// The rows of one design's end-to-end run: each reader's wait and the job's cost.
+fn e2e_rows(r: &Figures, key: &str) {
+    let Some(run) = r.0.get(key) else { return };
+    let design = format!(
+        "{} design ({} records per chunk, {}; {} objects written, {} MB stored of {} MB NDJSON)",
+        run["design"].as_str().unwrap_or_default(),
+        run["chunk_records"],
+        run["encoding"].as_str().unwrap_or_default(),
+        run["object_writes"],
+        f(&run["stored_mb"]),
+        f(&run["ndjson_mb"]),
+    );
+    println!(
+        "| {design}: submit → finished at the client (polling every 0.5 s) | {} s (worker run {} s, submit {} ms) |",
+        f(&run["wait"]["finished_at_client_s"]),
+        f(&run["wait"]["worker_run_s"]),
+        f(&run["wait"]["submit_ms"]),
+    );
+    for (reader, what) in [
+        ("chunk_urls", "through the chunk URLs, 4 at once"),
+        ("stream", "through the stream, Lambda's limits modelled (6 MB, then 2 MB/s, ≤ 200 MiB)"),
+        ("pages", "through result pages at the rate limit (60 a minute)"),
+    ] {
+        let Some(x) = run["readers"].get(reader) else { continue };
+        let total = x["submit_to_last_record_s"].as_f64();
+        let usd = x["cost"]["total_usd"].as_f64();
+        let verdict = |ok: bool| if ok { "✓" } else { "✗" };
+        let wait = match (reader, total) {
+            (_, None) => format!(
+                "not possible: {} ({} bytes on the wire)",
+                if x["read"]["http_status"] == 200 { "over Lambda's 200 MiB cap".to_owned() } else { format!("refused {}", x["read"]["refused"]) },
+                x["read"]["wire_bytes"]
+            ),
+            ("chunk_urls", Some(t)) => format!("**{t:.1} s** (target ≤ {CHUNK_URLS_TARGET_S} s {})", verdict(t <= CHUNK_URLS_TARGET_S)),
+            (_, Some(t)) => format!("{t:.1} s"),
+        };
+        let cost = match usd {
+            Some(usd) => format!(
+                "**${usd:.5}** a job (target ≤ ${JOB_COST_TARGET_USD} {}): Lambda ${:.5}, S3 PUT ${:.5}, GET ${:.6}, storage ${:.6}, API ${:.6}, SQS ${:.7}, Redis ${:.7}; transfer to the internet ${:.4} apart",
+                verdict(usd <= JOB_COST_TARGET_USD),
+                x["cost"]["lambda_usd"].as_f64().unwrap_or(f64::NAN),
+                x["cost"]["s3_put_usd"].as_f64().unwrap_or(f64::NAN),
+                x["cost"]["s3_get_usd"].as_f64().unwrap_or(f64::NAN),
+                x["cost"]["s3_storage_usd"].as_f64().unwrap_or(f64::NAN),
+                x["cost"]["api_gateway_usd"].as_f64().unwrap_or(f64::NAN),
+                x["cost"]["sqs_usd"].as_f64().unwrap_or(f64::NAN),
+                x["cost"]["redis_usd"].as_f64().unwrap_or(f64::NAN),
+                x["cost"]["transfer_out_usd_if_internet"].as_f64().unwrap_or(f64::NAN),
+            ),
+            None => "—".to_owned(),
+        };
+        println!("| {design}: submit → last record {what} | {wait}; {cost} |");
+    }
+}
+
+/// The rows of the chunk encodings compared.
+fn codec_rows(r: &Figures) {
+    let Some(c) = r.0.get("codecs") else { return };
+    for codec in c["codecs"].as_array().into_iter().flatten() {
+        println!(
+            "| chunk encoding {} ({} MB NDJSON of {} ids, chunks of {} records) | ratio {}, writer {} ms CPU per MB ({} MB/s), reader {} MB/s{} |",
+            codec["codec"].as_str().unwrap_or_default(),
+            f(&c["ndjson_mb"]),
+            c["ids"],
+            c["chunk_records"],
+            f(&codec["ratio"]),
+            f(&codec["encode_ms_per_mb"]),
+            f(&codec["encode_mb_per_s"]),
+            f(&codec["decode_mb_per_s"]),
+            if codec["round_trip_ok"] == true { "" } else { " (ROUND TRIP FAILED)" },
+        );
+    }
 }
 
 /// The row of the MSD job `trace` at `n` ids, against the worker's memory target.
