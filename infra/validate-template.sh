@@ -5,7 +5,8 @@
 #   template         default <repo>/template.yaml
 #   translated.json  where to keep the translated CloudFormation template (JSON), e.g. for tests
 #
-#   1. cfn-lint on the SAM template as written (it applies the SAM transform itself);
+#   1. cfn-lint on the SAM template as written (it applies the SAM transform itself), with AWS's serverless
+#      rules (cfn-lint-serverless) when they install;
 #   2. the SAM transform by aws-sam-translator (the library `sam deploy` and CloudFormation use): it
 #      rejects what SAM cannot translate, and writes the plain CloudFormation template;
 #   3. cfn-lint on that translated template. This is the step that catches a mistyped value inside a
@@ -19,7 +20,21 @@ set -euo pipefail
 
 readonly CFN_LINT_VERSION=1.58.0
 readonly SAM_TRANSLATOR_VERSION=1.115.0
+readonly SERVERLESS_RULES_VERSION=0.3.6
 readonly PIP_SPEC=("cfn-lint==${CFN_LINT_VERSION}" "aws-sam-translator==${SAM_TRANSLATOR_VERSION}")
+# AWS's serverless rules for cfn-lint (the cfn-lint-serverless package), in a venv of their own so that
+# the check goes on without them when they cannot be installed (e.g. offline).
+readonly RULES_PIP_SPEC=("${PIP_SPEC[@]}" "cfn-lint-serverless==${SERVERLESS_RULES_VERSION}")
+# Serverless rules that do not apply here, each with its reason:
+#   ES6000  "SQS queue should have a RedrivePolicy": said of the dead-letter queues themselves (and of
+#           BackfillFailureQueue, the backfill's failure destination); every work queue has one
+#           (tests/it/template.rs checks it);
+#   WS1004  "function without a log group with retention": the rule looks only for log groups named
+#           /aws/lambda/<function>; each function names its own in LoggingConfig.LogGroup, retention
+#           LogRetentionDays (tests/it/template.rs checks it).
+#   ES1001  "event source mapping without DestinationConfig.OnFailure": SQS mappings cannot have one (it
+#           is for streams); a failing message goes to the queue's dead-letter queue (its redrive policy).
+readonly SERVERLESS_IGNORED=(ES1001 ES6000 WS1004)
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
@@ -42,6 +57,16 @@ source "$SCRIPT_DIR/lib.sh"
 # cfn-lint 1.x needs Python >= 3.9.
 python="$(find_python 9)" || die "no python3 >= 3.9 with the venv module found (on Debian: apt-get install -y python3 python3-venv)"
 ensure_venv validate-template "$VENV_NAME" "$python" "~30 s" "${PIP_SPEC[@]}"
+RULES_VENV="$CACHE_DIR/$VENV_NAME-serverless"
+rules=()
+if (ensure_venv validate-template "$VENV_NAME-serverless" "$python" "~30 s" "${RULES_PIP_SPEC[@]}") 2>"$CACHE_DIR/serverless-rules.err"; then
+  LINT="$RULES_VENV/bin/cfn-lint"
+  rules=(--append-rules cfn_lint_serverless.rules --ignore-checks "${SERVERLESS_IGNORED[@]}")
+else
+  LINT="$VENV/bin/cfn-lint"
+  say "validate-template: the serverless rules (cfn-lint-serverless==$SERVERLESS_RULES_VERSION) could not be installed (offline?): going on without them"
+  sed 's/^/  | /' "$CACHE_DIR/serverless-rules.err" | tail -n 5 >&2
+fi
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -53,10 +78,10 @@ export AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline AWS_EC2_METADATA_
 unset AWS_PROFILE AWS_ENDPOINT_URL
 
 status=0
-say "== validate-template: $TEMPLATE (cfn-lint $CFN_LINT_VERSION, aws-sam-translator $SAM_TRANSLATOR_VERSION)"
+say "== validate-template: $TEMPLATE (cfn-lint $CFN_LINT_VERSION, aws-sam-translator $SAM_TRANSLATOR_VERSION, serverless rules: $(((${#rules[@]})) && echo "cfn-lint-serverless $SERVERLESS_RULES_VERSION" || echo none))"
 
 say "-- 1/3 cfn-lint on the SAM template"
-if "$VENV/bin/cfn-lint" --format parseable -- "$TEMPLATE" >&2; then
+if "$LINT" --format parseable "${rules[@]}" -- "$TEMPLATE" >&2; then
   say "   ok"
 else
   say "   FAILED"; status=1
@@ -116,7 +141,7 @@ then
   say "-- 3/3 cfn-lint on the translated CloudFormation template"
   # Findings are shown by their path in the translated template: resource names are the SAM
   # template's, plus those SAM generates (StreamFunctionUrl, WorkerHeavyFunctionHeavy, ...Role).
-  if "$VENV/bin/cfn-lint" --format json -- "$TRANSLATED" >"$WORK/findings.json" 2>"$WORK/lint.err"; then
+  if "$LINT" --format json "${rules[@]}" -- "$TRANSLATED" >"$WORK/findings.json" 2>"$WORK/lint.err"; then
     say "   ok"
   else
     if ! "$VENV/bin/python" - "$WORK/findings.json" >&2 <<'EOF'; then

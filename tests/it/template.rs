@@ -8,6 +8,12 @@
 //! Function URL uses IAM, only the functions that read the database may read its one secret, and no
 //! `Environment` holds a password or a deploy-time resolved secret. Each of these checks is also run on
 //! a translation broken on purpose, to show it fails.
+//!
+//! And it is operable: every function logs JSON at `LogLevel` into its own log group kept
+//! `LogRetentionDays`, is traced (X-Ray), has error and throttle alarms; every queue and dead-letter queue
+//! has its alarm, so has the API's 5xx; a dashboard shows them with the EMF metrics; the backfill's failed
+//! runs reach a queue. `samconfig.toml` builds without a prompt and picks the architecture once for build
+//! and deploy. Each check is also run on a copy without what it checks.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -650,4 +656,343 @@ fn no_environment_holds_a_password() {
     }
     let no_echo = changed(&t, |t| t["Parameters"]["RedisUrl"]["NoEcho"] = json!(true));
     assert!(passwords_in_environments(&no_echo).iter().any(|p| p.contains("NoEcho parameter RedisUrl")));
+}
+
+// --- operations: logs, tracing, alarms, dashboard, the backfill's failure destination --------------
+
+/// The `Fn::GetAtt` / `Ref` target named by `v`.
+fn target(v: &Value) -> Option<&str> {
+    v["Ref"].as_str().or_else(|| v["Fn::GetAtt"][0].as_str())
+}
+
+/// An alarm's actions: the topic when `AlarmTopicArn` is given, none otherwise.
+fn notifies_the_topic(alarm: &Value) -> bool {
+    let by_topic = json!({"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]});
+    alarm["Properties"]["AlarmActions"] == by_topic
+}
+
+/// The alarms on `metric` of `namespace` whose dimension `dimension` is `value`.
+fn alarms_on<'a>(t: &'a Value, namespace: &str, metric: &str, dimension: &str, value: &Value) -> Vec<&'a Value> {
+    of_type(t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(|a| {
+            let p = &a["Properties"];
+            p["Namespace"] == namespace
+                && p["MetricName"] == metric
+                && p["Dimensions"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|d| d["Name"] == dimension && d["Value"] == *value))
+        })
+        .collect()
+}
+
+/// What keeps the stack from being operated: a function without its own log group (retention from
+/// `LogRetentionDays`), without JSON `LoggingConfig` at `LogLevel`, or without active tracing; a queue,
+/// dead-letter queue or function without its alarm; the API without its 5xx alarm; alarms that cannot
+/// notify; no dashboard; a backfill without its failure destination.
+fn operability_gaps(t: &Value) -> Vec<String> {
+    let mut gaps = Vec::new();
+    let r = &t["Resources"];
+    let retention = &t["Parameters"]["LogRetentionDays"];
+    if retention["Default"].as_u64() != Some(30) && retention["Default"] != "30" {
+        gaps.push(format!("LogRetentionDays defaults to {}", retention["Default"]));
+    }
+    let allowed = retention["AllowedValues"].to_string();
+    for days in ["1", "7", "14", "30", "90", "365", "3653"] {
+        if !allowed.contains(days) {
+            gaps.push(format!("LogRetentionDays does not allow {days}: {allowed}"));
+        }
+    }
+    let levels = t["Parameters"]["LogLevel"]["AllowedValues"].to_string();
+    if !["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"].iter().all(|l| levels.contains(l)) {
+        gaps.push(format!("LogLevel is not Lambda's ApplicationLogLevel: {levels}"));
+    }
+
+    let mut groups = BTreeSet::new();
+    let functions = of_type(t, "AWS::Lambda::Function");
+    for (name, f) in &functions {
+        let p = &f["Properties"];
+        let logging = &p["LoggingConfig"];
+        if logging["LogFormat"] != "JSON" || logging["ApplicationLogLevel"] != json!({"Ref": "LogLevel"}) {
+            gaps.push(format!("{name}: LoggingConfig {logging}"));
+        }
+        if logging["SystemLogLevel"].is_null() {
+            gaps.push(format!("{name}: no SystemLogLevel"));
+        }
+        match logging["LogGroup"]["Ref"].as_str() {
+            Some(group) if r[group]["Type"] == "AWS::Logs::LogGroup" => {
+                if r[group]["Properties"]["RetentionInDays"] != json!({"Ref": "LogRetentionDays"}) {
+                    gaps.push(format!("{name}: log group {group} keeps {}", r[group]["Properties"]["RetentionInDays"]));
+                }
+                if !groups.insert(group.to_owned()) {
+                    gaps.push(format!("{name}: log group {group} shared with another function"));
+                }
+            }
+            _ => gaps.push(format!("{name}: no log group of the template: {}", logging["LogGroup"])),
+        }
+        if p["TracingConfig"]["Mode"] != "Active" {
+            gaps.push(format!("{name}: tracing {}", p["TracingConfig"]));
+        }
+        for metric in ["Errors", "Throttles"] {
+            let alarms = alarms_on(t, "AWS/Lambda", metric, "FunctionName", &json!({"Ref": name}));
+            if alarms.is_empty() {
+                gaps.push(format!("{name}: no {metric} alarm"));
+            }
+        }
+    }
+
+    // Queues: the work queues (those with a dead-letter queue), their dead-letter queues, and the
+    // backfill's failure queue.
+    let mut work = Vec::new();
+    let mut dead = vec!["BackfillFailureQueue".to_owned()];
+    for (name, q) in of_type(t, "AWS::SQS::Queue") {
+        if let Some(dlq) = q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0].as_str() {
+            work.push(name.to_owned());
+            dead.push(dlq.to_owned());
+        }
+    }
+    if work.len() < 2 {
+        gaps.push(format!("work queues: {work:?}"));
+    }
+    for q in &dead {
+        let alarms =
+            alarms_on(t, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", &json!({"Fn::GetAtt": [q, "QueueName"]}));
+        let depth_over_zero = alarms.iter().any(|a| {
+            a["Properties"]["Threshold"].as_f64() == Some(0.0)
+                && a["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
+        });
+        if !depth_over_zero {
+            gaps.push(format!("{q}: no alarm on a depth > 0"));
+        }
+    }
+    for q in &work {
+        let alarms =
+            alarms_on(t, "AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", &json!({"Fn::GetAtt": [q, "QueueName"]}));
+        if !alarms.iter().any(|a| a["Properties"]["Threshold"] == json!({"Ref": "QueueAgeAlarmSeconds"})) {
+            gaps.push(format!("{q}: no alarm on its oldest message's age over QueueAgeAlarmSeconds"));
+        }
+    }
+    if alarms_on(t, "AWS/ApiGateway", "5xx", "ApiId", &json!({"Ref": "TraceHttpApi"})).is_empty() {
+        gaps.push("the HTTP API has no 5xx alarm".to_owned());
+    }
+    for (name, alarm) in of_type(t, "AWS::CloudWatch::Alarm") {
+        if !notifies_the_topic(alarm) {
+            gaps.push(format!("alarm {name} does not notify AlarmTopicArn: {}", alarm["Properties"]["AlarmActions"]));
+        }
+    }
+    if t["Conditions"]["HasAlarmTopic"] != json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}) {
+        gaps.push(format!("HasAlarmTopic: {}", t["Conditions"]["HasAlarmTopic"]));
+    }
+    if t["Parameters"]["AlarmTopicArn"]["Default"] != "" {
+        gaps.push("AlarmTopicArn must be optional (default empty)".to_owned());
+    }
+
+    // The dashboard shows the queues, the functions, the API and the EMF metrics.
+    let dashboards = of_type(t, "AWS::CloudWatch::Dashboard");
+    match dashboards.first() {
+        None => gaps.push("no dashboard".to_owned()),
+        Some((_, d)) => {
+            let body = d["Properties"]["DashboardBody"].to_string();
+            let expected = functions.iter().map(|(n, _)| format!("${{{n}}}"));
+            let queues = work.iter().chain(&dead).map(|q| format!("${{{q}.QueueName}}"));
+            let metrics = ["TraceJobs", "RunMs", "QueueWaitMs", "Records", "BytesStored", "ObjectWrites", "LatencyMs"];
+            for needle in expected.chain(queues).chain(["${TraceHttpApi}".to_owned()]).chain(metrics.map(String::from)) {
+                if !body.contains(&needle) {
+                    gaps.push(format!("the dashboard does not show {needle}"));
+                }
+            }
+        }
+    }
+
+    // The backfill, invoked asynchronously: retried, then its event goes to the failure queue.
+    let configs: Vec<&Value> = of_type(t, "AWS::Lambda::EventInvokeConfig")
+        .into_iter()
+        .map(|(_, c)| c)
+        .filter(|c| target(&c["Properties"]["FunctionName"]) == Some("BackfillFunction"))
+        .collect();
+    match configs.as_slice() {
+        [c] => {
+            let p = &c["Properties"];
+            if p["DestinationConfig"]["OnFailure"]["Destination"] != json!({"Fn::GetAtt": ["BackfillFailureQueue", "Arn"]}) {
+                gaps.push(format!("the backfill's OnFailure: {}", p["DestinationConfig"]));
+            }
+            if p["MaximumRetryAttempts"].is_null() {
+                gaps.push("the backfill's MaximumRetryAttempts is unset".to_owned());
+            }
+            let role = r["BackfillFunctionRole"]["Properties"]["Policies"].to_string();
+            if !(role.contains("sqs:SendMessage") && role.contains("BackfillFailureQueue")) {
+                gaps.push("the backfill may not send to its failure queue".to_owned());
+            }
+        }
+        other => gaps.push(format!("{} EventInvokeConfig of the backfill", other.len())),
+    }
+    gaps
+}
+
+#[test]
+fn every_function_logs_json_at_a_level_into_its_own_group_is_traced_and_alarmed_and_shown() {
+    let t = translated();
+    assert_eq!(operability_gaps(&t), Vec::<String>::new());
+
+    // Each check fails on a template without what it checks.
+    let fails = |broken: Value, needle: &str| {
+        let gaps = operability_gaps(&broken);
+        assert!(gaps.iter().any(|g| g.contains(needle)), "expected a gap about {needle}: {gaps:?}");
+    };
+    fails(
+        changed(&t, |t| {
+            t["Resources"]["StatusFunction"]["Properties"].as_object_mut().unwrap().remove("LoggingConfig");
+        }),
+        "StatusFunction: LoggingConfig",
+    );
+    fails(
+        changed(&t, |t| t["Resources"]["SubmitFunction"]["Properties"]["LoggingConfig"]["ApplicationLogLevel"] = json!("DEBUG")),
+        "SubmitFunction: LoggingConfig",
+    );
+    fails(
+        changed(&t, |t| t["Resources"]["StreamLogGroup"]["Properties"]["RetentionInDays"] = json!(3653)),
+        "StreamFunction: log group StreamLogGroup keeps",
+    );
+    fails(
+        changed(&t, |t| {
+            t["Resources"]["WorkerLightFunction"]["Properties"].as_object_mut().unwrap().remove("TracingConfig");
+        }),
+        "WorkerLightFunction: tracing",
+    );
+    fails(
+        changed(&t, |t| {
+            t["Resources"].as_object_mut().unwrap().remove("LightDeadLetterAlarm");
+        }),
+        "LightDeadLetterQueue: no alarm",
+    );
+    fails(
+        changed(&t, |t| {
+            t["Resources"].as_object_mut().unwrap().remove("HeavyQueueAgeAlarm");
+        }),
+        "HeavyQueue: no alarm on its oldest",
+    );
+    fails(
+        changed(&t, |t| {
+            t["Resources"].as_object_mut().unwrap().remove("WorkerHeavyThrottlesAlarm");
+        }),
+        "WorkerHeavyFunction: no Throttles alarm",
+    );
+    fails(
+        changed(&t, |t| {
+            t["Resources"].as_object_mut().unwrap().remove("Api5xxAlarm");
+        }),
+        "no 5xx alarm",
+    );
+    fails(
+        changed(&t, |t| {
+            t["Resources"]["BackfillErrorsAlarm"]["Properties"].as_object_mut().unwrap().remove("AlarmActions");
+        }),
+        "BackfillErrorsAlarm does not notify",
+    );
+    fails(
+        changed(&t, |t| {
+            t["Resources"].as_object_mut().unwrap().remove("Dashboard");
+        }),
+        "no dashboard",
+    );
+    let config = of_type(&t, "AWS::Lambda::EventInvokeConfig")[0].0.to_owned();
+    fails(
+        changed(&t, |t| {
+            t["Resources"][&config]["Properties"].as_object_mut().unwrap().remove("DestinationConfig");
+        }),
+        "OnFailure",
+    );
+}
+
+/// `samconfig.toml` as (section, key) → value text, for the flat TOML the SAM CLI reads.
+fn samconfig(text: &str) -> Vec<((String, String), String)> {
+    let mut section = String::new();
+    let mut entries = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_owned();
+        } else if let Some((key, value)) = line.split_once('=') {
+            entries.push(((section.clone(), key.trim().to_owned()), value.trim().trim_matches('"').to_owned()));
+        }
+    }
+    entries
+}
+
+/// Why `sam build` would prompt, or build and deploy different things: beta features off, the
+/// architecture not chosen exactly once for both commands, capabilities missing.
+fn samconfig_gaps(text: &str, architectures: &[Value]) -> Vec<String> {
+    let entries = samconfig(text);
+    let get = |section: &str, key: &str| {
+        entries.iter().find(|((s, k), _)| s == section && k == key).map(|(_, v)| v.as_str())
+    };
+    let mut gaps = Vec::new();
+    if get("", "version") != Some("0.1") {
+        gaps.push(format!("version {:?}", get("", "version")));
+    }
+    for key in ["beta_features", "cached", "parallel"] {
+        if get("default.build.parameters", key) != Some("true") {
+            gaps.push(format!("[default.build.parameters] {key} is not true"));
+        }
+    }
+    let capabilities = get("default.deploy.parameters", "capabilities").unwrap_or_default();
+    for c in ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"] {
+        if !capabilities.split_whitespace().any(|x| x == c) {
+            gaps.push(format!("deploy capabilities lack {c}"));
+        }
+    }
+    // Once, in the section both `sam build` and `sam deploy` read.
+    let overrides: Vec<&((String, String), String)> =
+        entries.iter().filter(|((_, k), v)| k == "parameter_overrides" && v.contains("Architecture=")).collect();
+    match overrides.as_slice() {
+        [((section, _), value)] if section == "default.global.parameters" => {
+            let arch = value.split_whitespace().find_map(|p| p.strip_prefix("Architecture=")).unwrap_or_default();
+            if !architectures.contains(&json!(arch)) {
+                gaps.push(format!("Architecture={arch} is not one of {architectures:?}"));
+            }
+        }
+        other => gaps.push(format!("the architecture is set {} times, or outside the global section: {other:?}", other.len())),
+    }
+    if entries.iter().any(|((s, k), _)| k == "parameter_overrides" && s != "default.global.parameters") {
+        gaps.push("a command's own parameter_overrides would replace the global one".to_owned());
+    }
+    gaps
+}
+
+#[test]
+fn samconfig_builds_without_a_prompt_and_picks_the_architecture_once_for_build_and_deploy() {
+    let text = std::fs::read_to_string(format!("{REPO}/samconfig.toml")).expect("samconfig.toml");
+    let t = translated();
+    let architectures = t["Parameters"]["Architecture"]["AllowedValues"].as_array().unwrap().clone();
+    assert_eq!(samconfig_gaps(&text, &architectures), Vec::<String>::new());
+
+    let fails = |broken: String, needle: &str| {
+        let gaps = samconfig_gaps(&broken, &architectures);
+        assert!(gaps.iter().any(|g| g.contains(needle)), "expected a gap about {needle}: {gaps:?}");
+    };
+    fails(text.replace("beta_features = true\ncached", "cached"), "beta_features");
+    fails(
+        text.replace("[default.build.parameters]\n", "[default.build.parameters]\nparameter_overrides = \"Architecture=x86_64\"\n"),
+        "2 times",
+    );
+    fails(text.replace("Architecture=arm64", "Architecture=riscv"), "riscv");
+    fails(text.replace(" CAPABILITY_AUTO_EXPAND", ""), "CAPABILITY_AUTO_EXPAND");
+
+    // The release profile sets what cargo-lambda would otherwise set its own way, so `sam build`
+    // deploys the build infra/bench.sh measures; and neither script turns the profile off.
+    let cargo = std::fs::read_to_string(format!("{REPO}/Cargo.toml")).expect("Cargo.toml");
+    let release = cargo.split("[profile.release]").nth(1).expect("[profile.release]");
+    let release = release.split("\n[").next().unwrap_or_default();
+    for key in ["panic", "lto", "codegen-units", "strip"] {
+        assert!(release.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))), "[profile.release] {key}");
+    }
+    for script in ["infra/sam-build.sh", "infra/bench.sh"] {
+        let text = std::fs::read_to_string(format!("{REPO}/{script}")).expect(script);
+        assert!(!text.contains("--disable-optimizations") && !text.contains("--profile"), "{script}");
+    }
+    let bench = std::fs::read_to_string(format!("{REPO}/infra/bench.sh")).unwrap();
+    assert!(bench.contains("cargo build --release"), "infra/bench.sh builds [profile.release]");
 }

@@ -546,6 +546,9 @@ impl LambdaFunction {
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/03/12/[$LATEST]0123456789abcdef0123456789abcdef")
             .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
+            // As deployed: the template's LoggingConfig (JSON, ApplicationLogLevel INFO).
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
             // As deployed: the principal comes from the authorizer's context in the event.
             .env("TRACE_AUTH", "gateway")
             // As deployed: PostgreSQL's certificate verified (Lambda's default sslmode is verify-full)
@@ -555,7 +558,10 @@ impl LambdaFunction {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().expect("spawn the function");
+        // stdout (the EMF metric lines) and stderr (the log) into one file, as Lambda sends both to the
+        // function's log group.
+        let stdout = file.try_clone().expect("log file");
+        let child = cmd.stdout(stdout).stderr(file).spawn().expect("spawn the function");
         LambdaFunction { runtime, child, log, name: binary_name.to_owned() }
     }
 

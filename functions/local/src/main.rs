@@ -29,7 +29,11 @@ async fn main() -> anyhow::Result<()> {
     eprintln!(
         "trace-local on http://{addr}\n  try: curl -s -X POST http://{addr}/api/trace/events -H 'content-type: application/json' \\\n         -d '{{\"container_ids\":[\"CID-0000001\",\"CID-0000002\"],\"domains\":[\"holds\"]}}'"
     );
-    let routes = router(app, &[Part::Submit, Part::Status, Part::Stream]);
+    let metrics = app.config.metrics;
+    let routes = trace_service::metrics::with_request_metrics(
+        router(app, &[Part::Submit, Part::Status, Part::Stream]),
+        metrics,
+    );
     serve::local_http(routes, addr, shutdown).await.map_err(|e| anyhow::anyhow!(e))?;
     for w in workers {
         let _ = w.await;

@@ -19,6 +19,7 @@
 pub mod aws;
 pub mod jobs;
 pub mod keys;
+pub mod logging;
 pub mod markers;
 pub mod queue;
 pub mod ratelimit;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 pub use trace_core::config::in_lambda;
-use trace_core::config::{redact_url, Config, ConfigError, LogFormat};
+use trace_core::config::{redact_url, Config, ConfigError};
 pub use trace_core::ports::Backends;
 use trace_core::ports::{
     BackendError, BackfillMarkers, ChangedIds, ChunkStore, EventSource, JobQueue, JobStore, RateLimiter,
@@ -34,25 +34,10 @@ pub fn config_or_exit(binary: &str) -> Config {
     }
 }
 
-/// Installs the `tracing` subscriber: JSON lines in Lambda (or `LOG_FORMAT=json`), human text
-/// elsewhere; levels from `RUST_LOG` (default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => in_lambda(),
-    };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if json {
-        builder.json().flatten_event(true).with_current_span(true).without_time().try_init()
-    } else {
-        builder.try_init()
-    };
-}
+/// Installs the `tracing` subscriber: JSON lines with Powertools' keys in Lambda (its `LoggingConfig`)
+/// or with `LOG_FORMAT=json`, human text elsewhere; levels from `RUST_LOG`, else Lambda's
+/// `AWS_LAMBDA_LOG_LEVEL`, else `info` ([`crate::logging`]).
+pub use crate::logging::init_logging;
 
 /// Builds [`Backends`] from the configuration: what it names is connected, local stand-ins replace
 /// the rest.

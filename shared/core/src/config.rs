@@ -78,6 +78,9 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_STREAM_BASE_URL", "", "Base URL of the stream function when it lives on another host (e.g. its Function URL, https://…lambda-url.…on.aws): the 202 answer's stream_url is then absolute; unset = the relative path.", "submit"),
     var("TRACE_HTTP_ADDR", "127.0.0.1:8080", "Listen address of an HTTP function run as a local process.", "submit, status, stream, local"),
     var("LOG_FORMAT", "auto", "Log format: json, text, or auto (json in Lambda, text elsewhere). Levels from RUST_LOG.", "all"),
+    var("RUST_LOG", "", "Log filter (tracing's EnvFilter syntax, e.g. info or trace_service=debug,info). Unset: in Lambda the level of the function's LoggingConfig (AWS_LAMBDA_LOG_LEVEL, set by Lambda), else info.", "all"),
+    var("POWERTOOLS_SERVICE_NAME", "", "The `service` key of every JSON log line. Unset: the Lambda function's name (AWS_LAMBDA_FUNCTION_NAME), else the binary's name.", "all"),
+    var("TRACE_METRICS", "auto", "CloudWatch metrics: emf (one Embedded Metric Format line on stdout per job end and per HTTP request), off, or auto (emf in Lambda, off elsewhere).", "all"),
 ];
 
 /// A variable with a value it cannot use. The value is shown with any password in it replaced
@@ -245,6 +248,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `TRACE_RATE_LIMIT_FAIL_OPEN`.
     pub rate_limit_fail_open: bool,
+    /// `TRACE_METRICS`.
+    pub metrics: MetricsMode,
 }
 
 impl std::fmt::Debug for Config {
@@ -289,6 +294,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("auth", &self.auth)
             .field("rate_limit_fail_open", &self.rate_limit_fail_open)
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }
@@ -356,6 +362,28 @@ pub enum LogFormat {
     Json,
     /// Human-readable.
     Text,
+}
+
+/// Whether CloudWatch metrics are written (`TRACE_METRICS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsMode {
+    /// Embedded Metric Format in Lambda, none elsewhere.
+    Auto,
+    /// One Embedded Metric Format line per job end and per HTTP request, on stdout.
+    Emf,
+    /// None.
+    Off,
+}
+
+impl MetricsMode {
+    /// Whether EMF lines are written, `lambda` telling whether the process runs in Lambda.
+    pub fn emits(self, lambda: bool) -> bool {
+        match self {
+            MetricsMode::Auto => lambda,
+            MetricsMode::Emf => true,
+            MetricsMode::Off => false,
+        }
+    }
 }
 
 /// TLS to PostgreSQL, as libpq's `sslmode` (the three modes that mean something definite).
@@ -690,6 +718,11 @@ impl Config {
         let auth = r.auth()?;
         let rate_limit_fail_open =
             r.choice("TRACE_RATE_LIMIT_FAIL_OPEN", &[("false", false), ("true", true)], "true or false")?;
+        let metrics = r.choice(
+            "TRACE_METRICS",
+            &[("auto", MetricsMode::Auto), ("emf", MetricsMode::Emf), ("off", MetricsMode::Off)],
+            "emf, off or auto",
+        )?;
         let config = Config {
             limits,
             stream_batch_size: r.count("TRACE_STREAM_BATCH_SIZE")?,
@@ -747,6 +780,7 @@ impl Config {
             log_format,
             auth,
             rate_limit_fail_open,
+            metrics,
         };
         config.checked()
     }

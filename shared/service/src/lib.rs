@@ -8,6 +8,7 @@
 //! - [`engine`]: the trace itself — domains × id batches from the event source into a sink;
 //! - [`http`]: the axum routers and the one place errors become HTTP answers;
 //! - [`serve`]: run a router or the worker in Lambda or as a local process;
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines per job end and per request;
 //! - [`backfill`]: the scheduled backfill: jobs for the containers changed in a time window.
 //!
 //! Function binaries only parse their event, call into here and shape the answer.
@@ -18,6 +19,7 @@ pub mod backfill;
 pub mod engine;
 pub mod http;
 pub mod inline;
+pub mod metrics;
 pub mod ratelimit;
 pub mod results;
 pub mod serve;

@@ -54,8 +54,10 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 /// Serves an HTTP function: through Lambda when in Lambda (streaming responses when `streaming`),
-/// else on `TRACE_HTTP_ADDR` until a shutdown signal.
+/// else on `TRACE_HTTP_ADDR` until a shutdown signal. One EMF line per request when `TRACE_METRICS`
+/// says so ([`crate::metrics`]).
 pub async fn http(app: &App, router: Router, streaming: bool) -> Result<(), ServeError> {
+    let router = crate::metrics::with_request_metrics(router, app.config.metrics);
     if in_lambda() {
         let router = crate::http::with_request_ids(router);
         return if streaming {

@@ -44,6 +44,17 @@ pub(super) struct ChunkWriter<'a> {
     progress: Progress,
     /// When progress was last written.
     published: Option<Instant>,
+    /// Objects stored so far and their bytes (as stored), for the job-end metrics.
+    stored: Stored,
+}
+
+/// Objects a run stored and their bytes as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Stored {
+    /// Objects written.
+    pub(super) objects: u64,
+    /// Their bytes, as stored.
+    pub(super) bytes: u64,
 }
 
 impl<'a> ChunkWriter<'a> {
@@ -74,7 +85,13 @@ impl<'a> ChunkWriter<'a> {
             uploads: JoinSet::new(),
             progress: lease.progress(),
             published: None,
+            stored: Stored::default(),
         }
+    }
+
+    /// The chunks stored so far.
+    pub(super) fn stored(&self) -> Stored {
+        self.stored
     }
 
     /// The progress of the run so far.
@@ -140,6 +157,8 @@ impl<'a> ChunkWriter<'a> {
     async fn collect_one(&mut self) -> Result<(), ShardError> {
         if let Some(joined) = self.uploads.join_next().await {
             let (domain, entry) = joined.map_err(|e| ShardError::BadInput(format!("upload task: {e}")))??;
+            self.stored.objects += 1;
+            self.stored.bytes += entry.stored_bytes.unwrap_or(entry.bytes);
             self.entries.entry(domain).or_default().push(entry);
         }
         Ok(())

@@ -12,20 +12,21 @@ use super::lease::{Lease, LeaseLost};
 use super::ShardError;
 use crate::App;
 
-/// Stores the manifest of the job's chunks (`domains`, in result order).
+/// Stores the manifest of the job's chunks (`domains`, in result order); its size in bytes.
 pub(super) async fn write(
     app: &App,
     meta: &JobMeta,
     profile: Profile,
     domains: Vec<DomainManifest>,
     aggregation: Option<MsdAggregation>,
-) -> Result<(), ShardError> {
+) -> Result<u64, ShardError> {
     let aggregation = aggregation.map(|a| serde_json::to_value(a).unwrap_or_default());
     let manifest = Manifest::new(meta.job_id, profile, domains, aggregation, Utc::now());
     let body = serde_json::to_vec(&manifest).map_err(|e| ShardError::BadInput(e.to_string()))?;
+    let size = body.len() as u64;
     app.backends.store.put(&layout::manifest_key(&meta.job_id), Bytes::from(body)).await?;
     tracing::debug!("manifest stored");
-    Ok(())
+    Ok(size)
 }
 
 /// `started → finished` with the run's final `progress`, unless the job was cancelled or taken over

@@ -36,8 +36,9 @@ use tracing::Instrument;
 pub use lease::LeaseLost;
 pub use settle::{settle_message, Disposition};
 
+use crate::metrics::JobEnd;
 use crate::App;
-use chunks::ChunkWriter;
+use chunks::{ChunkWriter, Stored};
 use lease::{Claim, Lease};
 
 /// Why the run of a claimed shard stopped before its result was complete. [`settle`] turns each
@@ -180,29 +181,52 @@ async fn run_shard(
     let deadline = Deadline::from_claim(app.config.job_timeout, invocation_ends);
     let lease = Lease::new(&meta);
     let heartbeat = lease::keep_alive(app, queue, delivery, &lease);
-    let outcome = write_result(app, message, &lease, shutdown, deadline).await;
+    let (outcome, records, stored) = write_result(app, message, &lease, shutdown, deadline).await;
     heartbeat.abort();
-    settle::record_outcome(app, delivery, &lease, outcome, started.elapsed()).await
+    let run = started.elapsed();
+    let settled = settle::record_outcome(app, delivery, &lease, outcome, run).await;
+    if crate::metrics::enabled(app.config.metrics) {
+        let meta = lease.meta();
+        let claimed = meta.started_at.unwrap_or(meta.created_at);
+        JobEnd {
+            job_id: meta.job_id.to_string(),
+            shard: message.shard,
+            attempt: meta.attempt,
+            queue: meta.queue.as_str(),
+            outcome: settled.outcome,
+            error_code: settled.error_code,
+            queue_wait: (claimed - meta.created_at).to_std().unwrap_or_default(),
+            run,
+            records,
+            bytes_stored: stored.bytes,
+            object_writes: stored.objects,
+        }
+        .emf()
+        .emit();
+    }
+    settled.disposition
 }
 
 /// Steps 2–4 before `deadline`: reads the shard's ids, writes their chunks, the manifest last, and
 /// marks the job finished; the number of records written. Whatever stops the run, the uploads in
-/// flight land before this returns, so none lands after the caller's clean-up.
+/// flight land before this returns, so none lands after the caller's clean-up. Also, however it ended,
+/// the records written and the objects stored (for the job-end metrics).
 async fn write_result(
     app: &App,
     message: &ShardMessage,
     lease: &Lease,
     shutdown: watch::Receiver<bool>,
     deadline: Deadline,
-) -> Result<u64, ShardError> {
+) -> (Result<u64, ShardError>, u64, Stored) {
     let mut chunks = ChunkWriter::new(app, lease, message, shutdown);
+    let mut manifest_size = None;
     let steps = async {
         let ids = input::read_shard_ids(app, lease.meta(), message).await?;
         let aggregation = chunks.write(ids, message).await?;
         tracing::debug!("every row read");
         let domains = chunks.finish(&message.domains).await?;
         tracing::debug!("every chunk stored");
-        manifest::write(app, lease.meta(), message.profile, domains, aggregation).await?;
+        manifest_size = Some(manifest::write(app, lease.meta(), message.profile, domains, aggregation).await?);
         manifest::mark_finished(app, lease, chunks.progress()).await?;
         Ok(chunks.progress().records_written)
     };
@@ -211,5 +235,10 @@ async fn write_result(
     if outcome.is_err() {
         chunks.drain().await;
     }
-    outcome
+    let mut stored = chunks.stored();
+    if let Some(size) = manifest_size {
+        stored.objects += 1;
+        stored.bytes += size;
+    }
+    (outcome, chunks.progress().records_written, stored)
 }

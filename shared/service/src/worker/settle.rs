@@ -11,6 +11,7 @@ use trace_core::JobId;
 
 use super::lease::{Lease, LeaseLost};
 use super::ShardError;
+use crate::metrics::Outcome;
 use crate::App;
 
 /// What to do with the message after handling it.
@@ -27,6 +28,23 @@ pub enum Disposition {
     },
 }
 
+/// What [`record_outcome`] decided: the message's fate, and how the run ended (for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Settled {
+    /// What happens to the message.
+    pub(super) disposition: Disposition,
+    /// How the run ended.
+    pub(super) outcome: Outcome,
+    /// The failure's code, for a failed or retried run.
+    pub(super) error_code: Option<&'static str>,
+}
+
+impl Settled {
+    fn new(disposition: Disposition, outcome: Outcome, error_code: Option<&'static str>) -> Self {
+        Settled { disposition, outcome, error_code }
+    }
+}
+
 /// The wait before a transiently failed message comes back: longer with each delivery.
 pub(super) fn backoff(delivery: &Delivery) -> Duration {
     Duration::from_secs(5 * u64::from(delivery.receive_count.clamp(1, 12)))
@@ -40,11 +58,11 @@ pub(super) async fn record_outcome(
     lease: &Lease,
     outcome: Result<u64, ShardError>,
     elapsed: Duration,
-) -> Disposition {
+) -> Settled {
     let error = match outcome {
         Ok(records) => {
             tracing::info!(records, elapsed_s = elapsed.as_secs_f64(), "job finished");
-            return Disposition::Delete;
+            return Settled::new(Disposition::Delete, Outcome::Finished, None);
         }
         Err(error) => error,
     };
@@ -53,34 +71,30 @@ pub(super) async fn record_outcome(
         // Drop the duplicate: the job is another worker's now.
         ShardError::LeaseLost(LeaseLost::TakenOver) => {
             tracing::warn!("job taken over by another worker: stopping");
-            Disposition::Delete
+            Settled::new(Disposition::Delete, Outcome::TakenOver, None)
         }
         ShardError::LeaseLost(LeaseLost::Cancelled) => {
             tracing::info!("job cancelled: partial result removed");
             remove_result(app, job_id).await;
-            Disposition::Delete
+            Settled::new(Disposition::Delete, Outcome::Cancelled, None)
         }
         // Release: back to queued and visible at once, for the next worker.
         ShardError::Shutdown => {
             transition(app, &lease.current(), JobStatus::Queued, None).await;
             tracing::info!("shutting down: job released");
-            Disposition::Retry { after: Duration::ZERO }
+            Settled::new(Disposition::Retry { after: Duration::ZERO }, Outcome::Released, None)
         }
         // Fail the job for good.
         e @ ShardError::Timeout(_) => {
+            const CODE: &str = "JOB_TIMEOUT";
             remove_result(app, job_id).await;
-            transition(
-                app,
-                &lease.current(),
-                JobStatus::Failed,
-                Some(job_error("JOB_TIMEOUT", e.to_string())),
-            )
-            .await;
-            Disposition::Delete
+            transition(app, &lease.current(), JobStatus::Failed, Some(job_error(CODE, e.to_string()))).await;
+            Settled::new(Disposition::Delete, Outcome::Failed, Some(CODE))
         }
         ShardError::BadInput(reason) => {
-            transition(app, &lease.current(), JobStatus::Failed, Some(job_error("BAD_INPUT", reason))).await;
-            Disposition::Delete
+            const CODE: &str = "BAD_INPUT";
+            transition(app, &lease.current(), JobStatus::Failed, Some(job_error(CODE, reason))).await;
+            Settled::new(Disposition::Delete, Outcome::Failed, Some(CODE))
         }
         // Retry, until the last allowed delivery.
         e @ ShardError::Source(_) => retry_or_fail(app, delivery, lease, "SOURCE_ERROR", e).await,
@@ -95,19 +109,19 @@ async fn retry_or_fail(
     app: &App,
     delivery: &Delivery,
     lease: &Lease,
-    code: &str,
+    code: &'static str,
     error: ShardError,
-) -> Disposition {
+) -> Settled {
     if delivery.receive_count >= app.config.max_receive_count {
         tracing::error!(error = %error, receives = delivery.receive_count, "job failed on its last delivery");
         let failure = job_error(code, error.to_string());
         transition(app, &lease.current(), JobStatus::Failed, Some(failure)).await;
         // Left undeleted: the queue moves it to the dead-letter queue on its next receive.
-        Disposition::Retry { after: Duration::ZERO }
+        Settled::new(Disposition::Retry { after: Duration::ZERO }, Outcome::Failed, Some(code))
     } else {
         tracing::warn!(error = %error, receives = delivery.receive_count, "job failed; released for a retry");
         transition(app, &lease.current(), JobStatus::Queued, None).await;
-        Disposition::Retry { after: backoff(delivery) }
+        Settled::new(Disposition::Retry { after: backoff(delivery) }, Outcome::Retried, Some(code))
     }
 }
 
