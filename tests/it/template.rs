@@ -672,7 +672,13 @@ fn notifies_the_topic(alarm: &Value) -> bool {
 }
 
 /// The alarms on `metric` of `namespace` whose dimension `dimension` is `value`.
-fn alarms_on<'a>(t: &'a Value, namespace: &str, metric: &str, dimension: &str, value: &Value) -> Vec<&'a Value> {
+fn alarms_on<'a>(
+    t: &'a Value,
+    namespace: &str,
+    metric: &str,
+    dimension: &str,
+    value: &Value,
+) -> Vec<&'a Value> {
     of_type(t, "AWS::CloudWatch::Alarm")
         .into_iter()
         .map(|(_, a)| a)
@@ -723,7 +729,10 @@ fn operability_gaps(t: &Value) -> Vec<String> {
         match logging["LogGroup"]["Ref"].as_str() {
             Some(group) if r[group]["Type"] == "AWS::Logs::LogGroup" => {
                 if r[group]["Properties"]["RetentionInDays"] != json!({"Ref": "LogRetentionDays"}) {
-                    gaps.push(format!("{name}: log group {group} keeps {}", r[group]["Properties"]["RetentionInDays"]));
+                    gaps.push(format!(
+                        "{name}: log group {group} keeps {}",
+                        r[group]["Properties"]["RetentionInDays"]
+                    ));
                 }
                 if !groups.insert(group.to_owned()) {
                     gaps.push(format!("{name}: log group {group} shared with another function"));
@@ -756,8 +765,13 @@ fn operability_gaps(t: &Value) -> Vec<String> {
         gaps.push(format!("work queues: {work:?}"));
     }
     for q in &dead {
-        let alarms =
-            alarms_on(t, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", &json!({"Fn::GetAtt": [q, "QueueName"]}));
+        let alarms = alarms_on(
+            t,
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            "QueueName",
+            &json!({"Fn::GetAtt": [q, "QueueName"]}),
+        );
         let depth_over_zero = alarms.iter().any(|a| {
             a["Properties"]["Threshold"].as_f64() == Some(0.0)
                 && a["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
@@ -767,8 +781,13 @@ fn operability_gaps(t: &Value) -> Vec<String> {
         }
     }
     for q in &work {
-        let alarms =
-            alarms_on(t, "AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", &json!({"Fn::GetAtt": [q, "QueueName"]}));
+        let alarms = alarms_on(
+            t,
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            "QueueName",
+            &json!({"Fn::GetAtt": [q, "QueueName"]}),
+        );
         if !alarms.iter().any(|a| a["Properties"]["Threshold"] == json!({"Ref": "QueueAgeAlarmSeconds"})) {
             gaps.push(format!("{q}: no alarm on its oldest message's age over QueueAgeAlarmSeconds"));
         }
@@ -778,10 +797,15 @@ fn operability_gaps(t: &Value) -> Vec<String> {
     }
     for (name, alarm) in of_type(t, "AWS::CloudWatch::Alarm") {
         if !notifies_the_topic(alarm) {
-            gaps.push(format!("alarm {name} does not notify AlarmTopicArn: {}", alarm["Properties"]["AlarmActions"]));
+            gaps.push(format!(
+                "alarm {name} does not notify AlarmTopicArn: {}",
+                alarm["Properties"]["AlarmActions"]
+            ));
         }
     }
-    if t["Conditions"]["HasAlarmTopic"] != json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}) {
+    if t["Conditions"]["HasAlarmTopic"]
+        != json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]})
+    {
         gaps.push(format!("HasAlarmTopic: {}", t["Conditions"]["HasAlarmTopic"]));
     }
     if t["Parameters"]["AlarmTopicArn"]["Default"] != "" {
@@ -796,8 +820,11 @@ fn operability_gaps(t: &Value) -> Vec<String> {
             let body = d["Properties"]["DashboardBody"].to_string();
             let expected = functions.iter().map(|(n, _)| format!("${{{n}}}"));
             let queues = work.iter().chain(&dead).map(|q| format!("${{{q}.QueueName}}"));
-            let metrics = ["TraceJobs", "RunMs", "QueueWaitMs", "Records", "BytesStored", "ObjectWrites", "LatencyMs"];
-            for needle in expected.chain(queues).chain(["${TraceHttpApi}".to_owned()]).chain(metrics.map(String::from)) {
+            let metrics =
+                ["TraceJobs", "RunMs", "QueueWaitMs", "Records", "BytesStored", "ObjectWrites", "LatencyMs"];
+            for needle in
+                expected.chain(queues).chain(["${TraceHttpApi}".to_owned()]).chain(metrics.map(String::from))
+            {
                 if !body.contains(&needle) {
                     gaps.push(format!("the dashboard does not show {needle}"));
                 }
@@ -814,7 +841,9 @@ fn operability_gaps(t: &Value) -> Vec<String> {
     match configs.as_slice() {
         [c] => {
             let p = &c["Properties"];
-            if p["DestinationConfig"]["OnFailure"]["Destination"] != json!({"Fn::GetAtt": ["BackfillFailureQueue", "Arn"]}) {
+            if p["DestinationConfig"]["OnFailure"]["Destination"]
+                != json!({"Fn::GetAtt": ["BackfillFailureQueue", "Arn"]})
+            {
                 gaps.push(format!("the backfill's OnFailure: {}", p["DestinationConfig"]));
             }
             if p["MaximumRetryAttempts"].is_null() {
@@ -847,7 +876,10 @@ fn every_function_logs_json_at_a_level_into_its_own_group_is_traced_and_alarmed_
         "StatusFunction: LoggingConfig",
     );
     fails(
-        changed(&t, |t| t["Resources"]["SubmitFunction"]["Properties"]["LoggingConfig"]["ApplicationLogLevel"] = json!("DEBUG")),
+        changed(&t, |t| {
+            t["Resources"]["SubmitFunction"]["Properties"]["LoggingConfig"]["ApplicationLogLevel"] =
+                json!("DEBUG")
+        }),
         "SubmitFunction: LoggingConfig",
     );
     fails(
@@ -856,7 +888,10 @@ fn every_function_logs_json_at_a_level_into_its_own_group_is_traced_and_alarmed_
     );
     fails(
         changed(&t, |t| {
-            t["Resources"]["WorkerLightFunction"]["Properties"].as_object_mut().unwrap().remove("TracingConfig");
+            t["Resources"]["WorkerLightFunction"]["Properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("TracingConfig");
         }),
         "WorkerLightFunction: tracing",
     );
@@ -886,7 +921,10 @@ fn every_function_logs_json_at_a_level_into_its_own_group_is_traced_and_alarmed_
     );
     fails(
         changed(&t, |t| {
-            t["Resources"]["BackfillErrorsAlarm"]["Properties"].as_object_mut().unwrap().remove("AlarmActions");
+            t["Resources"]["BackfillErrorsAlarm"]["Properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("AlarmActions");
         }),
         "BackfillErrorsAlarm does not notify",
     );
@@ -916,7 +954,8 @@ fn samconfig(text: &str) -> Vec<((String, String), String)> {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = name.trim().to_owned();
         } else if let Some((key, value)) = line.split_once('=') {
-            entries.push(((section.clone(), key.trim().to_owned()), value.trim().trim_matches('"').to_owned()));
+            entries
+                .push(((section.clone(), key.trim().to_owned()), value.trim().trim_matches('"').to_owned()));
         }
     }
     entries
@@ -945,16 +984,22 @@ fn samconfig_gaps(text: &str, architectures: &[Value]) -> Vec<String> {
         }
     }
     // Once, in the section both `sam build` and `sam deploy` read.
-    let overrides: Vec<&((String, String), String)> =
-        entries.iter().filter(|((_, k), v)| k == "parameter_overrides" && v.contains("Architecture=")).collect();
+    let overrides: Vec<&((String, String), String)> = entries
+        .iter()
+        .filter(|((_, k), v)| k == "parameter_overrides" && v.contains("Architecture="))
+        .collect();
     match overrides.as_slice() {
         [((section, _), value)] if section == "default.global.parameters" => {
-            let arch = value.split_whitespace().find_map(|p| p.strip_prefix("Architecture=")).unwrap_or_default();
+            let arch =
+                value.split_whitespace().find_map(|p| p.strip_prefix("Architecture=")).unwrap_or_default();
             if !architectures.contains(&json!(arch)) {
                 gaps.push(format!("Architecture={arch} is not one of {architectures:?}"));
             }
         }
-        other => gaps.push(format!("the architecture is set {} times, or outside the global section: {other:?}", other.len())),
+        other => gaps.push(format!(
+            "the architecture is set {} times, or outside the global section: {other:?}",
+            other.len()
+        )),
     }
     if entries.iter().any(|((s, k), _)| k == "parameter_overrides" && s != "default.global.parameters") {
         gaps.push("a command's own parameter_overrides would replace the global one".to_owned());
@@ -975,7 +1020,10 @@ fn samconfig_builds_without_a_prompt_and_picks_the_architecture_once_for_build_a
     };
     fails(text.replace("beta_features = true\ncached", "cached"), "beta_features");
     fails(
-        text.replace("[default.build.parameters]\n", "[default.build.parameters]\nparameter_overrides = \"Architecture=x86_64\"\n"),
+        text.replace(
+            "[default.build.parameters]\n",
+            "[default.build.parameters]\nparameter_overrides = \"Architecture=x86_64\"\n",
+        ),
         "2 times",
     );
     fails(text.replace("Architecture=arm64", "Architecture=riscv"), "riscv");
@@ -987,7 +1035,10 @@ fn samconfig_builds_without_a_prompt_and_picks_the_architecture_once_for_build_a
     let release = cargo.split("[profile.release]").nth(1).expect("[profile.release]");
     let release = release.split("\n[").next().unwrap_or_default();
     for key in ["panic", "lto", "codegen-units", "strip"] {
-        assert!(release.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))), "[profile.release] {key}");
+        assert!(
+            release.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))),
+            "[profile.release] {key}"
+        );
     }
     for script in ["infra/sam-build.sh", "infra/bench.sh"] {
         let text = std::fs::read_to_string(format!("{REPO}/{script}")).expect(script);

@@ -12,12 +12,12 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
+use trace_core::config::LogFormat;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
-use trace_core::config::LogFormat;
 
 /// The filter used when neither `RUST_LOG` nor Lambda names a level.
 pub const DEFAULT_FILTER: &str = "info";
@@ -50,11 +50,13 @@ impl LogSettings {
         let json = match format {
             LogFormat::Json => true,
             LogFormat::Text => false,
-            LogFormat::Auto => match set("AWS_LAMBDA_LOG_FORMAT").map(|f| f.to_ascii_uppercase()).as_deref() {
-                Some("JSON") => true,
-                Some("TEXT") => false,
-                _ => set("AWS_LAMBDA_RUNTIME_API").is_some(),
-            },
+            LogFormat::Auto => {
+                match set("AWS_LAMBDA_LOG_FORMAT").map(|f| f.to_ascii_uppercase()).as_deref() {
+                    Some("JSON") => true,
+                    Some("TEXT") => false,
+                    _ => set("AWS_LAMBDA_RUNTIME_API").is_some(),
+                }
+            }
         };
         let service = set("POWERTOOLS_SERVICE_NAME")
             .or_else(|| set("AWS_LAMBDA_FUNCTION_NAME"))
@@ -142,7 +144,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         // Spans from the outermost in: an inner span's field wins over an outer one's.
         let mut fields = Map::new();
         if let Some(scope) = ctx.event_scope() {
@@ -237,7 +244,8 @@ mod tests {
     use super::*;
 
     fn choose(format: LogFormat, pairs: &[(&str, &str)]) -> LogSettings {
-        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         LogSettings::choose(format, "worker", |name| env.get(name).cloned())
     }
 
@@ -279,7 +287,10 @@ mod tests {
         assert_eq!(choose(LogFormat::Auto, &with_rust_log).filter, "debug");
         // LOG_FORMAT=text wins; Lambda's Text format is followed; Lambda without a format: JSON.
         assert!(!choose(LogFormat::Text, &lambda).json);
-        assert!(!choose(LogFormat::Auto, &[("AWS_LAMBDA_RUNTIME_API", "x"), ("AWS_LAMBDA_LOG_FORMAT", "Text")]).json);
+        assert!(
+            !choose(LogFormat::Auto, &[("AWS_LAMBDA_RUNTIME_API", "x"), ("AWS_LAMBDA_LOG_FORMAT", "Text")])
+                .json
+        );
         assert!(choose(LogFormat::Auto, &[("AWS_LAMBDA_RUNTIME_API", "x")]).json);
         assert!(choose(LogFormat::Json, &[]).json);
         // POWERTOOLS_SERVICE_NAME names the service first.
@@ -334,7 +345,8 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("starting");
             for id in ["8f5b-first", "a2c4-second"] {
-                let invoke = tracing::info_span!("Lambda runtime invoke", requestId = id, xrayTraceId = "1-abc");
+                let invoke =
+                    tracing::info_span!("Lambda runtime invoke", requestId = id, xrayTraceId = "1-abc");
                 let _invoke = invoke.enter();
                 let job = tracing::info_span!("job", job_id = "j-1", shard = 0u32);
                 let _job = job.enter();
@@ -352,7 +364,10 @@ mod tests {
             assert!(chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(), "{timestamp}");
             assert!(timestamp.ends_with('Z') && timestamp.len() == 24, "milliseconds, UTC: {timestamp}");
         }
-        assert_eq!((&lines[0]["level"], &lines[0]["message"]), (&Value::from("INFO"), &Value::from("starting")));
+        assert_eq!(
+            (&lines[0]["level"], &lines[0]["message"]),
+            (&Value::from("INFO"), &Value::from("starting"))
+        );
         assert_eq!(lines[0]["cold_start"], true);
         assert_eq!(lines[0]["function_request_id"], Value::Null);
 

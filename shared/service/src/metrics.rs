@@ -309,7 +309,10 @@ mod tests {
         let line = parse(&end.emf().render(1_764_530_000_123));
         check_emf(&line);
         assert_eq!(line["_aws"]["Timestamp"], 1_764_530_000_123i64);
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Queue"], ["Queue", "Outcome"]]));
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Queue"], ["Queue", "Outcome"]])
+        );
         let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap()
@@ -323,7 +326,10 @@ mod tests {
         assert_eq!(line["Records"], 4_667_096.0);
         assert_eq!(line["BytesStored"], 170_000_000.0);
         assert_eq!(line["ObjectWrites"], 191.0);
-        assert_eq!((&line["job_id"], &line["outcome"], &line["error_code"]), (&json!("0b8e"), &json!("failed"), &json!("JOB_TIMEOUT")));
+        assert_eq!(
+            (&line["job_id"], &line["outcome"], &line["error_code"]),
+            (&json!("0b8e"), &json!("failed"), &json!("JOB_TIMEOUT"))
+        );
         let finished = parse(&JobEnd { outcome: Outcome::Finished, error_code: None, ..end }.emf().render(0));
         assert_eq!((&finished["Outcome"], &finished["error_code"]), (&json!("finished"), &Value::Null));
     }
@@ -341,7 +347,10 @@ mod tests {
             .render(5),
         );
         check_emf(&line);
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Route"], ["Route", "Status"]]));
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Route"], ["Route", "Status"]])
+        );
         assert_eq!((&line["Route"], &line["Status"]), (&json!("GET /api/trace/job/{id}"), &json!("404")));
         assert_eq!((&line["LatencyMs"], &line["Requests"]), (&json!(3.0), &json!(1.0)));
         assert_eq!(line["request_id"], "r-1");

@@ -226,7 +226,8 @@ async fn write_result(
         tracing::debug!("every row read");
         let domains = chunks.finish(&message.domains).await?;
         tracing::debug!("every chunk stored");
-        manifest_size = Some(manifest::write(app, lease.meta(), message.profile, domains, aggregation).await?);
+        manifest_size =
+            Some(manifest::write(app, lease.meta(), message.profile, domains, aggregation).await?);
         manifest::mark_finished(app, lease, chunks.progress()).await?;
         Ok(chunks.progress().records_written)
     };
