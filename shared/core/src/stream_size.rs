@@ -9,8 +9,9 @@ use crate::ndjson::{chunk_lines, records_lines_len, StreamLine};
 /// gzip of the stream (zlib-rs, fast level, a full flush after each piece) against the stored gzip chunks
 /// (libdeflate level 1, one member per chunk) holding the same records: the stream's compressed
 /// `records` lines are at most this many times the chunks' `stored_bytes`, as a fraction
-/// (numerator, denominator). Measured at 1.29–1.37 on the reference dataset (seeded database and
-/// embedded dataset; chunks of 120 to 25,000 records, lines of 50 to 5,000): 1.6 leaves about 17% above
+/// (numerator, denominator). Measured at 1.41–1.43 (stream 5.2× smaller than the NDJSON, chunks 7.4×):
+/// 1.411–1.431 on the embedded dataset (chunks of 120 to 25,000 records, lines of 50 to 5,000;
+/// `results::tests`), 1.431 on the seeded database (`tests/it/lambda_limits.rs`). 1.6 leaves 12% above
 /// the highest measure. An estimate too low is caught while streaming (the stream then ends with an
 /// `error` line instead of being cut by Lambda); one too high only refuses a result that might have fit.
 pub const GZIP_OVER_STORED: (u64, u64) = (8, 5);

@@ -214,7 +214,7 @@ pub async fn stream(
             match pieces.next().await {
                 Some(piece) if piece.is_empty() => continue,
                 Some(piece) => {
-                    let (out, ended) = sender.send(&piece);
+                    let (out, ended) = sender.send(piece);
                     return Some((Ok(out), (pieces, sender, ended)));
                 }
                 None => {
@@ -227,7 +227,8 @@ pub async fn stream(
     Ok(StreamAnswer { bytes: plain, gzip, body })
 }
 
-/// Encodes the stream's pieces and keeps its bytes under the limit.
+/// Encodes the stream's pieces and keeps its gzip bytes under the limit (a plain stream's size is exact
+/// and was checked before the first byte: its pieces go out as they are).
 struct Sender {
     gzip: Option<GzipPieces>,
     limit: Option<u64>,
@@ -239,31 +240,27 @@ struct Sender {
 
 impl Sender {
     /// The bytes of one piece, and whether the stream ends with them: instead of a piece that would leave
-    /// less than [`END_RESERVE`] under the limit, the `error` line and the end.
-    fn send(&mut self, plain: &[u8]) -> (Bytes, bool) {
-        let out = match &mut self.gzip {
-            Some(gz) => gz.compress(plain),
-            None => plain.to_vec(),
+    /// less than [`END_RESERVE`] under the limit, the `error` line and the end of the gzip member.
+    fn send(&mut self, plain: Bytes) -> (Bytes, bool) {
+        let Some(gz) = &mut self.gzip else {
+            self.sent += plain.len() as u64;
+            return (plain, false);
         };
+        let mut out = gz.compress(&plain);
         let room = self.limit.map_or(u64::MAX, |limit| limit.saturating_sub(self.sent));
-        if (out.len() as u64).saturating_add(END_RESERVE) > room {
+        let ended = (out.len() as u64).saturating_add(END_RESERVE) > room;
+        if ended {
             tracing::warn!(job_id = %self.job_id, sent = self.sent, limit = self.limit, "stream stopped: its bytes would pass the limit");
-            let mut out = match &mut self.gzip {
-                Some(gz) => gz.compress(&self.too_large),
-                None => self.too_large.to_vec(),
-            };
-            if let Some(gz) = &mut self.gzip {
-                gz.commit(&self.too_large);
-                out.extend_from_slice(&gz.finish());
-            }
-            self.sent += out.len() as u64;
-            return (Bytes::from(out), true);
-        }
-        if let Some(gz) = &mut self.gzip {
-            gz.commit(plain);
+            // The piece's bytes are dropped (a full flush ended the previous piece, so nothing refers
+            // to them): the error line and the end follow what was sent.
+            out = gz.compress(&self.too_large);
+            gz.commit(&self.too_large);
+            out.extend_from_slice(&gz.finish());
+        } else {
+            gz.commit(&plain);
         }
         self.sent += out.len() as u64;
-        (Bytes::from(out), false)
+        (Bytes::from(out), ended)
     }
 
     /// The end of the body (gzip's trailer; nothing for plain NDJSON).
@@ -590,7 +587,7 @@ mod tests {
         for i in 0..1000 {
             // Hardly compressible lines, so the bytes grow fast.
             let piece = format!("{{\"n\":{i},\"x\":\"{}\"}}\n", uuid::Uuid::new_v4());
-            let (out, end) = sender.send(piece.as_bytes());
+            let (out, end) = sender.send(Bytes::from(piece.clone()));
             sent.extend_from_slice(&out);
             if end {
                 ended = true;
