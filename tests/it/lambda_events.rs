@@ -21,38 +21,38 @@ use trace_integration::pg_pool;
 use trace_integration::system::{sigv4_request, Options, System, SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY};
 
 /// The job id the event files use.
-const PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
+pub(crate) const PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
 /// Where the event files are.
 const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
 /// Longest wait for one answer.
-const ANSWER: Duration = Duration::from_secs(120);
+pub(crate) const ANSWER: Duration = Duration::from_secs(120);
 
 /// An event file.
-fn event(name: &str) -> Value {
+pub(crate) fn event(name: &str) -> Value {
     let path = format!("{EVENTS}/{name}");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// An event file with the placeholder job id replaced by `job_id`.
-fn event_for(name: &str, job_id: &str) -> Value {
+pub(crate) fn event_for(name: &str, job_id: &str) -> Value {
     let text = event(name).to_string();
     assert!(text.contains(PLACEHOLDER), "{name} has no placeholder job id");
     serde_json::from_str(&text.replace(PLACEHOLDER, job_id)).expect("JSON")
 }
 
 /// `CID-0000001`-style ids.
-fn cids(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+pub(crate) fn cids(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
     range.map(|i| format!("CID-{i:07}")).collect()
 }
 
 /// Starts a submit process that turns every request of more than one id into a job; its base URL.
-async fn async_submit(system: &mut System) -> String {
+pub(crate) async fn async_submit(system: &mut System) -> String {
     system.spawn_http("submit", &[("TRACE_ASYNC_CID_THRESHOLD", "1")]).await
 }
 
 /// Creates a job through `submit_url`; its id.
-async fn create_job(submit_url: &str, ids: &[String], domains: &[&str]) -> String {
+pub(crate) async fn create_job(submit_url: &str, ids: &[String], domains: &[&str]) -> String {
     // Signed as the events' IAM caller (SigV4 against the local credentials file), so the job belongs to
     // the principal the Lambda events carry.
     let body = serde_json::to_vec(&json!({ "container_ids": ids, "domains": domains })).expect("JSON");

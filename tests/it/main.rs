@@ -11,6 +11,7 @@ mod docs;
 mod functions_e2e;
 mod jobs_contract;
 mod lambda_events;
+mod lambda_limits;
 mod markers_contract;
 mod ownership;
 mod queue_contract;

@@ -111,7 +111,8 @@ pub struct HttpAnswer {
     pub headers: BTreeMap<String, String>,
     /// Cookies.
     pub cookies: Vec<String>,
-    /// The body (base64-decoded when the proxy response said so).
+    /// The body as sent (base64-decoded when the proxy response said so; still gzip when
+    /// `Content-Encoding` says so: see [`HttpAnswer::decoded`]).
     pub body: Bytes,
     /// Whether it was streamed.
     pub streamed: bool,
@@ -123,14 +124,31 @@ impl HttpAnswer {
         self.headers.get(name).map(String::as_str)
     }
 
-    /// The body as UTF-8 text.
-    pub fn text(&self) -> String {
-        String::from_utf8(self.body.to_vec()).expect("the body is UTF-8")
+    /// The body as an HTTP client reads it: gunzipped when `Content-Encoding: gzip` (one gzip member,
+    /// nothing after it), else as sent. [`body`](Self::body) keeps the bytes as sent.
+    pub fn decoded(&self) -> Bytes {
+        match self.header("content-encoding") {
+            Some(coding) if coding.eq_ignore_ascii_case("gzip") => {
+                use std::io::Read as _;
+                let mut decoder = flate2::read::GzDecoder::new(&self.body[..]);
+                let mut out = Vec::new();
+                decoder.read_to_end(&mut out).expect("the body is one valid gzip member");
+                assert!(decoder.into_inner().is_empty(), "bytes after the gzip member");
+                Bytes::from(out)
+            }
+            Some(other) => panic!("unexpected Content-Encoding {other}"),
+            None => self.body.clone(),
+        }
     }
 
-    /// The body as JSON; panics with the body when it is not.
+    /// The body (decoded) as UTF-8 text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.decoded().to_vec()).expect("the body is UTF-8")
+    }
+
+    /// The body (decoded) as JSON; panics with the body when it is not.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
+        serde_json::from_slice(&self.decoded())
             .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {:.500}", self.text()))
     }
 
@@ -644,6 +662,24 @@ mod tests {
         assert_eq!(e.error_type, "Runtime.StreamError");
         assert_eq!(e.body, Value::String("boom".into()));
         assert!(parse_streamed(true, b"{\"statusCode\":200}").is_err(), "no delimiter");
+    }
+
+    #[test]
+    fn a_gzip_body_is_read_decoded_and_kept_as_sent() {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(b"{\"type\":\"meta\"}\n").unwrap();
+        let gz = encoder.finish().unwrap();
+        let headers = BTreeMap::from([("content-encoding".to_owned(), "gzip".to_owned())]);
+        let a = HttpAnswer {
+            status: 200,
+            headers,
+            cookies: vec![],
+            body: Bytes::from(gz.clone()),
+            streamed: true,
+        };
+        assert_eq!(&a.body[..], &gz[..]);
+        assert_eq!(a.ndjson(), vec![serde_json::json!({"type": "meta"})]);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_HEAVY_CID_THRESHOLD", "40000", "Jobs with more ids than this, and every MSD job, go to the heavy queue; others to the light one.", "submit, backfill"),
     var("TRACE_MAX_BODY_BYTES", "8388608", "Largest request body accepted (413 PAYLOAD_TOO_LARGE above).", "submit"),
     var("TRACE_INLINE_MAX_BYTES", "5800000", "Byte budget of an inline answer, counted as Lambda's buffered response carries it (the JSON body as an escaped string: each quote counts twice; the limit is 6,291,556 bytes); a larger answer turns the request into a job (202).", "submit"),
+    var("TRACE_INLINE_LAMBDA_CLAMP", "true", "In Lambda, cap TRACE_INLINE_MAX_BYTES at Lambda's buffered limit minus the response envelope (6,291,556 - 4,096 = 6,287,460 bytes), so that a budget set too high turns a large answer into a job instead of an invocation that fails; false keeps the value as configured.", "submit"),
+    var("TRACE_STREAM_MAX_BYTES", "auto", "Most bytes the stream route sends (compressed bytes when it compresses). A result that cannot fit is refused before its first byte (413 RESULT_TOO_LARGE_FOR_STREAM, naming GET /api/trace/job/{id}/chunks). auto: in Lambda 199,229,440 (200 MiB streamed limit minus 10 MiB: also under 200,000,000, with room for the prelude and a final error line), 4,715,595 with TRACE_STREAM_RESPONSE=buffered (6,291,556 minus a 4,096-byte envelope, times 3/4 for base64); unlimited in a local process. A number overrides.", "stream"),
+    var("TRACE_STREAM_COMPRESSION", "auto", "gzip of the stream route's answer when the caller's Accept-Encoding accepts gzip: gzip (always then), off (never), or auto (gzip in Lambda, off in a local process).", "stream"),
     var("TRACE_STREAM_BATCH_SIZE", "5000", "Most records per `records` line of the stream (a stored chunk is sent as one or more lines).", "stream"),
     var("TRACE_CHUNK_RECORDS", "25000", "Records per stored result chunk: the object size (about 0.6 MB of gzip). Larger chunks mean fewer object writes (the main cost of a job), a page reads one chunk whatever its size.", "worker"),
     var("TRACE_CHUNK_ENCODING", "gzip", "How result chunks are stored: gzip (stored with Content-Encoding: gzip, so chunk URLs decode in a browser or `curl --compressed`; about 7.6× smaller), lz4 (an LZ4 block, about 4.8×) or plain (the NDJSON as is). Readers handle all three.", "worker"),
@@ -96,6 +99,37 @@ pub struct ConfigError {
     pub expected: &'static str,
 }
 
+/// Lambda's limit on a buffered answer (and on an event), in bytes, as Lambda counts it.
+pub const LAMBDA_BUFFERED_LIMIT_BYTES: usize = 6_291_556;
+
+/// Lambda's limit on a streamed answer: 200 MiB.
+pub const LAMBDA_STREAMED_LIMIT_BYTES: u64 = 200 * 1024 * 1024;
+
+/// What the stream keeps free under [`LAMBDA_STREAMED_LIMIT_BYTES`]: 10 MiB, so that the limit also holds
+/// if AWS's "200 MB" means 200,000,000 bytes (199,229,440 is 770,560 bytes under it), with room for the
+/// prelude of the answer (status and headers, under 1 KiB) and the `error` line that ends a stream
+/// which would pass the limit (under 1 KiB).
+pub const LAMBDA_STREAM_MARGIN_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Bytes of a buffered Lambda HTTP answer around its body (`statusCode`, `headers`,
+/// `multiValueHeaders`, `isBase64Encoded`, `cookies`: a few hundred bytes for this service's headers),
+/// generously.
+pub const LAMBDA_RESPONSE_ENVELOPE_BYTES: usize = 4_096;
+
+/// The stream route's limit in Lambda when its answers are buffered (`TRACE_STREAM_RESPONSE=buffered`):
+/// `lambda_http` sends an NDJSON or gzip body base64-encoded, 4 bytes for every 3.
+pub const LAMBDA_BUFFERED_STREAM_LIMIT_BYTES: u64 =
+    ((LAMBDA_BUFFERED_LIMIT_BYTES - LAMBDA_RESPONSE_ENVELOPE_BYTES) / 4 * 3) as u64;
+
+/// Whether the stream route may gzip its answer (`TRACE_STREAM_COMPRESSION`, resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCompression {
+    /// gzip when the caller's `Accept-Encoding` accepts it.
+    Gzip,
+    /// Never: always the plain NDJSON.
+    Off,
+}
+
 /// Admission limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -107,7 +141,8 @@ pub struct Limits {
     pub heavy_cid_threshold: usize,
     /// `TRACE_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
-    /// `TRACE_INLINE_MAX_BYTES`.
+    /// `TRACE_INLINE_MAX_BYTES`, in Lambda at most [`LAMBDA_BUFFERED_LIMIT_BYTES`] minus
+    /// [`LAMBDA_RESPONSE_ENVELOPE_BYTES`] (unless `TRACE_INLINE_LAMBDA_CLAMP=false`).
     pub inline_max_bytes: usize,
 }
 
@@ -177,6 +212,10 @@ pub struct Config {
     pub limits: Limits,
     /// `TRACE_STREAM_BATCH_SIZE`.
     pub stream_batch_size: usize,
+    /// `TRACE_STREAM_MAX_BYTES`, resolved: the most bytes the stream route sends (None: no limit).
+    pub stream_max_bytes: Option<u64>,
+    /// `TRACE_STREAM_COMPRESSION`, resolved.
+    pub stream_compression: StreamCompression,
     /// `TRACE_CHUNK_RECORDS`.
     pub chunk_records: usize,
     /// `TRACE_CHUNK_ENCODING`.
@@ -260,6 +299,8 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("limits", &self.limits)
             .field("stream_batch_size", &self.stream_batch_size)
+            .field("stream_max_bytes", &self.stream_max_bytes)
+            .field("stream_compression", &self.stream_compression)
             .field("chunk_records", &self.chunk_records)
             .field("chunk_encoding", &self.chunk_encoding)
             .field("fetch_size", &self.fetch_size)
@@ -723,9 +764,34 @@ impl Config {
             &[("auto", MetricsMode::Auto), ("emf", MetricsMode::Emf), ("off", MetricsMode::Off)],
             "emf, off or auto",
         )?;
+        let lambda = (r.lookup)("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.trim().is_empty());
+        let mut limits = limits;
+        let clamp =
+            r.choice("TRACE_INLINE_LAMBDA_CLAMP", &[("true", true), ("false", false)], "true or false")?;
+        if lambda && clamp {
+            limits.inline_max_bytes =
+                limits.inline_max_bytes.min(LAMBDA_BUFFERED_LIMIT_BYTES - LAMBDA_RESPONSE_ENVELOPE_BYTES);
+        }
+        let stream_max_bytes = match r.text("TRACE_STREAM_MAX_BYTES").as_str() {
+            "auto" if !lambda => None,
+            "auto" if stream_responses => Some(LAMBDA_STREAMED_LIMIT_BYTES - LAMBDA_STREAM_MARGIN_BYTES),
+            "auto" => Some(LAMBDA_BUFFERED_STREAM_LIMIT_BYTES),
+            _ => Some(r.number("TRACE_STREAM_MAX_BYTES", 1, u64::MAX, "auto or a number of bytes from 1")?),
+        };
+        let stream_compression = match r.choice(
+            "TRACE_STREAM_COMPRESSION",
+            &[("auto", None), ("gzip", Some(StreamCompression::Gzip)), ("off", Some(StreamCompression::Off))],
+            "auto, gzip or off",
+        )? {
+            Some(chosen) => chosen,
+            None if lambda => StreamCompression::Gzip,
+            None => StreamCompression::Off,
+        };
         let config = Config {
             limits,
             stream_batch_size: r.count("TRACE_STREAM_BATCH_SIZE")?,
+            stream_max_bytes,
+            stream_compression,
             chunk_records: r.count("TRACE_CHUNK_RECORDS")?,
             chunk_encoding,
             fetch_size: r.count("DB_SLOW_FETCHMANY_SIZE")?,
@@ -1020,6 +1086,49 @@ mod tests {
         assert_eq!(with(&[]).unwrap().stream_base_url, None);
         let c = with(&[("TRACE_STREAM_BASE_URL", "https://abc.lambda-url.eu-west-1.on.aws/")]).unwrap();
         assert_eq!(c.stream_base_url.as_deref(), Some("https://abc.lambda-url.eu-west-1.on.aws"));
+    }
+
+    #[test]
+    fn stream_limit_and_compression_resolve_by_where_the_process_runs() {
+        let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
+        let local = with(&[]).unwrap();
+        assert_eq!((local.stream_max_bytes, local.stream_compression), (None, StreamCompression::Off));
+        let c = with(&[lambda]).unwrap();
+        assert_eq!((c.stream_max_bytes, c.stream_compression), (Some(199_229_440), StreamCompression::Gzip));
+        assert!(c.stream_max_bytes.unwrap() < 200_000_000, "under 200 MB however AWS counts it");
+        let buffered = with(&[lambda, ("TRACE_STREAM_RESPONSE", "buffered")]).unwrap();
+        // Base64 of the limit plus the envelope fits Lambda's buffered limit.
+        let limit = buffered.stream_max_bytes.unwrap() as usize;
+        assert!(limit.div_ceil(3) * 4 + LAMBDA_RESPONSE_ENVELOPE_BYTES <= LAMBDA_BUFFERED_LIMIT_BYTES);
+        let set = with(&[lambda, ("TRACE_STREAM_MAX_BYTES", "1000"), ("TRACE_STREAM_COMPRESSION", "off")]);
+        let set = set.unwrap();
+        assert_eq!((set.stream_max_bytes, set.stream_compression), (Some(1000), StreamCompression::Off));
+        let local =
+            with(&[("TRACE_STREAM_MAX_BYTES", "5000"), ("TRACE_STREAM_COMPRESSION", "gzip")]).unwrap();
+        assert_eq!((local.stream_max_bytes, local.stream_compression), (Some(5000), StreamCompression::Gzip));
+        for (var, bad) in [
+            ("TRACE_STREAM_MAX_BYTES", "0"),
+            ("TRACE_STREAM_MAX_BYTES", "lots"),
+            ("TRACE_STREAM_COMPRESSION", "br"),
+        ] {
+            assert_eq!(with(&[(var, bad)]).unwrap_err().var, var, "{var}={bad}");
+        }
+    }
+
+    #[test]
+    fn in_lambda_the_inline_budget_is_clamped_to_lambda_s_limit() {
+        let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
+        let too_high = ("TRACE_INLINE_MAX_BYTES", "7000000");
+        assert_eq!(with(&[too_high]).unwrap().limits.inline_max_bytes, 7_000_000, "not clamped locally");
+        let clamped = with(&[lambda, too_high]).unwrap().limits.inline_max_bytes;
+        assert_eq!(clamped, LAMBDA_BUFFERED_LIMIT_BYTES - LAMBDA_RESPONSE_ENVELOPE_BYTES);
+        assert_eq!(with(&[lambda]).unwrap().limits.inline_max_bytes, 5_800_000, "the default is under it");
+        let unclamped = with(&[lambda, too_high, ("TRACE_INLINE_LAMBDA_CLAMP", "false")]).unwrap();
+        assert_eq!(unclamped.limits.inline_max_bytes, 7_000_000);
+        assert_eq!(
+            with(&[lambda, ("TRACE_INLINE_LAMBDA_CLAMP", "no")]).unwrap_err().var,
+            "TRACE_INLINE_LAMBDA_CLAMP"
+        );
     }
 
     #[test]

@@ -79,6 +79,23 @@ pub enum TraceError {
     /// The job finished but its result is gone.
     #[error("the result of job {0} has expired")]
     JobResultExpired(String),
+    /// The job's NDJSON stream cannot fit the stream route's byte limit (`TRACE_STREAM_MAX_BYTES`:
+    /// Lambda's cap on a streamed answer), not even gzip-compressed when the caller accepts gzip: the
+    /// result is read through its chunk URLs instead.
+    #[error(
+        "the result of job {job_id} is {bytes} bytes of NDJSON, more than the stream can send ({limit} bytes{gzip}): read it through GET /api/trace/job/{job_id}/chunks",
+        gzip = if *.gzip_accepted { ", even compressed" } else { "; accepting gzip may help" }
+    )]
+    ResultTooLargeForStream {
+        /// The job.
+        job_id: String,
+        /// Size of the plain NDJSON stream.
+        bytes: u64,
+        /// The stream's limit.
+        limit: u64,
+        /// Whether the caller accepted gzip (so the compressed size was considered too).
+        gzip_accepted: bool,
+    },
     /// Rate limit hit.
     #[error("too many requests; retry after {retry_after_seconds} s")]
     TooManyRequests {
@@ -150,6 +167,7 @@ impl TraceError {
             TraceError::JobNotComplete { .. } => "JOB_NOT_COMPLETE",
             TraceError::JobNotCancellable { .. } => "JOB_NOT_CANCELLABLE",
             TraceError::JobResultExpired(_) => "JOB_RESULT_EXPIRED",
+            TraceError::ResultTooLargeForStream { .. } => "RESULT_TOO_LARGE_FOR_STREAM",
             TraceError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             TraceError::Unauthorized(_) => "UNAUTHORIZED",
             TraceError::RateLimitUnavailable => "RATE_LIMIT_UNAVAILABLE",
@@ -169,7 +187,9 @@ impl TraceError {
             | TraceError::UnknownDomain(_)
             | TraceError::UnknownProfile(_)
             | TraceError::InvalidParameter { .. } => 400,
-            TraceError::PayloadTooLarge { .. } | TraceError::CidLimitExceeded { .. } => 413,
+            TraceError::PayloadTooLarge { .. }
+            | TraceError::CidLimitExceeded { .. }
+            | TraceError::ResultTooLargeForStream { .. } => 413,
             TraceError::JobNotFound(_) | TraceError::JobResultExpired(_) | TraceError::NoSuchRoute => 404,
             TraceError::JobNotComplete { .. } | TraceError::JobNotCancellable { .. } => 409,
             TraceError::TooManyRequests { .. } => 429,
@@ -217,6 +237,9 @@ impl TraceError {
             }
             TraceError::PayloadTooLarge { bytes, limit } => {
                 json!({ "bytes": bytes, "limit": limit })
+            }
+            TraceError::ResultTooLargeForStream { job_id, bytes, limit, .. } => {
+                json!({ "bytes": bytes, "limit": limit, "chunks_url": format!("/api/trace/job/{job_id}/chunks") })
             }
             TraceError::InvalidContainerId { index, .. } => json!({ "index": index }),
             TraceError::JobNotComplete { status } | TraceError::JobNotCancellable { status } => {
@@ -330,6 +353,27 @@ mod tests {
         assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
         assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
         assert!(body["meta"]["timestamp"].is_string());
+    }
+
+    #[test]
+    fn a_result_too_large_for_the_stream_names_the_chunks_route() {
+        let e = TraceError::ResultTooLargeForStream {
+            job_id: "j-1".into(),
+            bytes: 808_000_000,
+            limit: 199_229_440,
+            gzip_accepted: true,
+        };
+        assert_eq!(e.http_status(), 413);
+        let body = e.body();
+        assert_eq!(body["code"], "RESULT_TOO_LARGE_FOR_STREAM");
+        assert_eq!(body["error"]["code"], "RESULT_TOO_LARGE_FOR_STREAM");
+        assert_eq!((body["bytes"].as_u64(), body["limit"].as_u64()), (Some(808_000_000), Some(199_229_440)));
+        assert_eq!(body["chunks_url"], "/api/trace/job/j-1/chunks");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("GET /api/trace/job/j-1/chunks") && message.contains("808000000"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod profile;
 pub mod queue;
 pub mod record;
 pub mod request;
+pub mod stream_size;
 
 pub use admission::Admission;
 pub use auth::Principal;

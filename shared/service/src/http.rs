@@ -224,17 +224,36 @@ async fn list_handler(
     Ok(Json(status::list(&app, &principal, q.status.as_deref(), q.limit.as_deref()).await?).into_response())
 }
 
+/// The response header with the plain NDJSON stream's size in bytes (for the caller's progress; the
+/// body is shorter when it is gzip).
+pub const STREAM_BYTES_HEADER: &str = "x-trace-stream-bytes";
+
+/// `GET /api/trace/job/{id}/stream`: the NDJSON stream, gzip when the caller accepts it and compression
+/// is on ([`results::stream`]), or 413 `RESULT_TOO_LARGE_FOR_STREAM` before the first byte.
 async fn stream_handler(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let body = results::stream(&app, &principal, &id).await?;
-    Ok((
+    // Every Accept-Encoding field counts, as one list.
+    let accept: Vec<&str> =
+        headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).collect();
+    let answer = results::stream(&app, &principal, &id, Some(&accept.join(","))).await?;
+    let mut response = (
         [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")],
-        Body::from_stream(body),
+        Body::from_stream(answer.body),
     )
-        .into_response())
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(STREAM_BYTES_HEADER, HeaderValue::from(answer.bytes));
+    if app.config.stream_compression == trace_core::config::StreamCompression::Gzip {
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if answer.gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(response)
 }
 
 /// Query of `GET /api/trace/job/{id}/result`.

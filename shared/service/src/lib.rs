@@ -17,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod backfill;
 pub mod engine;
+pub mod gzip_stream;
 pub mod http;
 pub mod inline;
 pub mod metrics;

@@ -5,13 +5,16 @@
 //! the chunks that cover it.
 
 use bytes::Bytes;
-use futures::stream::{self, Stream};
+use futures::stream::{self, Stream, StreamExt};
 use trace_core::api::{DomainPage, EventsAnswer, RenderedRecords, ResultPage};
+use trace_core::config::StreamCompression;
 use trace_core::layout::{self, ChunkCorrupt, ChunkEntry, Manifest};
 use trace_core::ndjson::{write_records_lines, StreamLine};
 use trace_core::ports::StoreError;
+use trace_core::stream_size;
 use trace_core::{Domain, JobStatus, Principal, TraceError};
 
+use crate::gzip_stream::{self, GzipPieces};
 use crate::status::{job_store_unavailable, parse_job_id};
 use crate::App;
 
@@ -121,17 +124,157 @@ enum Step {
     Done,
 }
 
+/// The stream route's answer: its body, and what the handler tells in headers.
+pub struct StreamAnswer<S> {
+    /// Size of the plain NDJSON stream (`x-trace-stream-bytes`), exact, known before the first byte.
+    pub bytes: u64,
+    /// Whether the body is gzip (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// The body.
+    pub body: S,
+}
+
+/// How a result of `plain` bytes (gzip estimated at `gzip_estimate`) is sent under `limit`: plain or gzip
+/// (whenever the caller accepts it), or not at all (None).
+pub fn plan(plain: u64, gzip_estimate: u64, gzip_accepted: bool, limit: Option<u64>) -> Option<bool> {
+    let fits = |size: u64| limit.is_none_or(|limit| size <= limit);
+    if fits(plain) {
+        Some(gzip_accepted)
+    } else if gzip_accepted && fits(gzip_estimate.saturating_add(END_RESERVE)) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Bytes kept free under the limit while sending gzip, for the end: the `error` line of a stream that
+/// would pass the limit (about 250 bytes, compressed or stored) and the member's last block and trailer.
+const END_RESERVE: u64 = 1024;
+
 /// The NDJSON stream of a finished job: `meta`, per domain `domain_start` / `records`… /
 /// `domain_end`, `aggregation` (MSD), `complete`. A chunk that cannot be read ends the stream with an
 /// `error` line.
+///
+/// Before the first byte its size is known from the manifest ([`stream_size::plain_len`]). The body is
+/// gzip when compression is on (`TRACE_STREAM_COMPRESSION`) and `accept_encoding` accepts it. A result
+/// that cannot fit `TRACE_STREAM_MAX_BYTES` — plain, or gzip as estimated
+/// ([`stream_size::gzip_estimate`]) when accepted — is refused: `RESULT_TOO_LARGE_FOR_STREAM`. Should
+/// the gzip bytes pass the limit all the same, the stream ends with an `error` line of that code where
+/// Lambda would have cut it. One chunk is held at a time.
 pub async fn stream(
     app: &App,
     principal: &Principal,
     id: &str,
-) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static, TraceError> {
+    accept_encoding: Option<&str>,
+) -> Result<StreamAnswer<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>, TraceError> {
     let manifest = finished_manifest(app, principal, id).await?;
-    let app = app.clone();
-    Ok(stream::unfold((Step::Meta, app, manifest), |(step, app, m)| async move {
+    let batch_size = app.config.stream_batch_size as u64;
+    let plain = stream_size::plain_len(&manifest, batch_size);
+    let gzip_accepted = app.config.stream_compression == StreamCompression::Gzip
+        && gzip_stream::accepts_gzip(accept_encoding);
+    let limit = app.config.stream_max_bytes;
+    let estimate = stream_size::gzip_estimate(&manifest, batch_size);
+    let Some(gzip) = plan(plain, estimate, gzip_accepted, limit) else {
+        tracing::info!(
+            job_id = id,
+            bytes = plain,
+            gzip_estimate = estimate,
+            limit,
+            gzip_accepted,
+            "result too large for the stream"
+        );
+        return Err(TraceError::ResultTooLargeForStream {
+            job_id: id.to_owned(),
+            bytes: plain,
+            limit: limit.unwrap_or(u64::MAX),
+            gzip_accepted,
+        });
+    };
+    let too_large = line(&StreamLine::Error {
+        code: "RESULT_TOO_LARGE_FOR_STREAM".to_owned(),
+        message: format!(
+            "the stream would pass its limit of {} bytes: read the result through GET /api/trace/job/{id}/chunks",
+            limit.unwrap_or(u64::MAX)
+        ),
+    });
+    let sender = Sender {
+        gzip: gzip.then(GzipPieces::default),
+        // The plain size is exact: only gzip, estimated, is watched.
+        limit: if gzip { limit } else { None },
+        sent: 0,
+        too_large,
+        job_id: manifest.job_id.to_string(),
+    };
+    let pieces = Box::pin(lines(app.clone(), manifest));
+    let body = stream::unfold((pieces, sender, false), |(mut pieces, mut sender, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            match pieces.next().await {
+                Some(piece) if piece.is_empty() => continue,
+                Some(piece) => {
+                    let (out, ended) = sender.send(piece);
+                    return Some((Ok(out), (pieces, sender, ended)));
+                }
+                None => {
+                    let out = sender.finish();
+                    return (!out.is_empty()).then(|| (Ok(out), (pieces, sender, true)));
+                }
+            }
+        }
+    });
+    Ok(StreamAnswer { bytes: plain, gzip, body })
+}
+
+/// Encodes the stream's pieces and keeps its gzip bytes under the limit (a plain stream's size is exact
+/// and was checked before the first byte: its pieces go out as they are).
+struct Sender {
+    gzip: Option<GzipPieces>,
+    limit: Option<u64>,
+    sent: u64,
+    /// The `error` line that ends a stream that would pass the limit.
+    too_large: Bytes,
+    job_id: String,
+}
+
+impl Sender {
+    /// The bytes of one piece, and whether the stream ends with them: instead of a piece that would leave
+    /// less than [`END_RESERVE`] under the limit, the `error` line and the end of the gzip member.
+    fn send(&mut self, plain: Bytes) -> (Bytes, bool) {
+        let Some(gz) = &mut self.gzip else {
+            self.sent += plain.len() as u64;
+            return (plain, false);
+        };
+        let mut out = gz.compress(&plain);
+        let room = self.limit.map_or(u64::MAX, |limit| limit.saturating_sub(self.sent));
+        let ended = (out.len() as u64).saturating_add(END_RESERVE) > room;
+        if ended {
+            tracing::warn!(job_id = %self.job_id, sent = self.sent, limit = self.limit, "stream stopped: its bytes would pass the limit");
+            // The piece's bytes are dropped (a full flush ended the previous piece, so nothing refers
+            // to them): the error line and the end follow what was sent.
+            out = gz.compress(&self.too_large);
+            gz.commit(&self.too_large);
+            out.extend_from_slice(&gz.finish());
+        } else {
+            gz.commit(&plain);
+        }
+        self.sent += out.len() as u64;
+        (Bytes::from(out), ended)
+    }
+
+    /// The end of the body (gzip's trailer; nothing for plain NDJSON).
+    fn finish(&mut self) -> Bytes {
+        let out = self.gzip.as_mut().map(GzipPieces::finish).unwrap_or_default();
+        self.sent += out.len() as u64;
+        Bytes::from(out)
+    }
+}
+
+/// The plain NDJSON of the stream, in pieces: one line, or the `records` lines of one chunk (read when
+/// the previous piece has been taken).
+fn lines(app: App, manifest: Manifest) -> impl Stream<Item = Bytes> + Send + 'static {
+    stream::unfold((Step::Meta, app, manifest), |(step, app, m)| async move {
         let (out, next) = match step {
             Step::Done => return None,
             Step::Meta => {
@@ -143,7 +286,7 @@ pub async fn stream(
             }
             Step::DomainStart(d) if d >= m.domains.len() => {
                 let next = if m.aggregation.is_some() { Step::Aggregation } else { Step::Complete };
-                return Some((Ok(Bytes::new()), (next, app, m)));
+                return Some((Bytes::new(), (next, app, m)));
             }
             Step::DomainStart(d) => {
                 let dm = &m.domains[d];
@@ -153,7 +296,7 @@ pub async fn stream(
                 )
             }
             Step::Chunk(d, c, _) if c >= m.domains[d].chunks.len() => {
-                return Some((Ok(Bytes::new()), (Step::DomainEnd(d), app, m)));
+                return Some((Bytes::new(), (Step::DomainEnd(d), app, m)));
             }
             Step::Chunk(d, c, batch) => {
                 let dm = &m.domains[d];
@@ -184,8 +327,8 @@ pub async fn stream(
             }
             Step::Complete => (line(&StreamLine::Complete { total_records: m.total_records }), Step::Done),
         };
-        Some((Ok(out), (next, app, m)))
-    }))
+        Some((out, (next, app, m)))
+    })
 }
 
 fn parse_number(
@@ -262,4 +405,217 @@ pub async fn page(
     answer
         .to_json(capacity)
         .map_err(|e| TraceError::Internal(format!("a result page of {id} is not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::sync::Arc;
+    use trace_adapters::runtime::{Backends, BackendsFromConfig};
+    use trace_core::{Config, QueueKind, TraceRequest};
+
+    fn config(vars: &[(&str, &str)], dir: &str) -> Config {
+        Config::from_lookup(|name| match vars.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => Some(v.to_string()),
+            None if name == "TRACE_AUTH" => Some("open".to_owned()),
+            None if name == "TRACE_LOCAL_DIR" => Some(dir.to_owned()),
+            None => None,
+        })
+        .unwrap()
+    }
+
+    /// An app over the embedded stand-ins (the reference dataset) with `vars`, and a finished job of
+    /// `ids` containers over holds and history, stored in chunks of `chunk_records`.
+    async fn finished_job(ids: u64, chunk_records: usize) -> (App, String) {
+        let dir = std::env::temp_dir().join(format!("trace-results-test-{}", uuid::Uuid::new_v4().simple()));
+        let records = chunk_records.to_string();
+        let config = config(&[("TRACE_CHUNK_RECORDS", &records)], &dir.display().to_string());
+        let app = App::new(config.clone(), Backends::from_config(&config).await.unwrap());
+        let ids: Vec<String> = (1..=ids).map(trace_dataset::container_id).collect();
+        let body = serde_json::json!({ "container_ids": ids, "domains": ["holds", "history"] });
+        let request = TraceRequest::parse(body.to_string().as_bytes(), usize::MAX).unwrap();
+        let accepted =
+            crate::submit::enqueue(&app, &Principal::local(), &request, QueueKind::Light).await.unwrap();
+        let queue = app.backends.light.clone();
+        let deliveries = queue
+            .receive(1, std::time::Duration::from_secs(1), std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+        let (_, shutdown) = tokio::sync::watch::channel(false);
+        let disposition = crate::worker::handle_delivery(&app, &queue, &deliveries[0], shutdown, None).await;
+        crate::worker::settle_message(queue.as_ref(), &deliveries[0], disposition).await;
+        (app, accepted.job_id.to_string())
+    }
+
+    /// `app` with other stream settings.
+    fn with(app: &App, vars: &[(&str, &str)]) -> App {
+        let mut changed = app.clone();
+        changed.config = Arc::new(config(vars, &app.config.local_dir));
+        changed
+    }
+
+    async fn body(app: &App, id: &str, accept: Option<&str>) -> Result<(u64, bool, Vec<u8>), TraceError> {
+        let answer = stream(app, &Principal::local(), id, accept).await?;
+        let pieces: Vec<Bytes> = answer.body.map(|p| p.unwrap()).collect().await;
+        Ok((answer.bytes, answer.gzip, pieces.concat()))
+    }
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data).read_to_end(&mut out).expect("one valid gzip member");
+        out
+    }
+
+    fn stored(manifest: &Manifest) -> u64 {
+        manifest.domains.iter().flat_map(|d| &d.chunks).map(|c| c.stored_bytes.unwrap_or(c.bytes)).sum()
+    }
+
+    #[tokio::test]
+    async fn the_size_known_before_the_first_byte_is_the_size_streamed() {
+        for (ids, chunk_records) in [(40, 100), (150, 1000), (150, 25_000)] {
+            let (app, id) = finished_job(ids, chunk_records).await;
+            for batch in ["1", "7", "50", "5000"] {
+                let app = with(&app, &[("TRACE_STREAM_BATCH_SIZE", batch)]);
+                let (bytes, gzip, plain) = body(&app, &id, Some("gzip")).await.unwrap();
+                assert!(!gzip, "compression is off locally by default");
+                assert_eq!(
+                    bytes,
+                    plain.len() as u64,
+                    "{ids} ids, chunks of {chunk_records}, lines of {batch}"
+                );
+                let manifest = finished_manifest(&app, &Principal::local(), &id).await.unwrap();
+                let last = String::from_utf8(plain).unwrap().lines().last().unwrap().to_owned();
+                assert_eq!(
+                    last,
+                    format!("{{\"type\":\"complete\",\"total_records\":{}}}", manifest.total_records)
+                );
+            }
+        }
+    }
+
+    /// gzip when accepted: the same lines, one member; its size against the stored chunks' (the figure
+    /// behind `GZIP_OVER_STORED`) is printed.
+    #[tokio::test]
+    async fn gzip_when_accepted_decodes_to_the_plain_stream_within_the_estimate() {
+        for (ids, chunk_records, batch) in [(300, 25_000, "5000"), (300, 1000, "500"), (300, 120, "50")] {
+            let (app, id) = finished_job(ids, chunk_records).await;
+            let plain_app = with(&app, &[("TRACE_STREAM_BATCH_SIZE", batch)]);
+            let gzip_app =
+                with(&app, &[("TRACE_STREAM_BATCH_SIZE", batch), ("TRACE_STREAM_COMPRESSION", "gzip")]);
+            let (bytes, gzip, plain) = body(&plain_app, &id, Some("gzip")).await.unwrap();
+            assert!(!gzip);
+            for refused in [None, Some(""), Some("identity"), Some("gzip;q=0"), Some("br, deflate")] {
+                let (_, gzip, same) = body(&gzip_app, &id, refused).await.unwrap();
+                assert!(!gzip, "{refused:?}");
+                assert_eq!(same, plain, "{refused:?}");
+            }
+            let (gz_bytes, gzip, compressed) =
+                body(&gzip_app, &id, Some("deflate, gzip;q=0.8")).await.unwrap();
+            assert!(gzip);
+            assert_eq!(gz_bytes, bytes, "x-trace-stream-bytes is the plain size");
+            assert_eq!(gunzip(&compressed), plain);
+            let manifest = finished_manifest(&app, &Principal::local(), &id).await.unwrap();
+            let estimate = stream_size::gzip_estimate(&manifest, batch.parse().unwrap());
+            let stored = stored(&manifest);
+            eprintln!(
+                "chunks of {chunk_records}, lines of {batch}: plain {bytes}, gzip {} ({:.2}x), stored {stored}, gzip/stored {:.3}, estimate {estimate}",
+                compressed.len(),
+                bytes as f64 / compressed.len() as f64,
+                compressed.len() as f64 / stored as f64
+            );
+            assert!(compressed.len() as u64 <= estimate, "the estimate is not below the real size");
+            assert!(estimate < compressed.len() as u64 * 3 / 2, "and not far above it");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_over_the_limit_is_refused_before_its_first_byte_unless_it_fits_compressed() {
+        let (app, id) = finished_job(300, 1000).await;
+        let (plain, _, _) = body(&app, &id, None).await.unwrap();
+        let limit = (plain / 2).to_string();
+        let gzip_app =
+            with(&app, &[("TRACE_STREAM_MAX_BYTES", &limit), ("TRACE_STREAM_COMPRESSION", "gzip")]);
+        // Without gzip: refused, with the sizes and the chunks route.
+        for accept in [None, Some("identity")] {
+            let Err(e) = body(&gzip_app, &id, accept).await else { panic!("over the limit: refused") };
+            assert_eq!(
+                e,
+                TraceError::ResultTooLargeForStream {
+                    job_id: id.clone(),
+                    bytes: plain,
+                    limit: plain / 2,
+                    gzip_accepted: false
+                }
+            );
+        }
+        // It fits compressed: served gzip, under the limit.
+        let (_, gzip, compressed) = body(&gzip_app, &id, Some("gzip")).await.unwrap();
+        assert!(gzip && (compressed.len() as u64) <= plain / 2);
+        assert_eq!(gunzip(&compressed).len() as u64, plain);
+        // Compression off: refused even when gzip is accepted.
+        let off = with(&app, &[("TRACE_STREAM_MAX_BYTES", &limit), ("TRACE_STREAM_COMPRESSION", "off")]);
+        assert_eq!(body(&off, &id, Some("gzip")).await.unwrap_err().code(), "RESULT_TOO_LARGE_FOR_STREAM");
+        // Too small even compressed.
+        let tiny = with(&app, &[("TRACE_STREAM_MAX_BYTES", "2000"), ("TRACE_STREAM_COMPRESSION", "gzip")]);
+        match body(&tiny, &id, Some("gzip")).await {
+            Err(TraceError::ResultTooLargeForStream { gzip_accepted: true, limit: 2000, .. }) => {}
+            other => panic!("{:?}", other.map(|(b, g, _)| (b, g))),
+        }
+        // Exactly the plain size: served plain.
+        let exact = with(&app, &[("TRACE_STREAM_MAX_BYTES", &plain.to_string())]);
+        assert_eq!(body(&exact, &id, None).await.unwrap().2.len() as u64, plain);
+    }
+
+    /// An estimate that was too low: the gzip stream ends with an `error` line of the code, under the
+    /// limit, and is still one valid gzip member of whole lines.
+    #[test]
+    fn a_stream_that_would_pass_the_limit_ends_with_an_error_line() {
+        let too_large =
+            line(&StreamLine::Error { code: "RESULT_TOO_LARGE_FOR_STREAM".into(), message: "m".into() });
+        let limit = 6_000;
+        let mut sender = Sender {
+            gzip: Some(GzipPieces::default()),
+            limit: Some(limit),
+            sent: 0,
+            too_large,
+            job_id: "j".into(),
+        };
+        let mut sent = Vec::new();
+        let mut expected = Vec::new();
+        let mut ended = false;
+        for i in 0..1000 {
+            // Hardly compressible lines, so the bytes grow fast.
+            let piece = format!("{{\"n\":{i},\"x\":\"{}\"}}\n", uuid::Uuid::new_v4());
+            let (out, end) = sender.send(Bytes::from(piece.clone()));
+            sent.extend_from_slice(&out);
+            if end {
+                ended = true;
+                break;
+            }
+            expected.extend_from_slice(piece.as_bytes());
+        }
+        assert!(ended, "the limit was reached");
+        assert!(sent.len() as u64 <= limit, "{} bytes sent over a limit of {limit}", sent.len());
+        let text = String::from_utf8(gunzip(&sent)).unwrap();
+        let (before, last) = text.trim_end().rsplit_once('\n').unwrap();
+        assert_eq!(format!("{before}\n").as_bytes(), &expected[..]);
+        let last: serde_json::Value = serde_json::from_str(last).unwrap();
+        assert_eq!(
+            (last["type"].as_str(), last["code"].as_str()),
+            (Some("error"), Some("RESULT_TOO_LARGE_FOR_STREAM"))
+        );
+    }
+
+    #[test]
+    fn the_plan() {
+        // Unlimited: always served, gzip when accepted.
+        assert_eq!(plan(10, 2, false, None), Some(false));
+        assert_eq!(plan(10, 2, true, None), Some(true));
+        assert_eq!(plan(10, 2, true, Some(10)), Some(true));
+        assert_eq!(plan(10, 2, false, Some(10)), Some(false));
+        assert_eq!(plan(10_000, 2_000, false, Some(5_000)), None);
+        assert_eq!(plan(10_000, 2_000, true, Some(5_000)), Some(true));
+        assert_eq!(plan(10_000, 4_500, true, Some(5_000)), None, "the end's reserve counts");
+    }
 }
