@@ -65,6 +65,18 @@ pub enum ClientError {
         /// Detail.
         message: String,
     },
+    /// A result chunk read through its URL failed on every attempt (or cannot be retried).
+    #[error("chunk {index} of {domain} could not be read ({attempts} attempts): {reason}")]
+    ChunkFailed {
+        /// Its domain.
+        domain: Domain,
+        /// Its position in the domain.
+        index: u64,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
     /// HTTP 429 after the configured number of retries.
     #[error("rate limited: retry after {retry_after:?}")]
     RateLimited {

@@ -7,6 +7,9 @@
 //! from the paginated `result` route, so the caller sees the same line sequence with no gap and no
 //! duplicate. Every failure is a typed [`ClientError`]; HTTP 429 is retried after `Retry-After`.
 //!
+//! A result of any size is read through its chunk URLs ([`Client::read_chunks`]): presigned object
+//! GETs, several at once, checked chunk by chunk and delivered as the same lines in order.
+//!
 //! Every request carries the configured [`Auth`]: an API key, a bearer token, or a SigV4 signature
 //! (IAM endpoints: the HTTP API with its IAM authorizer, the stream function's Function URL). A 202
 //! answer's `stream_url` may name another host (the stream function's own URL):
@@ -30,6 +33,7 @@
 //! ```
 
 pub mod auth;
+pub mod chunks;
 pub mod error;
 pub mod lines;
 pub mod output;
@@ -51,7 +55,10 @@ pub use auth::{Auth, Secret, SigV4};
 pub use error::ClientError;
 pub use stream::{LineStream, Resume};
 pub use trace_core::ndjson::StreamLine;
-pub use types::{Accepted, ErrorBody, InlineResult, JobInfo, JobList, Page, SubmitRequest, Submitted};
+pub use types::{
+    Accepted, ChunkDomain, ChunkLink, ChunkList, ErrorBody, InlineResult, JobInfo, JobList, Page,
+    SubmitRequest, Submitted,
+};
 
 /// Most records a result page may hold (the server's limit).
 pub const MAX_PAGE: u32 = 5000;
@@ -88,6 +95,9 @@ pub struct ClientConfig {
     /// Resumptions of one interrupted stream (re-opening it, or retried pages) before giving up with
     /// [`ClientError::StreamInterrupted`] (default 5; 0 = never resume).
     pub max_resumes: u32,
+    /// Attempts at one chunk read through its URL ([`Client::read_chunks`]) before
+    /// [`ClientError::ChunkFailed`] (default 5; at least 1).
+    pub chunk_attempts: u32,
 }
 
 impl ClientConfig {
@@ -108,6 +118,7 @@ impl ClientConfig {
             page_limit: MAX_PAGE,
             max_line_bytes: 64 << 20,
             max_resumes: 5,
+            chunk_attempts: 5,
         }
     }
 }

@@ -27,7 +27,8 @@ Exit codes:
        transport or output error
   2    the job failed (its code is printed, e.g. SOURCE_ERROR) or was cancelled
   3    poll timeout: the job did not end within --timeout
-  4    stream error: interrupted and not resumable, a malformed line, or an error line
+  4    stream error: interrupted and not resumable, a malformed line, an error line, or a result
+       chunk that could not be read through its URL
   5    rate limited (HTTP 429) after the retries
   130  interrupted (Ctrl-C); with --cancel-on-interrupt the job was cancelled first";
 
@@ -158,6 +159,14 @@ struct OutputArgs {
     /// Do not resume an interrupted stream from result pages (fail with exit code 4).
     #[arg(long)]
     no_resume: bool,
+    /// How to read a job's result: `chunks` (its chunk URLs, several at once; a server without the
+    /// chunks route is read through the stream) or `stream` (the NDJSON stream route). Same output.
+    #[arg(long, default_value = "chunks", value_parser = ["chunks", "stream"])]
+    via: String,
+    /// Chunks fetched at once when reading through chunk URLs (1–64).
+    #[arg(long, default_value_t = trace_client::chunks::DEFAULT_PARALLEL as u16,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
 }
 
 #[derive(Debug, Args)]
@@ -233,7 +242,8 @@ impl Failure {
                 ClientError::PollTimeout { .. } => 3,
                 ClientError::StreamInterrupted { .. }
                 | ClientError::MalformedLine { .. }
-                | ClientError::StreamError { .. } => 4,
+                | ClientError::StreamError { .. }
+                | ClientError::ChunkFailed { .. } => 4,
                 ClientError::RateLimited { .. } => 5,
                 ClientError::Http { .. }
                 | ClientError::Unauthorized { .. }
@@ -406,22 +416,42 @@ impl Writer {
     }
 }
 
-/// Streams a job into `out`; how many times the stream was resumed.
+/// Streams a job into `out` (through its chunk URLs or the stream route, as `out.via` says); how
+/// many times the reading was resumed.
 async fn stream_job(
     client: &Client,
     job: &JobId,
     out: &OutputArgs,
     progress: &mut Progress,
 ) -> Result<u64, Failure> {
-    let mut writer = Writer::new(out)?;
     let (notices, mut notices_rx) = tokio::sync::mpsc::unbounded_channel::<Resume>();
-    let mut lines = client.stream_with(job, move |r: &Resume| {
+    let notify = move |r: &Resume| {
         let _ = notices.send(r.clone());
-    });
+    };
+    let mut through_stream = true;
+    let mut lines = match out.via.as_str() {
+        "stream" => client.stream_with(job, notify),
+        _ => match client.chunks(job).await {
+            Ok(list) => {
+                through_stream = false;
+                client.read_chunk_list(list, usize::from(out.parallel), notify)
+            }
+            // A server without the chunks route (an older one): its 404 is not about the job.
+            Err(ClientError::Http { status: 404, code, .. })
+                if !matches!(code.as_str(), "JOB_NOT_FOUND" | "JOB_RESULT_EXPIRED") =>
+            {
+                progress.note("trace: the server has no chunks route; reading the stream");
+                client.stream_with(job, notify)
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let mut writer = Writer::new(out)?;
     while let Some(line) = lines.next().await {
         while let Ok(r) = notices_rx.try_recv() {
             progress.note(&format!(
-                "trace: stream interrupted ({}); resuming (attempt {}) from {} offset {}",
+                "trace: {} ({}); resuming (attempt {}) from {} offset {}",
+                if through_stream { "stream interrupted" } else { "chunk read failed" },
                 r.reason,
                 r.attempt,
                 r.domain.map(|d| d.as_str()).unwrap_or("the start"),
@@ -524,6 +554,7 @@ fn client_config(cli: &Cli) -> ClientConfig {
     };
     if no_resume {
         config.max_resumes = 0;
+        config.chunk_attempts = 1;
     }
     config
 }

@@ -54,6 +54,13 @@ pub struct LineStream {
 }
 
 impl LineStream {
+    pub(crate) fn new(
+        inner: BoxStream<'static, Result<StreamLine, ClientError>>,
+        resumes: Arc<AtomicU32>,
+    ) -> Self {
+        LineStream { inner, resumes }
+    }
+
     /// How many times this stream has been resumed so far.
     pub fn resumes(&self) -> u32 {
         self.resumes.load(Ordering::Relaxed)

@@ -29,7 +29,8 @@ impl SubmitRequest {
 
 /// The answers of the API: the server's own wire types.
 pub use trace_core::api::{
-    Accepted, DomainRecords, ErrorBody, InlineResult, JobInfo, JobList, Page, ResultPage,
+    Accepted, ChunkDomain, ChunkLink, ChunkList, DomainRecords, ErrorBody, InlineResult, JobInfo, JobList,
+    Page, ResultPage,
 };
 
 /// What submit answered.

@@ -467,9 +467,11 @@ async fn a_stream_cut_by_a_proxy_resumes_from_pages_without_gap_or_duplicate() {
     }
     assert!(lines.len() < reference.len() && lines[..] == reference[..lines.len()]);
 
-    // The command through the proxy: same lines on stdout, the resumption told on stderr.
+    // The command through the proxy, reading the stream route (through chunk URLs the bytes would
+    // not pass the proxy): same lines on stdout, the resumption told on stderr.
     *proxy.cut.lock().expect("lock") = Some(total / 2);
-    let run = trace(args(&["--url", &proxy.url, "stream", &job.to_string()]), None, None).await;
+    let run =
+        trace(args(&["--url", &proxy.url, "stream", &job.to_string(), "--via", "stream"]), None, None).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stderr.contains("resuming"), "{}", run.stderr);
     let printed: Vec<StreamLine> =
@@ -478,8 +480,12 @@ async fn a_stream_cut_by_a_proxy_resumes_from_pages_without_gap_or_duplicate() {
 
     // --no-resume: exit code 4.
     *proxy.cut.lock().expect("lock") = Some(total / 2);
-    let run =
-        trace(args(&["--url", &proxy.url, "stream", &job.to_string(), "--no-resume"]), None, None).await;
+    let run = trace(
+        args(&["--url", &proxy.url, "stream", &job.to_string(), "--no-resume", "--via", "stream"]),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(run.code, Some(4), "{}", run.stderr);
     assert!(run.stderr.contains("stream interrupted after"), "{}", run.stderr);
 }

@@ -100,6 +100,13 @@ fn events_are_realistic_aws_events() {
             "GET /api/trace/job/{id}/result",
             false,
         ),
+        (
+            "chunks-api.json",
+            "GET",
+            "/api/trace/job/{PLACEHOLDER}/chunks",
+            "GET /api/trace/job/{id}/chunks",
+            false,
+        ),
     ];
     let readme = std::fs::read_to_string(format!("{EVENTS}/README.md")).expect("events/README.md");
     for (file, method, path, route, function_url) in http_events {

@@ -5,6 +5,7 @@
 
 mod backfill;
 mod changed_contract;
+mod chunk_urls;
 mod client;
 mod dashboard;
 mod docs;

@@ -282,6 +282,7 @@ fn the_template_is_valid_and_matches_the_code() {
         ("ANY /api/trace/job/{id}", "StatusFunction"),
         ("GET /api/trace/jobs", "StatusFunction"),
         ("GET /api/trace/job/{id}/result", "ResultFunction"),
+        ("GET /api/trace/job/{id}/chunks", "ResultFunction"),
     ];
     assert_eq!(keys, expected_routes.iter().map(|e| e.0).collect(), "the HTTP API's routes");
     for (key, function) in expected_routes {

@@ -485,6 +485,91 @@ impl Serialize for RenderedRecords {
     }
 }
 
+/// The answer of `GET /api/trace/job/{id}/chunks[?from=n]`: a finished job's stored chunks, per domain
+/// in result order, each with a URL that serves its bytes (a presigned object-store GET, or the
+/// service's own `/api/trace/job/{id}/chunks/{domain}/{index}` when the store cannot presign).
+///
+/// The answer is buffered (through API Gateway in AWS), so it lists chunks only up to a byte budget:
+/// a job with more chunks than fit (presigned URLs with a session token are ~1.6 KB each) is listed
+/// over several answers, `next_from` giving the `from` of the next one (None: this answer ends the
+/// list). `from` counts chunks over all domains in result order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkList {
+    /// The job.
+    pub job_id: JobId,
+    /// Always `finished`.
+    pub status: JobStatus,
+    /// Its profile (what the stream's `meta` line carries).
+    pub profile: Profile,
+    /// Records over all domains.
+    pub total_records: u64,
+    /// The manifest's overall checksum.
+    pub checksum: u32,
+    /// Most records per `records` line of the stream (`TRACE_STREAM_BATCH_SIZE`): a reader splits each
+    /// chunk with [`chunk_lines`](crate::ndjson::chunk_lines) to give the stream's very lines.
+    pub stream_batch_size: u64,
+    /// When the URLs stop working (Unix seconds).
+    pub expires_at: i64,
+    /// How long they work from the answer.
+    pub expires_in_seconds: u64,
+    /// The MSD aggregation, when the profile has one.
+    pub aggregation: Option<Value>,
+    /// Chunks over all domains.
+    pub chunks_total: u64,
+    /// The position (over all domains) of the first chunk listed here.
+    pub from: u64,
+    /// The `from` of the answer that lists the next chunks; None when this one lists the last.
+    pub next_from: Option<u64>,
+    /// Every domain of the job, in result order, with the chunks of it this answer lists.
+    pub domains: Vec<ChunkDomain>,
+}
+
+/// One domain of a [`ChunkList`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkDomain {
+    /// The domain.
+    pub domain: Domain,
+    /// Records in all its chunks.
+    pub records: u64,
+    /// Its chunks listed in this answer, in order.
+    pub chunks: Vec<ChunkLink>,
+}
+
+/// One chunk of a [`ChunkList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkLink {
+    /// Its position in the domain, from 0.
+    pub index: u64,
+    /// Where to GET its stored bytes: absolute (presigned, no credentials) or a path of this API
+    /// (the caller's credentials).
+    pub url: String,
+    /// Records (lines) in it.
+    pub records: u64,
+    /// Size of its NDJSON.
+    pub bytes: u64,
+    /// Size of the stored object (what the URL serves).
+    pub stored_bytes: u64,
+    /// How the object is encoded (`gzip`, `lz4`, `plain`).
+    pub encoding: crate::encoding::ChunkEncoding,
+    /// CRC-32 (IEEE) of its NDJSON.
+    pub crc32: u32,
+}
+
+impl ChunkLink {
+    /// The manifest entry this link describes (its `key` is the URL), to check fetched bytes with
+    /// [`ChunkEntry::decode`](crate::layout::ChunkEntry::decode).
+    pub fn entry(&self) -> crate::layout::ChunkEntry {
+        crate::layout::ChunkEntry {
+            key: self.url.clone(),
+            records: self.records,
+            bytes: self.bytes,
+            crc32: self.crc32,
+            encoding: self.encoding,
+            stored_bytes: Some(self.stored_bytes),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_STREAM_COMPRESSION", "auto", "gzip of the stream route's answer when the caller's Accept-Encoding accepts gzip: gzip (always then), off (never), or auto (gzip in Lambda, off in a local process).", "stream"),
     var("TRACE_STREAM_BATCH_SIZE", "5000", "Most records per `records` line of the stream (a stored chunk is sent as one or more lines).", "stream"),
     var("TRACE_CHUNK_RECORDS", "25000", "Records per stored result chunk: the object size (about 0.6 MB of gzip). Larger chunks mean fewer object writes (the main cost of a job), a page reads one chunk whatever its size.", "worker"),
+    var("TRACE_CHUNK_URL_TTL_SECONDS", "900", "How long the chunk URLs of `GET /api/trace/job/{id}/chunks` work (presigned object-store GETs; at most 604800, S3's limit).", "stream"),
     var("TRACE_CHUNK_ENCODING", "gzip", "How result chunks are stored: gzip (stored with Content-Encoding: gzip, so chunk URLs decode in a browser or `curl --compressed`; about 7.6× smaller), lz4 (an LZ4 block, about 4.8×) or plain (the NDJSON as is). Readers handle all three.", "worker"),
     var("DB_SLOW_FETCHMANY_SIZE", "5000", "Rows per fetch from the database; a run holds at most three fetches at once (one being read, one waiting, one being written).", "submit, worker"),
     var("TRACE_DB_ID_BATCH_SIZE", "1000", "Container ids per database query (1 to 1000).", "submit, worker"),
@@ -218,6 +219,8 @@ pub struct Config {
     pub stream_compression: StreamCompression,
     /// `TRACE_CHUNK_RECORDS`.
     pub chunk_records: usize,
+    /// `TRACE_CHUNK_URL_TTL_SECONDS`.
+    pub chunk_url_ttl: Duration,
     /// `TRACE_CHUNK_ENCODING`.
     pub chunk_encoding: crate::encoding::ChunkEncoding,
     /// `DB_SLOW_FETCHMANY_SIZE`.
@@ -302,6 +305,7 @@ impl std::fmt::Debug for Config {
             .field("stream_max_bytes", &self.stream_max_bytes)
             .field("stream_compression", &self.stream_compression)
             .field("chunk_records", &self.chunk_records)
+            .field("chunk_url_ttl", &self.chunk_url_ttl)
             .field("chunk_encoding", &self.chunk_encoding)
             .field("fetch_size", &self.fetch_size)
             .field("id_batch_size", &self.id_batch_size)
@@ -793,6 +797,12 @@ impl Config {
             stream_max_bytes,
             stream_compression,
             chunk_records: r.count("TRACE_CHUNK_RECORDS")?,
+            chunk_url_ttl: Duration::from_secs(r.number(
+                "TRACE_CHUNK_URL_TTL_SECONDS",
+                1,
+                604_800,
+                "a whole number of seconds from 1 to 604800",
+            )?),
             chunk_encoding,
             fetch_size: r.count("DB_SLOW_FETCHMANY_SIZE")?,
             id_batch_size: r.number("TRACE_DB_ID_BATCH_SIZE", 1, 1000, "a whole number from 1 to 1000")?
@@ -923,6 +933,11 @@ mod tests {
         assert_eq!(c.redis_url, None);
         assert_eq!(c.worker_queue, QueueKind::Light);
         assert_eq!(c.chunk_records, 25_000);
+        assert_eq!(c.chunk_url_ttl, Duration::from_secs(900));
+        assert!(
+            with(&[("TRACE_CHUNK_URL_TTL_SECONDS", "604801")]).is_err(),
+            "S3 presigns for 7 days at most"
+        );
         assert_eq!(c.chunk_encoding, crate::encoding::ChunkEncoding::Gzip);
         assert_eq!(
             with(&[("TRACE_CHUNK_ENCODING", "plain")]).unwrap().chunk_encoding,

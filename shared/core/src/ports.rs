@@ -174,6 +174,10 @@ pub trait ChunkStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     /// Deletes every object whose key starts with `prefix`; returns how many.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
+    /// A URL that lets anyone holding it GET the object at `key`, with no other credentials, for
+    /// `expires`; `None` when the store cannot hand out such URLs (a folder on disk). The object need
+    /// not exist (a GET of the URL then fails).
+    async fn presign_get(&self, key: &str, expires: Duration) -> Result<Option<String>, StoreError>;
 }
 
 // ---------------------------------------------------------------------------------------------

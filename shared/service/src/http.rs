@@ -15,7 +15,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use trace_core::{Principal, TraceError};
 
-use crate::{auth, results, status, submit, App};
+use crate::{auth, chunks, results, status, submit, App};
 
 /// A [`TraceError`] as an HTTP answer.
 #[derive(Debug)]
@@ -132,7 +132,12 @@ pub fn router(app: App, parts: &[Part]) -> Router {
             Part::Stream => {
                 api = api
                     .route("/api/trace/job/{id}/stream", get(stream_handler.layer(counted())))
-                    .route("/api/trace/job/{id}/result", get(result_handler.layer(counted())));
+                    .route("/api/trace/job/{id}/result", get(result_handler.layer(counted())))
+                    .route("/api/trace/job/{id}/chunks", get(chunks::list_handler.layer(counted())))
+                    .route(
+                        "/api/trace/job/{id}/chunks/{domain}/{index}",
+                        get(chunks::chunk_handler.layer(counted())),
+                    );
             }
         }
     }
@@ -569,6 +574,7 @@ mod tests {
             ("GET", "/api/trace/job/{id}/result"),
             ("GET", "/api/trace/job/{id}/result?domain=holds&offset=0&limit=10"),
             ("GET", "/api/trace/job/{id}/stream"),
+            ("GET", "/api/trace/job/{id}/chunks"),
             ("DELETE", "/api/trace/job/{id}"),
         ];
         for (method, route) in routes {
@@ -605,6 +611,61 @@ mod tests {
         // A status answer does not name the owner.
         let (_, body) = call_as(&router, &root, "GET", &format!("/api/trace/job/{a_job}"), "").await;
         assert!(!body.to_string().contains("key:alice"), "{body}");
+    }
+
+    /// A request of `principal` (an API key principal); the raw answer.
+    async fn raw_as(router: &Router, principal: &Principal, path: &str) -> Response {
+        let name = principal.id().strip_prefix("key:").expect("an API key principal");
+        let request = axum::http::Request::builder()
+            .uri(path)
+            .header("x-api-key", format!("k-{name}"))
+            .body(Body::empty())
+            .unwrap();
+        router.clone().oneshot(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_presigned_urls_the_chunk_list_points_at_the_service_s_own_chunk_route() {
+        let app = owners_app().await;
+        let router = router(app.clone(), &[Part::Submit, Part::Status, Part::Stream]);
+        let alice = Principal::new("key:alice", None);
+        let job = finished_job(&app, &router, &alice).await;
+        let (status, body) =
+            call_as(&router, &alice, "GET", &format!("/api/trace/job/{job}/chunks"), "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let list: trace_core::api::ChunkList = serde_json::from_value(body).unwrap();
+        assert_eq!((list.from, list.next_from), (0, None));
+        let mut served = 0;
+        for d in &list.domains {
+            for link in &d.chunks {
+                assert_eq!(link.url, crate::chunks::chunk_path(&job, d.domain, link.index));
+                let response = raw_as(&router, &alice, &link.url).await;
+                assert_eq!(response.status(), StatusCode::OK);
+                let headers = response.headers().clone();
+                assert_eq!(headers[header::CONTENT_TYPE], "application/x-ndjson");
+                let stored = response.into_body().collect().await.unwrap().to_bytes();
+                let expected_encoding = link.encoding.content_encoding();
+                assert_eq!(
+                    headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()),
+                    expected_encoding
+                );
+                let mut entry = link.entry();
+                if expected_encoding.is_none() {
+                    // LZ4 and plain chunks are served decoded.
+                    (entry.encoding, entry.stored_bytes) = (trace_core::encoding::ChunkEncoding::Plain, None);
+                }
+                let ndjson = entry.decode(stored).expect("the listed size and CRC-32");
+                assert_eq!(ndjson.iter().filter(|b| **b == b'\n').count() as u64, link.records);
+                served += 1;
+            }
+        }
+        assert_eq!(served, list.chunks_total);
+        let (status, _) =
+            call_as(&router, &alice, "GET", &format!("/api/trace/job/{job}/chunks/holds/999"), "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) =
+            call_as(&router, &alice, "GET", &format!("/api/trace/job/{job}/chunks?from=x"), "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]
@@ -687,6 +748,8 @@ mod tests {
             ("GET", "/api/trace/jobs".to_owned()),
             ("GET", format!("/api/trace/job/{job}/stream")),
             ("GET", format!("/api/trace/job/{job}/result")),
+            ("GET", format!("/api/trace/job/{job}/chunks")),
+            ("GET", format!("/api/trace/job/{job}/chunks/holds/0")),
         ];
         for (method, path) in &routes {
             for key in [None, Some("junk")] {

@@ -4,6 +4,7 @@
 //! - [`submit`]: validate, admit, answer inline or enqueue a job;
 //! - [`status`]: job status, history, cancel;
 //! - [`results`]: the NDJSON stream and paginated pages of a finished job;
+//! - [`chunks`]: a finished job's result as chunk URLs (presigned object-store GETs);
 //! - [`worker`]: run one queue message (a shard of a job) into result chunks;
 //! - [`engine`]: the trace itself — domains × id batches from the event source into a sink;
 //! - [`http`]: the axum routers and the one place errors become HTTP answers;
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod backfill;
+pub mod chunks;
 pub mod engine;
 pub mod gzip_stream;
 pub mod http;

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -132,5 +133,11 @@ impl ChunkStore for FsStore {
             }
         }
         Ok(objects.len() as u64)
+    }
+
+    /// A folder has no URLs: callers serve the bytes themselves.
+    async fn presign_get(&self, key: &str, _expires: Duration) -> Result<Option<String>, StoreError> {
+        check_key(key)?;
+        Ok(None)
     }
 }
