@@ -51,7 +51,11 @@ const CODECS: &[Codec] = &[
         encode: lz4_flex::block::compress,
         decode: |d, n| lz4_flex::block::decompress(d, n).unwrap_or_default(),
     },
-    Codec { name: "gzip, libdeflate level 1 (chosen)", encode: |d| libdeflate(1, d), decode: libdeflate_decode },
+    Codec {
+        name: "gzip, libdeflate level 1 (chosen)",
+        encode: |d| libdeflate(1, d),
+        decode: libdeflate_decode,
+    },
     Codec { name: "gzip, libdeflate level 6", encode: |d| libdeflate(6, d), decode: libdeflate_decode },
     Codec { name: "gzip, zlib-rs level 1", encode: |d| zlib_rs(1, d), decode: zlib_rs_decode },
     Codec { name: "gzip, zlib-rs level 6", encode: |d| zlib_rs(6, d), decode: zlib_rs_decode },

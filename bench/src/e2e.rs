@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use trace_client::{Auth, Client, Secret, ClientConfig, SubmitRequest, Submitted};
+use trace_client::{Auth, Client, ClientConfig, Secret, SubmitRequest, Submitted};
 use trace_core::JobId;
 use trace_dataset::container_id;
 
@@ -53,9 +53,11 @@ pub struct Design {
 
 impl Design {
     /// This project's: gzip chunks of 25,000 records.
-    pub const NOW: Design = Design { name: "now", chunk_records: 25_000, encoding: "gzip", stream_gzip: true };
+    pub const NOW: Design =
+        Design { name: "now", chunk_records: 25_000, encoding: "gzip", stream_gzip: true };
     /// The seed's: LZ4 blocks of 5,000 records.
-    pub const SEED: Design = Design { name: "seed", chunk_records: 5_000, encoding: "lz4", stream_gzip: false };
+    pub const SEED: Design =
+        Design { name: "seed", chunk_records: 5_000, encoding: "lz4", stream_gzip: false };
 }
 
 /// The functions of one run, and a client of them.
@@ -87,7 +89,11 @@ impl Bench {
         config.stream_url = Some(stream_base.clone());
         config.auth = Auth::ApiKey(Secret::new(self.api_key.clone()));
         config.poll_interval = POLL;
-        Ok(Functions { client: Client::new(config)?, stream_base, _procs: vec![submit, status, stream, worker] })
+        Ok(Functions {
+            client: Client::new(config)?,
+            stream_base,
+            _procs: vec![submit, status, stream, worker],
+        })
     }
 
     /// Redis commands served so far (`INFO commandstats`, the bench's own `INFO` calls left out).
@@ -135,7 +141,9 @@ impl Bench {
             }
             lines += 1;
         }
-        Ok(json!({ "read_s": started.elapsed().as_secs_f64(), "records": records, "lines": lines, "parallel": parallel }))
+        Ok(
+            json!({ "read_s": started.elapsed().as_secs_f64(), "records": records, "lines": lines, "parallel": parallel }),
+        )
     }
 
     /// (b): the stream route, accepting gzip as a browser does; the wire bytes, and when 6 MB had arrived.
@@ -144,7 +152,8 @@ impl Bench {
         let started = Instant::now();
         let response = self.http.get(url).header("accept-encoding", "gzip").send().await?;
         let code = response.status().as_u16();
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header =
+            |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (encoding, plain_bytes) = (header("content-encoding"), header("x-trace-stream-bytes"));
         if !response.status().is_success() {
             let body: Value = response.json().await.unwrap_or_default();
@@ -185,7 +194,8 @@ impl Bench {
         let (job, wait, started) = self.submit_and_wait(&f, n).await?;
         let m = self.manifest(&job).await?;
         let chunks: u64 = m.domains.iter().map(|d| d.chunks.len() as u64).sum();
-        let stored: u64 = m.domains.iter().flat_map(|d| &d.chunks).map(|c| c.stored_bytes.unwrap_or(c.bytes)).sum();
+        let stored: u64 =
+            m.domains.iter().flat_map(|d| &d.chunks).map(|c| c.stored_bytes.unwrap_or(c.bytes)).sum();
         let plain: u64 = m.domains.iter().flat_map(|d| &d.chunks).map(|c| c.bytes).sum();
         let pages: u64 = m.domains.iter().map(|d| d.records.div_ceil(5000)).sum();
         let at_finish = started.elapsed().as_secs_f64();
@@ -207,11 +217,25 @@ impl Bench {
         let polls = wait["polls"].as_u64().unwrap_or(0);
         let base = |reader: Vec<Invocations>, gets: u64, transfer: u64| {
             let mut lambda = vec![
-                Invocations { function: "submit", memory_mb: memory_mb::SUBMIT, count: 1,
-                              billed_ms: ms(wait["submit_ms"].as_f64().unwrap_or(0.0) / 1e3) },
+                Invocations {
+                    function: "submit",
+                    memory_mb: memory_mb::SUBMIT,
+                    count: 1,
+                    billed_ms: ms(wait["submit_ms"].as_f64().unwrap_or(0.0) / 1e3),
+                },
                 // A poll is billed at least 1 ms; measured at the client they take a few.
-                Invocations { function: "status", memory_mb: memory_mb::STATUS, count: polls, billed_ms: polls * 3 },
-                Invocations { function: "worker (heavy)", memory_mb: memory_mb::HEAVY_WORKER, count: 1, billed_ms: ms(worker_s) },
+                Invocations {
+                    function: "status",
+                    memory_mb: memory_mb::STATUS,
+                    count: polls,
+                    billed_ms: polls * 3,
+                },
+                Invocations {
+                    function: "worker (heavy)",
+                    memory_mb: memory_mb::HEAVY_WORKER,
+                    count: 1,
+                    billed_ms: ms(worker_s),
+                },
             ];
             lambda.extend(reader);
             JobCounts {
@@ -231,14 +255,24 @@ impl Bench {
         };
         let mut readers = serde_json::Map::new();
         if let Some((read, last)) = &urls {
-            let chunk_list = Invocations { function: "stream (chunk list)", memory_mb: memory_mb::STREAM, count: 1, billed_ms: 50 };
+            let chunk_list = Invocations {
+                function: "stream (chunk list)",
+                memory_mb: memory_mb::STREAM,
+                count: 1,
+                billed_ms: 50,
+            };
             let counts = base(vec![chunk_list], chunks, stored);
-            readers.insert("chunk_urls".into(), json!({
-                "submit_to_last_record_s": last, "read": read, "cost": cost::dollars(&counts),
-            }));
+            readers.insert(
+                "chunk_urls".into(),
+                json!({
+                    "submit_to_last_record_s": last, "read": read, "cost": cost::dollars(&counts),
+                }),
+            );
         }
         let stream_fn = Invocations {
-            function: "stream", memory_mb: memory_mb::STREAM, count: 1,
+            function: "stream",
+            memory_mb: memory_mb::STREAM,
+            count: 1,
             billed_ms: ms(stream["lambda_modelled_s"].as_f64().unwrap_or(0.0)),
         };
         let wire = stream["wire_bytes"].as_u64().unwrap_or(0);
@@ -249,12 +283,20 @@ impl Bench {
             "cost": if streamable { cost::dollars(&base(vec![stream_fn], chunks, wire)) } else { Value::Null },
         }));
         // Pages: one stream invocation per page (~1 chunk read each), rate-limited.
-        let page_fn = Invocations { function: "stream (pages)", memory_mb: memory_mb::STREAM, count: pages, billed_ms: pages * 40 };
-        readers.insert("pages".into(), json!({
-            "pages": pages, "minutes_at_rate_limit": pages_minutes,
-            "submit_to_last_record_s": at_finish + pages_minutes * 60.0,
-            "cost": cost::dollars(&base(vec![page_fn], pages, plain)),
-        }));
+        let page_fn = Invocations {
+            function: "stream (pages)",
+            memory_mb: memory_mb::STREAM,
+            count: pages,
+            billed_ms: pages * 40,
+        };
+        readers.insert(
+            "pages".into(),
+            json!({
+                "pages": pages, "minutes_at_rate_limit": pages_minutes,
+                "submit_to_last_record_s": at_finish + pages_minutes * 60.0,
+                "cost": cost::dollars(&base(vec![page_fn], pages, plain)),
+            }),
+        );
         Ok(json!({
             "design": design.name, "chunk_records": design.chunk_records, "encoding": design.encoding,
             "ids": n, "records": m.total_records, "chunks": chunks, "object_writes": chunks + 2,

@@ -144,10 +144,17 @@ fn e2e_rows(r: &Figures, key: &str) {
         let wait = match (reader, total) {
             (_, None) => format!(
                 "not possible: {} ({} bytes on the wire)",
-                if x["read"]["http_status"] == 200 { "over Lambda's 200 MiB cap".to_owned() } else { format!("refused {}", x["read"]["refused"]) },
+                if x["read"]["http_status"] == 200 {
+                    "over Lambda's 200 MiB cap".to_owned()
+                } else {
+                    format!("refused {}", x["read"]["refused"])
+                },
                 x["read"]["wire_bytes"]
             ),
-            ("chunk_urls", Some(t)) => format!("**{t:.1} s** (target ≤ {CHUNK_URLS_TARGET_S} s {})", verdict(t <= CHUNK_URLS_TARGET_S)),
+            ("chunk_urls", Some(t)) => format!(
+                "**{t:.1} s** (target ≤ {CHUNK_URLS_TARGET_S} s {})",
+                verdict(t <= CHUNK_URLS_TARGET_S)
+            ),
             (_, Some(t)) => format!("{t:.1} s"),
         };
         let cost = match usd {
