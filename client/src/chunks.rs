@@ -49,6 +49,9 @@ struct Links {
     links: Vec<ChunkLink>,
 }
 
+/// Told of every chunk fetched again.
+type OnResume = Box<dyn FnMut(&Resume) + Send>;
+
 /// What the tasks of one read share.
 struct Shared {
     client: Client,
@@ -56,7 +59,7 @@ struct Shared {
     batch_size: u64,
     links: tokio::sync::Mutex<Links>,
     resumes: Arc<AtomicU32>,
-    on_resume: Mutex<Box<dyn FnMut(&Resume) + Send>>,
+    on_resume: Mutex<OnResume>,
 }
 
 /// One chunk to read: its domain, position in the domain, position over all domains, first batch
@@ -195,7 +198,7 @@ fn lines(
     list: ChunkList,
     parallel: usize,
     resumes: Arc<AtomicU32>,
-    on_resume: Box<dyn FnMut(&Resume) + Send>,
+    on_resume: OnResume,
 ) -> futures::stream::BoxStream<'static, Result<StreamLine, ClientError>> {
     let batch_size = list.stream_batch_size.max(1);
     let mut parts = vec![Piece::Lines(vec![StreamLine::Meta {
@@ -314,8 +317,7 @@ async fn refresh(shared: &Shared, seen: u64, ordinal: usize) -> Result<(), Clien
         return Ok(());
     }
     let fresh = shared.client.chunks_from(&shared.job, ordinal as u64).await?;
-    let mut at = ordinal;
-    for link in fresh.domains.into_iter().flat_map(|d| d.chunks) {
+    for (at, link) in (ordinal..).zip(fresh.domains.into_iter().flat_map(|d| d.chunks)) {
         let Some(old) = links.links.get_mut(at) else { break };
         if (old.index, old.records, old.crc32) != (link.index, link.records, link.crc32) {
             return Err(ClientError::InvalidResponse {
@@ -324,7 +326,6 @@ async fn refresh(shared: &Shared, seen: u64, ordinal: usize) -> Result<(), Clien
             });
         }
         *old = link;
-        at += 1;
     }
     links.generation += 1;
     Ok(())

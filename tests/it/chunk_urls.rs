@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use trace_client::{ChunkList, Client, ClientConfig, StreamLine};
 use trace_core::layout::{self, Manifest};
+use trace_core::ports::ChunkStore;
 use trace_core::{Domain, JobId};
 use trace_dataset::container_id;
 use trace_integration::database::{digest_db, digest_json, Digest};
