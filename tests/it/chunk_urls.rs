@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use trace_core::ports::ChunkStore;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
