@@ -142,7 +142,7 @@ async fn a_25k_job_runs_async_and_streams_exactly_the_database_rows() {
     assert_eq!(status["progress_detail"]["records_written"].as_u64(), Some(total as u64));
     assert_matches_database(&records, &ids).await;
 
-    // Chunks are stored LZ4-compressed (the default), well under their NDJSON size.
+    // Chunks are stored gzip-compressed (the default), well under their NDJSON size.
     let stored = system.store.list(&format!("jobs/{job}/result/")).await.expect("list");
     assert!(!stored.is_empty() && stored.iter().all(|o| o.key.ends_with(".ndjson.gz")), "{stored:?}");
     let stored_bytes: u64 = stored.iter().map(|o| o.size).sum();
@@ -304,7 +304,7 @@ async fn an_msd_job_over_the_msd_views_aggregates_as_the_sql_oracle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_across_chunk_boundaries_concatenate_to_the_whole_domain() {
-    // Plain chunks here (the other tests store LZ4): both encodings are read the same way.
+    // Plain chunks here (the other tests store gzip): every encoding is read the same way.
     let system = System::start(Options {
         env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "100"), ("TRACE_CHUNK_ENCODING", "plain")]),
         ..Default::default()
