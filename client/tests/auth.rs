@@ -289,6 +289,9 @@ async fn the_cli_signs_every_request_with_sigv4_and_follows_an_absolute_stream_u
         "--follow",
         "--interval",
         "100ms",
+        // This server has the stream route only (the chunk URLs are tests/it/chunk_urls.rs's).
+        "--via",
+        "stream",
     ];
     let out = trace(&args, &AWS_ENV, "CID-0000001\nCID-0000002\n").await;
     assert!(out.status.success(), "{}", text(&out.stderr));
