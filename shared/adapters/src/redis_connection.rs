@@ -9,12 +9,13 @@
 //! The connection is made at start-up, so that a wrong CA or host name stops the process there, with
 //! an error naming the variable to fix. Never logs or returns the URL (it may hold a password).
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 use trace_core::config::Config;
 use trace_core::ports::BackendError;
+use trace_core::BackendTimeouts;
 
 use crate::tls::{self, CaBundle};
 
@@ -30,6 +31,8 @@ pub struct RedisOptions {
     pub ca_file: Option<String>,
     /// Whether the server is a Redis Cluster.
     pub cluster: bool,
+    /// Connect and reply timeouts (`connect`, `redis_response`).
+    pub timeouts: BackendTimeouts,
 }
 
 impl std::fmt::Debug for RedisOptions {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("tls", &self.tls())
             .field("ca_file", &self.ca_file)
             .field("cluster", &self.cluster)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -46,7 +50,12 @@ impl std::fmt::Debug for RedisOptions {
 impl RedisOptions {
     /// A single node at `url`, the system roots for TLS.
     pub fn new(url: &str) -> Self {
-        RedisOptions { url: url.to_owned(), ca_file: None, cluster: false }
+        RedisOptions {
+            url: url.to_owned(),
+            ca_file: None,
+            cluster: false,
+            timeouts: BackendTimeouts::default(),
+        }
     }
 
     /// Trusts the CAs of the PEM bundle at `path`.
@@ -68,6 +77,7 @@ impl RedisOptions {
             url: url.to_owned(),
             ca_file: config.redis_tls_ca_file.clone(),
             cluster: config.redis_cluster,
+            timeouts: config.timeouts,
         })
     }
 
@@ -141,7 +151,9 @@ pub async fn connect_with(options: &RedisOptions) -> Result<RedisConnection, Bac
         None => failed("connect")(e),
     };
     if options.cluster {
-        let mut builder = ClusterClientBuilder::new(vec![options.url.as_str()]);
+        let mut builder = ClusterClientBuilder::new(vec![options.url.as_str()])
+            .connection_timeout(options.timeouts.connect)
+            .response_timeout(options.timeouts.redis_response);
         if ca.is_some() {
             builder = builder.certs(certs());
         }
@@ -157,10 +169,17 @@ pub async fn connect_with(options: &RedisOptions) -> Result<RedisConnection, Bac
     .map_err(failed("open"))?;
     // One plain connection first: the manager retries a failing connect for seconds, a refused
     // certificate should stop start-up at once.
-    let mut probe = client.get_multiplexed_async_connection().await.map_err(refused)?;
+    let probe_config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(options.timeouts.connect))
+        .set_response_timeout(Some(options.timeouts.redis_response));
+    let mut probe =
+        client.get_multiplexed_async_connection_with_config(&probe_config).await.map_err(refused)?;
     let _: String = redis::cmd("PING").query_async(&mut probe).await.map_err(failed("ping"))?;
     drop(probe);
-    let manager = ConnectionManager::new(client).await.map_err(refused)?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.timeouts.connect))
+        .set_response_timeout(Some(options.timeouts.redis_response));
+    let manager = ConnectionManager::new_with_config(client, manager_config).await.map_err(refused)?;
     Ok(RedisConnection::Single(manager))
 }
 

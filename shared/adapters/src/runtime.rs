@@ -89,7 +89,7 @@ impl BackendsFromConfig for Backends {
 /// The database URL from the secret `id` (`DATABASE_SECRET_ARN`), read from Secrets Manager once, before
 /// the pool is made. Logged by id only.
 async fn database_url_from_secret(config: &Config, id: &str) -> Result<String, BackendError> {
-    let sdk = crate::aws::sdk_config(config.aws_endpoint_url.as_deref()).await;
+    let sdk = crate::aws::sdk_config_with(config.aws_endpoint_url.as_deref(), &config.timeouts).await;
     let url = crate::secrets::read_database_url(&crate::secrets::SecretsManager::from_sdk(&sdk), id).await?;
     tracing::info!(secret = id, "database URL read from DATABASE_SECRET_ARN");
     Ok(url)
@@ -99,8 +99,11 @@ async fn database_url_from_secret(config: &Config, id: &str) -> Result<String, B
 async fn aws_backends(config: &Config) -> (Arc<dyn JobQueue>, Arc<dyn JobQueue>, Arc<dyn ChunkStore>) {
     let needs_aws =
         config.heavy_queue_url.is_some() || config.light_queue_url.is_some() || config.bucket.is_some();
-    let sdk =
-        if needs_aws { Some(crate::aws::sdk_config(config.aws_endpoint_url.as_deref()).await) } else { None };
+    let sdk = if needs_aws {
+        Some(crate::aws::sdk_config_with(config.aws_endpoint_url.as_deref(), &config.timeouts).await)
+    } else {
+        None
+    };
     let queue = |kind: QueueKind| -> Arc<dyn JobQueue> {
         match (config.queue_url(kind), &sdk) {
             (Some(url), Some(sdk)) => Arc::new(SqsQueue::new(crate::aws::sqs_client(sdk), url)),
@@ -161,7 +164,7 @@ async fn database_backends(config: &Config) -> Result<DatabaseBackends, BackendE
     Ok(match &config.database_url {
         Some(url) => {
             let tls = postgres::PgTlsOptions::from_config(config);
-            let pool = postgres::pool_with(url, config.db_pool_size, &tls)?;
+            let pool = postgres::pool_bounded(url, config.db_pool_size, &tls, &config.timeouts)?;
             postgres::check(&pool, url, &tls).await?;
             let (sslmode, _) = postgres::sslmode(url, &tls)?;
             tracing::info!(sslmode = sslmode.as_str(), "database pool ready");

@@ -28,6 +28,31 @@ const fn var(
     Variable { name, default, meaning, read_by }
 }
 
+/// The bounded waits of every backend call: no stalled server can hang a request or a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendTimeouts {
+    /// Opening a connection (S3/SQS, PostgreSQL, Redis) or taking one from the database pool.
+    pub connect: Duration,
+    /// One attempt of an S3 or SQS call.
+    pub aws_attempt: Duration,
+    /// One PostgreSQL statement (query or fetch).
+    pub db_statement: Duration,
+    /// One Redis reply.
+    pub redis_response: Duration,
+}
+
+impl Default for BackendTimeouts {
+    /// The documented defaults of [`VARIABLES`].
+    fn default() -> Self {
+        BackendTimeouts {
+            connect: Duration::from_secs(5),
+            aws_attempt: Duration::from_secs(30),
+            db_statement: Duration::from_secs(120),
+            redis_response: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Every variable the system reads.
 pub const VARIABLES: &[Variable] = &[
     var("TRACE_EVENTS_CID_LIMIT", "50000", "Most unique container ids a non-MSD request may have (413 CID_LIMIT_EXCEEDED above; MSD bypasses it).", "submit, backfill"),
@@ -46,8 +71,12 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_DB_ID_BATCH_SIZE", "1000", "Container ids per database query (1 to 1000).", "submit, worker"),
     var("TRACE_JOB_TTL_SECONDS", "86400", "How long job metadata and results are kept.", "submit, status, worker, stream, backfill"),
     var("TRACE_JOB_TIMEOUT_SECONDS", "900", "A job running longer than this fails with JOB_TIMEOUT.", "worker"),
-    var("TRACE_WORKER_VISIBILITY_SECONDS", "120", "Visibility timeout the worker keeps extending on the message in hand; also the age of a heartbeat after which another worker may take over the job.", "worker"),
-    var("TRACE_WORKER_HEARTBEAT_SECONDS", "20", "How often the worker extends the message's visibility and refreshes the job heartbeat.", "worker"),
+    var("TRACE_WORKER_VISIBILITY_SECONDS", "120", "Visibility timeout the worker keeps extending on the message in hand; also the length of its lease on the job: a job whose lease was last renewed longer ago (less a clock slack of at most 2 s) is taken over by the next delivery.", "worker"),
+    var("TRACE_WORKER_HEARTBEAT_SECONDS", "20", "How often the worker renews its lease on the job (heartbeat_at, with its progress) and then extends the message's visibility.", "worker"),
+    var("TRACE_CONNECT_TIMEOUT_SECONDS", "5", "Longest wait to open a connection to S3 or SQS, PostgreSQL or Redis (also for a database connection from the pool).", "all"),
+    var("TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS", "30", "Longest one attempt of an S3 or SQS call may take before the SDK retries it (above SQS's 20 s long poll).", "all"),
+    var("TRACE_DB_STATEMENT_TIMEOUT_SECONDS", "120", "PostgreSQL statement_timeout of every query and fetch: a stalled or locked read fails (and is retried) instead of hanging.", "submit, worker, backfill"),
+    var("TRACE_REDIS_TIMEOUT_SECONDS", "5", "Longest wait for one Redis reply (redis-rs's default of 500 ms aborted runs on a slow reply).", "all"),
     var("TRACE_MAX_RECEIVE_COUNT", "3", "Deliveries of a message before it moves to the dead-letter queue (the queues' redrive policy); the worker marks the job failed on the last one.", "worker, bootstrap"),
     var("TRACE_WORKER_QUEUE", "light", "Which queue a worker process polls: heavy or light.", "worker"),
     var("TRACE_RATE_LIMIT_REQUESTS", "60", "Requests per window per caller on status, result and stream (429 above).", "status, stream"),
@@ -237,6 +266,9 @@ pub struct Config {
     pub worker_heartbeat: Duration,
     /// `TRACE_MAX_RECEIVE_COUNT`.
     pub max_receive_count: u32,
+    /// `TRACE_CONNECT_TIMEOUT_SECONDS`, `TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS`,
+    /// `TRACE_DB_STATEMENT_TIMEOUT_SECONDS`, `TRACE_REDIS_TIMEOUT_SECONDS`.
+    pub timeouts: BackendTimeouts,
     /// `TRACE_WORKER_QUEUE`.
     pub worker_queue: QueueKind,
     /// `TRACE_RATE_LIMIT_REQUESTS`.
@@ -314,6 +346,7 @@ impl std::fmt::Debug for Config {
             .field("worker_visibility", &self.worker_visibility)
             .field("worker_heartbeat", &self.worker_heartbeat)
             .field("max_receive_count", &self.max_receive_count)
+            .field("timeouts", &self.timeouts)
             .field("worker_queue", &self.worker_queue)
             .field("rate_limit_requests", &self.rate_limit_requests)
             .field("rate_limit_window", &self.rate_limit_window)
@@ -811,6 +844,12 @@ impl Config {
             job_timeout: r.seconds("TRACE_JOB_TIMEOUT_SECONDS")?,
             worker_visibility: r.seconds("TRACE_WORKER_VISIBILITY_SECONDS")?,
             worker_heartbeat: r.seconds("TRACE_WORKER_HEARTBEAT_SECONDS")?,
+            timeouts: BackendTimeouts {
+                connect: r.seconds("TRACE_CONNECT_TIMEOUT_SECONDS")?,
+                aws_attempt: r.seconds("TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS")?,
+                db_statement: r.seconds("TRACE_DB_STATEMENT_TIMEOUT_SECONDS")?,
+                redis_response: r.seconds("TRACE_REDIS_TIMEOUT_SECONDS")?,
+            },
             max_receive_count: r.number(
                 "TRACE_MAX_RECEIVE_COUNT",
                 1,
@@ -1233,5 +1272,19 @@ mod tests {
             let (got, got_mode) = split_sslmode(url);
             assert_eq!((got.as_str(), got_mode.as_deref()), (rest, mode), "{url}");
         }
+    }
+
+    #[test]
+    fn the_backend_timeouts_default_to_their_documented_values() {
+        let config = Config::from_lookup(|_| None).expect("defaults");
+        assert_eq!(config.timeouts, BackendTimeouts::default());
+        let config =
+            Config::from_lookup(|name| (name == "TRACE_REDIS_TIMEOUT_SECONDS").then(|| "9".to_owned()))
+                .expect("set");
+        assert_eq!(config.timeouts.redis_response, Duration::from_secs(9));
+        assert!(Config::from_lookup(
+            |name| (name == "TRACE_DB_STATEMENT_TIMEOUT_SECONDS").then(|| "0".to_owned())
+        )
+        .is_err());
     }
 }

@@ -27,7 +27,7 @@ pub mod stream_size;
 
 pub use admission::Admission;
 pub use auth::Principal;
-pub use config::Config;
+pub use config::{BackendTimeouts, Config};
 pub use domain::Domain;
 pub use encoding::ChunkEncoding;
 pub use error::TraceError;

@@ -225,13 +225,17 @@ pub trait JobStore: Send + Sync {
     /// same guard, exactly one gets [`CasOutcome::Applied`]. Callers compute `next` with
     /// [`JobMeta::transitioned`], which enforces the transition table.
     async fn compare_and_set(&self, guard: Guard, next: &JobMeta) -> Result<CasOutcome, JobStoreError>;
-    /// Sets progress and the heartbeat if the job is still in the state `guard` (a cancel or a
-    /// takeover makes this fail, which is how a worker learns to stop).
+    /// Sets progress if the job is still in the state `guard` (a cancel or a takeover makes this
+    /// fail, which is how a worker learns to stop); with `renewed`, also the lease's renewal time
+    /// (`heartbeat_at`). Only the heartbeat renews, and always before it extends the message's
+    /// visibility, so a lease never outlives the message: the first delivery after a worker died
+    /// finds it expired.
     async fn update_progress(
         &self,
         id: &JobId,
         guard: Guard,
         progress: &Progress,
+        renewed: Option<DateTime<Utc>>,
     ) -> Result<CasOutcome, JobStoreError>;
     /// The most recent jobs, newest first: of `owner` (a principal id, [`JobMeta::owner`]) when
     /// given, else of everyone (an admin's history); optionally of one status.

@@ -380,11 +380,12 @@ pub async fn page(
             manifest.domains.first().ok_or_else(|| TraceError::Internal("manifest has no domains".into()))?
         }
     };
-    let end = (offset + limit as u64).min(dm.records);
+    // Request-derived: an offset near u64::MAX must not overflow (a panic in debug builds).
+    let end = offset.saturating_add(limit as u64).min(dm.records);
     let mut data = RenderedRecords::default();
     let mut first = 0u64;
     for entry in &dm.chunks {
-        let last = first + entry.records;
+        let last = first.saturating_add(entry.records);
         if last > offset && first < end {
             let body = read_chunk(app, entry).await?;
             let skip = offset.saturating_sub(first) as usize;
@@ -605,6 +606,41 @@ mod tests {
             (last["type"].as_str(), last["code"].as_str()),
             (Some("error"), Some("RESULT_TOO_LARGE_FOR_STREAM"))
         );
+    }
+
+    /// Offsets at and past the end, up to `u64::MAX` (and beyond it), answer an empty page or a clear
+    /// error; never a panic or an overflow.
+    #[tokio::test]
+    async fn hostile_offsets_answer_an_empty_page_or_a_clear_error() {
+        let (app, id) = finished_job(40, 7).await;
+        let page_of = |offset: &str, limit: &str| {
+            let (app, id, offset, limit) = (app.clone(), id.clone(), offset.to_owned(), limit.to_owned());
+            async move { page(&app, &Principal::local(), &id, Some("history"), Some(&offset), Some(&limit)).await }
+        };
+        let total = {
+            let answer: serde_json::Value =
+                serde_json::from_slice(&page_of("0", "5000").await.unwrap()).unwrap();
+            answer["results"]["history"]["total"].as_u64().unwrap()
+        };
+        assert!(total > 7, "the domain spans several chunks");
+        for offset in [total, total + 1, u64::MAX - 1, u64::MAX] {
+            for limit in ["1", "5000"] {
+                let answer: serde_json::Value =
+                    serde_json::from_slice(&page_of(&offset.to_string(), limit).await.unwrap()).unwrap();
+                let page = &answer["results"]["history"];
+                assert_eq!(page["count"], 0, "offset {offset}, limit {limit}");
+                assert_eq!(page["offset"].as_u64(), Some(offset));
+                assert_eq!(page["total"].as_u64(), Some(total));
+            }
+        }
+        // The last record, read from just before the end with the largest limit.
+        let answer: serde_json::Value =
+            serde_json::from_slice(&page_of(&(total - 1).to_string(), "5000").await.unwrap()).unwrap();
+        assert_eq!(answer["results"]["history"]["count"], 1);
+        for bad in ["18446744073709551616", "-1", "1e3", "0x10", " 1"] {
+            let e = page_of(bad, "10").await.unwrap_err();
+            assert_eq!(e.code(), "INVALID_PARAMETER", "{bad:?}");
+        }
     }
 
     #[test]

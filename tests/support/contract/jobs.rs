@@ -72,19 +72,36 @@ async fn with_progress(s: &dyn JobStore, meta: &JobMeta) -> (JobMeta, Progress) 
     progress.domain = Some(Domain::Rejects);
     progress.records_written = 12_345;
     progress.set_ids_done(5_000);
+    let renewed = Utc::now() - Span::seconds(5);
     assert_eq!(
-        s.update_progress(&meta.job_id, started.guard(), &progress).await.expect("progress"),
+        s.update_progress(&meta.job_id, started.guard(), &progress, Some(renewed)).await.expect("progress"),
         CasOutcome::Applied
     );
     let read = s.get(&meta.job_id).await.expect("get").expect("exists");
     assert_eq!(read.progress, progress);
-    assert!(read.heartbeat_at.is_some());
+    assert_eq!(read.heartbeat_at, Some(renewed), "the lease's renewal as given");
+    // Progress alone does not renew the lease.
+    let mut more = progress.clone();
+    more.records_written += 1;
+    assert_eq!(
+        s.update_progress(&meta.job_id, started.guard(), &more, None).await.expect("progress"),
+        CasOutcome::Applied
+    );
+    let again = s.get(&meta.job_id).await.expect("get").expect("exists");
+    assert_eq!((again.progress.records_written, again.heartbeat_at), (more.records_written, Some(renewed)));
+    assert_eq!(
+        s.update_progress(&meta.job_id, started.guard(), &progress, None).await.expect("progress"),
+        CasOutcome::Applied
+    );
+    let read = s.get(&meta.job_id).await.expect("get").expect("exists");
     assert!(matches!(
-        s.update_progress(&meta.job_id, meta.guard(), &progress).await.expect("progress"),
+        s.update_progress(&meta.job_id, meta.guard(), &progress, None).await.expect("progress"),
         CasOutcome::Conflict(_)
     ));
     assert_eq!(
-        s.update_progress(&JobId::new(), started.guard(), &progress).await.expect("progress"),
+        s.update_progress(&JobId::new(), started.guard(), &progress, Some(Utc::now()))
+            .await
+            .expect("progress"),
         CasOutcome::Missing
     );
     (read, progress)
@@ -102,7 +119,8 @@ async fn cancelled(s: &dyn JobStore, meta: &JobMeta) {
     let started_guard = read.guard();
     let cancelled = read.transitioned(JobStatus::Cancelled, Utc::now(), None).expect("allowed");
     assert_eq!(s.compare_and_set(read.guard(), &cancelled).await.expect("cas"), CasOutcome::Applied);
-    match s.update_progress(&meta.job_id, started_guard, &progress).await.expect("progress") {
+    match s.update_progress(&meta.job_id, started_guard, &progress, Some(Utc::now())).await.expect("progress")
+    {
         CasOutcome::Conflict(current) => assert_eq!(current.status, JobStatus::Cancelled),
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -167,7 +185,7 @@ pub async fn owner_and_tenant_round_trip(s: &dyn JobStore) {
     assert_eq!(s.compare_and_set(meta.guard(), &started).await.expect("cas"), CasOutcome::Applied);
     let progress = Progress::start(25_000);
     assert_eq!(
-        s.update_progress(&meta.job_id, started.guard(), &progress).await.expect("progress"),
+        s.update_progress(&meta.job_id, started.guard(), &progress, None).await.expect("progress"),
         CasOutcome::Applied
     );
     let read = s.get(&meta.job_id).await.expect("get").expect("exists");

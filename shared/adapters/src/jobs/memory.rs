@@ -68,12 +68,15 @@ impl JobStore for MemoryJobStore {
         id: &JobId,
         guard: Guard,
         progress: &Progress,
+        renewed: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<CasOutcome, JobStoreError> {
         Ok(self.with_jobs(|jobs| match jobs.get_mut(id) {
             None => CasOutcome::Missing,
             Some((meta, _)) if matches(meta, guard) => {
                 meta.progress = progress.clone();
-                meta.heartbeat_at = Some(chrono::Utc::now());
+                if let Some(at) = renewed {
+                    meta.heartbeat_at = Some(at);
+                }
                 CasOutcome::Applied
             }
             Some((meta, _)) => CasOutcome::Conflict(Box::new(meta.clone())),

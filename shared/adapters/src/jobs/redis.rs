@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use redis::{AsyncCommands, Script};
 use trace_core::auth::hash_id;
 use trace_core::job::{Guard, JobMeta, JobStatus, Progress};
@@ -196,19 +196,15 @@ impl JobStore for RedisJobStore {
         id: &JobId,
         guard: Guard,
         progress: &Progress,
+        renewed: Option<DateTime<Utc>>,
     ) -> Result<CasOutcome, JobStoreError> {
-        let code: i64 = self
-            .progress
-            .key(self.keys.job_meta(id))
-            .arg(guard.status.as_str())
-            .arg(guard.attempt)
-            .arg("progress")
-            .arg(to_json(progress))
-            .arg("heartbeat_at")
-            .arg(Utc::now().to_rfc3339())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| backend("update_progress", e))?;
+        let mut inv = self.progress.key(self.keys.job_meta(id));
+        inv.arg(guard.status.as_str()).arg(guard.attempt).arg("progress").arg(to_json(progress));
+        if let Some(at) = renewed {
+            inv.arg("heartbeat_at").arg(at.to_rfc3339());
+        }
+        let code: i64 =
+            inv.invoke_async(&mut self.conn.clone()).await.map_err(|e| backend("update_progress", e))?;
         self.cas_outcome(id, code).await
     }
 

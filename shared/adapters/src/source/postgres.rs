@@ -14,7 +14,7 @@ use trace_core::config::{in_lambda, split_sslmode, Config, SslMode};
 use trace_core::domain::ColumnType;
 use trace_core::ports::{BackendError, EventSource, RowCursor, SourceError};
 use trace_core::record::{RowBatch, RowGauge, Value};
-use trace_core::{ContainerId, Domain};
+use trace_core::{BackendTimeouts, ContainerId, Domain};
 
 use super::catalog;
 use crate::tls::{self, CaBundle};
@@ -70,9 +70,29 @@ pub fn sslmode(url: &str, tls: &PgTlsOptions) -> Result<(SslMode, String), Backe
 /// checked against `DATABASE_CA_FILE` (or the system roots) and the host name. Connects nothing yet
 /// (see [`check`]).
 pub fn pool_with(url: &str, size: usize, tls: &PgTlsOptions) -> Result<Pool, BackendError> {
+    pool_bounded(url, size, tls, &BackendTimeouts::default())
+}
+
+/// [`pool_with`] with `timeouts`: a connection opens within `connect` (and a caller waits at most
+/// that long for one from the pool); every statement, each fetch of a cursor included, is bounded
+/// by the server's `statement_timeout` = `db_statement` (a lock or a stall fails the read, and the
+/// run retries it, instead of hanging until the job's timeout).
+pub fn pool_bounded(
+    url: &str,
+    size: usize,
+    tls: &PgTlsOptions,
+    timeouts: &BackendTimeouts,
+) -> Result<Pool, BackendError> {
     let (mode, url) = sslmode(url, tls)?;
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| BackendError::new("postgres", "parse url", e))?;
+    config.connect_timeout(timeouts.connect);
+    let statement = format!("-c statement_timeout={}", timeouts.db_statement.as_millis());
+    let options = match config.get_options() {
+        Some(given) if !given.is_empty() => format!("{given} {statement}"),
+        _ => statement,
+    };
+    config.options(&options);
     // A cursor dropped mid-read (cancel, error) leaves its transaction open; every connection is
     // rolled back when it returns to the pool, so the next user gets a clean session.
     let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Custom("ROLLBACK".to_owned()) };
@@ -101,7 +121,13 @@ pub fn pool_with(url: &str, size: usize, tls: &PgTlsOptions) -> Result<Pool, Bac
             Manager::from_config(config, connector, manager_config)
         }
     };
-    Pool::builder(manager).max_size(size.max(1)).build().map_err(|e| BackendError::new("postgres", "pool", e))
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(timeouts.connect))
+        .create_timeout(Some(timeouts.connect))
+        .build()
+        .map_err(|e| BackendError::new("postgres", "pool", e))
 }
 
 /// Connects once, at start-up: a refused certificate, or a server without TLS when TLS is asked

@@ -1,10 +1,17 @@
 //! Step 1: claim the job, and hold it while the run lasts.
 //!
-//! The claim is a compare-and-set `queued → started` (or the takeover of a `started` job whose worker
-//! stopped beating). The [`Lease`] is this worker's view of the claimed job: its progress, and why it
-//! was lost when the heartbeat finds the job cancelled or taken over.
+//! The claim is a compare-and-set `queued → started` (or the takeover of a `started` job whose lease
+//! expired). The [`Lease`] is this worker's view of the claimed job: its progress, and why it was
+//! lost when the heartbeat finds the job cancelled or taken over.
+//!
+//! The lease's clock is `heartbeat_at`, written only by the heartbeat ([`keep_alive`]), at once after
+//! the claim and then every `TRACE_WORKER_HEARTBEAT_SECONDS`, each time *before* it extends the
+//! message's visibility. The message therefore never comes back before the lease has expired: the
+//! first delivery after a worker died takes the job over (progress written between heartbeats does
+//! not renew the lease, so a crash right after a progress write cannot make that delivery bounce).
 
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::task::JoinHandle;
@@ -33,10 +40,7 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Jo
         let Some(meta) = jobs.get(&message.job_id).await? else {
             return Ok(Claim::Duplicate("job unknown or expired"));
         };
-        let stale = |m: &JobMeta| {
-            let beat = m.heartbeat_at.or(m.started_at).unwrap_or(m.created_at);
-            (Utc::now() - beat).to_std().unwrap_or_default() > app.config.worker_visibility
-        };
+        let stale = |m: &JobMeta| lease_expired(m, app.config.worker_visibility, app.config.worker_heartbeat);
         match meta.status {
             JobStatus::Finished => return Ok(Claim::Duplicate("job already finished")),
             JobStatus::Failed => return Ok(Claim::Duplicate("job already failed")),
@@ -56,6 +60,19 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Jo
         }
     }
     Ok(Claim::Busy)
+}
+
+/// Slack for the clocks of two machines: a lease counts as expired this long before its renewal is a
+/// whole visibility timeout old (but never closer than halfway to the next renewal of a live worker).
+const CLOCK_SLACK: Duration = Duration::from_secs(2);
+
+/// Whether `meta`'s lease has expired: its last renewal (or its claim, before the first) is older than
+/// the visibility timeout, less a slack for clock differences that stays clear of a live worker's
+/// next renewal (`heartbeat`).
+pub(super) fn lease_expired(meta: &JobMeta, visibility: Duration, heartbeat: Duration) -> bool {
+    let slack = CLOCK_SLACK.min(visibility.saturating_sub(heartbeat) / 2);
+    let renewed = meta.heartbeat_at.or(meta.started_at).unwrap_or(meta.created_at);
+    (Utc::now() - renewed).to_std().unwrap_or_default() >= visibility.saturating_sub(slack)
 }
 
 /// Why this worker no longer holds its job.
@@ -123,11 +140,18 @@ impl Lease {
         self.lost.get().map_or(Ok(()), |why| Err(*why))
     }
 
-    /// Stores progress; tells whether the job is still ours.
+    /// Stores progress (without renewing the lease); tells whether the job is still ours.
     pub(super) async fn publish(&self, app: &App, progress: Progress) -> Result<(), ShardError> {
         self.note(progress.clone());
         let outcome =
-            app.backends.jobs.update_progress(&self.meta.job_id, self.meta.guard(), &progress).await?;
+            app.backends.jobs.update_progress(&self.meta.job_id, self.meta.guard(), &progress, None).await?;
+        self.held_after(outcome)
+    }
+
+    /// Renews the lease with the progress noted so far; tells whether the job is still ours.
+    async fn renew(&self, app: &App) -> Result<(), ShardError> {
+        let (id, guard, progress) = (&self.meta.job_id, self.meta.guard(), self.progress());
+        let outcome = app.backends.jobs.update_progress(id, guard, &progress, Some(Utc::now())).await?;
         self.held_after(outcome)
     }
 
@@ -137,9 +161,9 @@ impl Lease {
     }
 }
 
-/// Starts the heartbeat: every `TRACE_WORKER_HEARTBEAT_SECONDS` it extends the message's visibility
-/// and refreshes the job's heartbeat, and notes on the lease when the job was cancelled or taken
-/// over. It runs until the returned task is aborted.
+/// Starts the heartbeat: at once, then every `TRACE_WORKER_HEARTBEAT_SECONDS`, it renews the lease
+/// and then extends the message's visibility (in this order: see the [module](self)), and notes on
+/// the lease when the job was cancelled or taken over. It runs until the returned task is aborted.
 pub(super) fn keep_alive(
     app: &App,
     queue: &Arc<dyn JobQueue>,
@@ -150,18 +174,18 @@ pub(super) fn keep_alive(
     tokio::spawn(
         async move {
             let mut tick = tokio::time::interval(app.config.worker_heartbeat);
-            tick.tick().await;
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = queue.extend_visibility(&receipt, app.config.worker_visibility).await {
-                    tracing::warn!(error = %e, "could not extend the message's visibility");
-                }
-                match lease.publish(&app, lease.progress()).await {
+                match lease.renew(&app).await {
                     Ok(()) => {}
                     Err(ShardError::LeaseLost(why)) => {
                         let _ = lease.lost.set(why);
                     }
                     Err(e) => tracing::warn!(error = %e, "heartbeat could not reach the job store"),
+                }
+                if let Err(e) = queue.extend_visibility(&receipt, app.config.worker_visibility).await {
+                    tracing::warn!(error = %e, "could not extend the message's visibility");
                 }
             }
         }

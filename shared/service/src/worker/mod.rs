@@ -243,3 +243,136 @@ async fn write_result(
     }
     (outcome, chunks.progress().records_written, stored)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use trace_adapters::runtime::{Backends, BackendsFromConfig};
+    use trace_core::job::JobStatus;
+    use trace_core::{layout, Config, JobId, Principal, TraceRequest};
+
+    /// An app over the embedded stand-ins with `vars`.
+    async fn app(vars: &[(&str, &str)]) -> App {
+        let dir = std::env::temp_dir().join(format!("trace-worker-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir = dir.display().to_string();
+        let config = Config::from_lookup(|name| match vars.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => Some(v.to_string()),
+            None if name == "TRACE_AUTH" => Some("open".to_owned()),
+            None if name == "TRACE_LOCAL_DIR" => Some(dir.clone()),
+            None => None,
+        })
+        .unwrap();
+        App::new(config.clone(), Backends::from_config(&config).await.unwrap())
+    }
+
+    /// A queued job of `ids` containers (history) and its first delivery.
+    async fn queued(app: &App, ids: u64) -> (JobId, Delivery) {
+        let ids: Vec<String> = (1..=ids).map(trace_dataset::container_id).collect();
+        let body = serde_json::json!({ "container_ids": ids, "domains": ["history"] });
+        let request = TraceRequest::parse(body.to_string().as_bytes(), usize::MAX).unwrap();
+        let accepted =
+            crate::submit::enqueue(app, &Principal::local(), &request, QueueKind::Light).await.unwrap();
+        let delivery = app
+            .backends
+            .light
+            .receive(1, Duration::from_secs(1), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        (accepted.job_id, delivery)
+    }
+
+    /// Ages the job's lease as if its worker had stopped renewing it `by` ago.
+    async fn age_lease(app: &App, job: &JobId, by: chrono::Duration) {
+        let meta = app.backends.jobs.get(job).await.unwrap().unwrap();
+        let renewed = Some(Utc::now() - by);
+        let outcome =
+            app.backends.jobs.update_progress(job, meta.guard(), &meta.progress, renewed).await.unwrap();
+        assert_eq!(outcome, trace_core::ports::CasOutcome::Applied);
+    }
+
+    /// A worker paused past its lease wakes up at its deadline after another took the job over and
+    /// finished it: its clean-up must leave the finished result alone (it used to delete it first
+    /// and then find the job no longer its own: `finished` with no result).
+    #[tokio::test]
+    async fn a_zombie_s_timeout_leaves_the_new_owner_s_finished_result_alone() {
+        let app = app(&[]).await;
+        let (job, delivery) = queued(&app, 30).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        let Ok(Claim::Run(claimed)) = lease::claim(&app, &message).await else { panic!("claimed") };
+        let zombie = Lease::new(&claimed);
+        // It stops renewing; the lease expires; the next delivery takes over and finishes.
+        age_lease(&app, &job, chrono::Duration::hours(1)).await;
+        let queue = app.backends.light.clone();
+        let (_, shutdown) = watch::channel(false);
+        let disposition = handle_delivery(&app, &queue, &delivery, shutdown, None).await;
+        assert_eq!(disposition, Disposition::Delete);
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 2));
+        let manifest = app.backends.store.get(&layout::manifest_key(&job)).await.unwrap();
+        // The zombie wakes up at its deadline.
+        let settled =
+            settle::record_outcome(&app, &delivery, &zombie, Err(ShardError::Timeout(1)), Duration::ZERO)
+                .await;
+        assert_eq!(settled.outcome, crate::metrics::Outcome::TakenOver);
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!(meta.status, JobStatus::Finished);
+        assert_eq!(app.backends.store.get(&layout::manifest_key(&job)).await.unwrap(), manifest);
+        assert!(!app.backends.store.list(&layout::result_prefix(&job)).await.unwrap().is_empty());
+    }
+
+    /// The claim takes a `started` job over exactly when its lease is a visibility timeout old (less
+    /// the clock slack), and progress written meanwhile does not keep a dead worker's lease alive.
+    #[tokio::test]
+    async fn a_lease_expires_a_visibility_timeout_after_its_last_renewal_whatever_progress_says() {
+        let app =
+            app(&[("TRACE_WORKER_VISIBILITY_SECONDS", "60"), ("TRACE_WORKER_HEARTBEAT_SECONDS", "20")]).await;
+        let (job, delivery) = queued(&app, 3).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        let Ok(Claim::Run(claimed)) = lease::claim(&app, &message).await else { panic!("claimed") };
+        let lease = Lease::new(&claimed);
+        assert!(matches!(lease::claim(&app, &message).await, Ok(Claim::Busy)), "a fresh lease is live");
+        // Renewed 57 s ago: live (60 s less the 2 s slack is 58 s).
+        age_lease(&app, &job, chrono::Duration::seconds(57)).await;
+        assert!(matches!(lease::claim(&app, &message).await, Ok(Claim::Busy)));
+        // Renewed 58.5 s ago: expired, even after a progress write now.
+        age_lease(&app, &job, chrono::Duration::milliseconds(58_500)).await;
+        lease.publish(&app, lease.progress()).await.unwrap();
+        match lease::claim(&app, &message).await {
+            Ok(Claim::Run(meta)) => assert_eq!(meta.attempt, 2),
+            _ => panic!("an expired lease is taken over"),
+        }
+        // The new owner's lease, renewed 50 s ago, is live.
+        age_lease(&app, &job, chrono::Duration::seconds(50)).await;
+        assert!(matches!(lease::claim(&app, &message).await, Ok(Claim::Busy)));
+        // The first worker learns it lost the job at its next write.
+        assert!(matches!(
+            lease.publish(&app, lease.progress()).await,
+            Err(ShardError::LeaseLost(LeaseLost::TakenOver))
+        ));
+    }
+
+    #[test]
+    fn the_clock_slack_stays_clear_of_a_live_worker_s_next_renewal() {
+        let meta = |renewed_ago: i64| {
+            let mut m = trace_core::job::JobMeta::new(
+                JobId::new(),
+                trace_core::Profile::QueryTool,
+                1,
+                vec![],
+                QueueKind::Light,
+                Utc::now(),
+            );
+            m.heartbeat_at = Some(Utc::now() - chrono::Duration::milliseconds(renewed_ago));
+            m
+        };
+        let (v, h) = (Duration::from_secs(6), Duration::from_secs(5));
+        // Slack = min(2 s, (6 - 5) / 2) = 0.5 s: live at 5.4 s, expired at 5.6 s.
+        assert!(!lease::lease_expired(&meta(5_400), v, h));
+        assert!(lease::lease_expired(&meta(5_600), v, h));
+        let (v, h) = (Duration::from_secs(120), Duration::from_secs(20));
+        assert!(!lease::lease_expired(&meta(117_900), v, h));
+        assert!(lease::lease_expired(&meta(118_100), v, h));
+    }
+}

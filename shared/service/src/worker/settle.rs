@@ -85,11 +85,24 @@ pub(super) async fn record_outcome(
             Settled::new(Disposition::Retry { after: Duration::ZERO }, Outcome::Released, None)
         }
         // Fail the job for good.
+        // The status first: only a run that still holds the job may remove what was written (a worker
+        // paused past its lease must not delete the result of the one that took over).
         e @ ShardError::Timeout(_) => {
             const CODE: &str = "JOB_TIMEOUT";
-            remove_result(app, job_id).await;
-            transition(app, &lease.current(), JobStatus::Failed, Some(job_error(CODE, e.to_string()))).await;
-            Settled::new(Disposition::Delete, Outcome::Failed, Some(CODE))
+            let failure = Some(job_error(CODE, e.to_string()));
+            match transition(app, &lease.current(), JobStatus::Failed, failure).await {
+                Recorded::Applied => {
+                    remove_result(app, job_id).await;
+                    Settled::new(Disposition::Delete, Outcome::Failed, Some(CODE))
+                }
+                Recorded::Changed => Settled::new(Disposition::Delete, Outcome::TakenOver, None),
+                // Unrecorded: the message comes back, and its next delivery takes the job over.
+                Recorded::Unreachable => Settled::new(
+                    Disposition::Retry { after: backoff(delivery) },
+                    Outcome::Retried,
+                    Some(CODE),
+                ),
+            }
         }
         ShardError::BadInput(reason) => {
             const CODE: &str = "BAD_INPUT";
@@ -129,13 +142,30 @@ fn job_error(code: &str, message: String) -> JobError {
     JobError { code: code.to_owned(), message }
 }
 
+/// What became of a status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// Applied: the run still held the job.
+    Applied,
+    /// The job changed meanwhile (cancelled, taken over) or refused the transition: left as is.
+    Changed,
+    /// The job store could not be reached.
+    Unreachable,
+}
+
 /// Moves the job to `to`, unless it changed meanwhile; a failure is logged, not returned.
-async fn transition(app: &App, meta: &JobMeta, to: JobStatus, error: Option<JobError>) {
-    let Ok(next) = meta.transitioned(to, Utc::now(), error) else { return };
+async fn transition(app: &App, meta: &JobMeta, to: JobStatus, error: Option<JobError>) -> Recorded {
+    let Ok(next) = meta.transitioned(to, Utc::now(), error) else { return Recorded::Changed };
     match app.backends.jobs.compare_and_set(meta.guard(), &next).await {
-        Ok(CasOutcome::Applied) => {}
-        Ok(other) => tracing::warn!(to = %to, outcome = ?other, "job changed meanwhile; status left as is"),
-        Err(e) => tracing::error!(to = %to, error = %e, "could not record the job's status"),
+        Ok(CasOutcome::Applied) => Recorded::Applied,
+        Ok(other) => {
+            tracing::warn!(to = %to, outcome = ?other, "job changed meanwhile; status left as is");
+            Recorded::Changed
+        }
+        Err(e) => {
+            tracing::error!(to = %to, error = %e, "could not record the job's status");
+            Recorded::Unreachable
+        }
     }
 }
 
