@@ -1,7 +1,11 @@
 # infra/lib.sh — helpers shared by the infra scripts (sourced, never run on its own).
 #
-# The sourcing script defines `say MESSAGE` (to stderr) and `die MESSAGE` (say, then exit 1), and sets
-# CACHE_DIR (where virtualenvs are kept, ${TRACE_CACHE_DIR:-~/.cache/trace-jobs}).
+# The sourcing script defines `say MESSAGE` (to stderr) and `die MESSAGE` (say, then exit 1). Sourcing sets
+# CACHE_DIR: where virtualenvs and downloads are kept, ${TRACE_CACHE_DIR:-~/.cache/trace-jobs}, made absolute
+# (services and tools run from other working directories).
+
+CACHE_DIR="${TRACE_CACHE_DIR:-$HOME/.cache/trace-jobs}"
+[[ "$CACHE_DIR" == /* ]] || CACHE_DIR="$PWD/$CACHE_DIR"
 
 # find_python MINOR: prints the path of a python3 >= 3.MINOR that has the venv module. Tries python3.N on
 # PATH and pyenv's installed versions (3.13 first, then 3.12, then newer, then older, newest patch release

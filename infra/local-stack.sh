@@ -45,10 +45,8 @@ readonly SERVICE_TIMEOUT=30    # seconds for Redis / PostgreSQL
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
 STATE_DIR="${TRACE_STACK_DIR:-$REPO_ROOT/.stack}"
-CACHE_DIR="${TRACE_CACHE_DIR:-$HOME/.cache/trace-jobs}"
 # Absolute paths: services run from other working directories.
 [[ "$STATE_DIR" == /* ]] || STATE_DIR="$PWD/$STATE_DIR"
-[[ "$CACHE_DIR" == /* ]] || CACHE_DIR="$PWD/$CACHE_DIR"
 ENV_FILE="$STATE_DIR/env"
 STATE_FILE="$STATE_DIR/stack.state"   # KEY=VALUE facts about what `up` started, read by status/down
 PROG="infra/local-stack.sh"
@@ -61,7 +59,7 @@ die() { say "local-stack: error: $*"; exit 1; }
 is_root() { [[ $(id -u) -eq 0 ]]; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-# find_python, ensure_venv
+# find_python, ensure_venv, CACHE_DIR
 # shellcheck source=infra/lib.sh
 source "$SCRIPT_DIR/lib.sh"
 short() { local p="$1"; printf '%s' "${p#"$REPO_ROOT"/}"; }

@@ -21,17 +21,15 @@ readonly CARGO_LAMBDA_VERSION=1.9.2
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
-CACHE_DIR="${TRACE_CACHE_DIR:-$HOME/.cache/trace-jobs}"
-[[ "$CACHE_DIR" == /* ]] || CACHE_DIR="$PWD/$CACHE_DIR"
 VENV_NAME="venv-sam-build"
-VENV="$CACHE_DIR/$VENV_NAME"
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "sam-build: error: $*"; exit 1; }
 
-# find_python, ensure_venv
+# find_python, ensure_venv, CACHE_DIR
 # shellcheck source=infra/lib.sh
 source "$SCRIPT_DIR/lib.sh"
+VENV="$CACHE_DIR/$VENV_NAME"
 
 args=()
 arch=""

@@ -38,21 +38,19 @@ readonly SERVERLESS_IGNORED=(ES1001 ES6000 WS1004)
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
-CACHE_DIR="${TRACE_CACHE_DIR:-$HOME/.cache/trace-jobs}"
-[[ "$CACHE_DIR" == /* ]] || CACHE_DIR="$PWD/$CACHE_DIR"
 TEMPLATE="${1:-$REPO_ROOT/template.yaml}"
 KEEP_TRANSLATED="${2:-}"
 VENV_NAME="venv-template-check"
-VENV="$CACHE_DIR/$VENV_NAME"
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "validate-template: error: $*"; exit 1; }
 
 [[ -f "$TEMPLATE" ]] || die "no template at $TEMPLATE"
 
-# find_python, ensure_venv
+# find_python, ensure_venv, CACHE_DIR
 # shellcheck source=infra/lib.sh
 source "$SCRIPT_DIR/lib.sh"
+VENV="$CACHE_DIR/$VENV_NAME"
 
 # cfn-lint 1.x needs Python >= 3.9.
 python="$(find_python 9)" || die "no python3 >= 3.9 with the venv module found (on Debian: apt-get install -y python3 python3-venv)"
