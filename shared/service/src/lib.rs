@@ -30,4 +30,7 @@ pub mod status;
 pub mod submit;
 pub mod worker;
 
+#[cfg(test)]
+mod testing;
+
 pub use app::App;

@@ -411,28 +411,15 @@ pub async fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
     use std::io::Read;
     use std::sync::Arc;
-    use trace_adapters::runtime::{Backends, BackendsFromConfig};
-    use trace_core::{Config, QueueKind, TraceRequest};
-
-    fn config(vars: &[(&str, &str)], dir: &str) -> Config {
-        Config::from_lookup(|name| match vars.iter().find(|(k, _)| *k == name) {
-            Some((_, v)) => Some(v.to_string()),
-            None if name == "TRACE_AUTH" => Some("open".to_owned()),
-            None if name == "TRACE_LOCAL_DIR" => Some(dir.to_owned()),
-            None => None,
-        })
-        .unwrap()
-    }
+    use trace_core::{QueueKind, TraceRequest};
 
     /// An app over the embedded stand-ins (the reference dataset) with `vars`, and a finished job of
     /// `ids` containers over holds and history, stored in chunks of `chunk_records`.
     async fn finished_job(ids: u64, chunk_records: usize) -> (App, String) {
-        let dir = std::env::temp_dir().join(format!("trace-results-test-{}", uuid::Uuid::new_v4().simple()));
-        let records = chunk_records.to_string();
-        let config = config(&[("TRACE_CHUNK_RECORDS", &records)], &dir.display().to_string());
-        let app = App::new(config.clone(), Backends::from_config(&config).await.unwrap());
+        let app = testing::app(&[("TRACE_CHUNK_RECORDS", &chunk_records.to_string())]).await;
         let ids: Vec<String> = (1..=ids).map(trace_dataset::container_id).collect();
         let body = serde_json::json!({ "container_ids": ids, "domains": ["holds", "history"] });
         let request = TraceRequest::parse(body.to_string().as_bytes(), usize::MAX).unwrap();
@@ -452,7 +439,7 @@ mod tests {
     /// `app` with other stream settings.
     fn with(app: &App, vars: &[(&str, &str)]) -> App {
         let mut changed = app.clone();
-        changed.config = Arc::new(config(vars, &app.config.local_dir));
+        changed.config = Arc::new(testing::config(vars, &app.config.local_dir));
         changed
     }
 

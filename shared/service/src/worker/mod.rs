@@ -247,24 +247,10 @@ async fn write_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::app;
     use chrono::Utc;
-    use trace_adapters::runtime::{Backends, BackendsFromConfig};
     use trace_core::job::JobStatus;
-    use trace_core::{layout, Config, JobId, Principal, TraceRequest};
-
-    /// An app over the embedded stand-ins with `vars`.
-    async fn app(vars: &[(&str, &str)]) -> App {
-        let dir = std::env::temp_dir().join(format!("trace-worker-test-{}", uuid::Uuid::new_v4().simple()));
-        let dir = dir.display().to_string();
-        let config = Config::from_lookup(|name| match vars.iter().find(|(k, _)| *k == name) {
-            Some((_, v)) => Some(v.to_string()),
-            None if name == "TRACE_AUTH" => Some("open".to_owned()),
-            None if name == "TRACE_LOCAL_DIR" => Some(dir.clone()),
-            None => None,
-        })
-        .unwrap();
-        App::new(config.clone(), Backends::from_config(&config).await.unwrap())
-    }
+    use trace_core::{layout, JobId, Principal, TraceRequest};
 
     /// A queued job of `ids` containers (history) and its first delivery.
     async fn queued(app: &App, ids: u64) -> (JobId, Delivery) {
