@@ -141,12 +141,19 @@ impl Bench {
     async fn read_chunk_urls(&self, f: &Functions, job: &JobId, parallel: usize) -> anyhow::Result<Value> {
         let started = Instant::now();
         let (mut records, mut lines) = (0u64, 0u64);
-        let mut stream = f.client.read_chunks(job, parallel);
-        while let Some(line) = stream.next().await {
-            if let trace_core::ndjson::StreamLine::Records { count, .. } = line? {
-                records += count;
+        // As `trace stream` reads: the chunks' records unparsed, each turned into the stream's lines.
+        let list = f.client.chunks(job).await?;
+        let mut stream = f.client.read_chunk_pieces(list, parallel, |_| {});
+        let mut out = Vec::new();
+        while let Some(piece) = stream.next().await {
+            match piece? {
+                trace_client::Piece::Records(block) => {
+                    out.clear();
+                    lines += block.write_lines(&mut out);
+                    records += block.records;
+                }
+                trace_client::Piece::Line(_) => lines += 1,
             }
-            lines += 1;
         }
         Ok(
             json!({ "read_s": started.elapsed().as_secs_f64(), "records": records, "lines": lines, "parallel": parallel }),

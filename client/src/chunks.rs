@@ -4,10 +4,16 @@
 //! or a path of the API for stores without URLs), its sizes and CRC-32. The reader fetches up to
 //! `parallel` chunks at once (each in its own task, so decoding and parsing use every core), checks
 //! each with [`ChunkEntry::decode`](trace_core::layout::ChunkEntry::decode) (stored size, gzip, size
-//! and CRC-32 of the NDJSON), splits it into `records` lines with the stream's own rule
-//! ([`write_records_lines`], the list's `stream_batch_size`) and delivers the lines in order, between
-//! the `meta`, `domain_start`, `domain_end`, `aggregation` and `complete` lines the stream route sends:
-//! the same [`StreamLine`]s, line for line.
+//! and CRC-32 of the NDJSON) and delivers the chunks in order, between the `meta`, `domain_start`,
+//! `domain_end`, `aggregation` and `complete` lines the stream route sends. Two ways to take them:
+//!
+//! - [`Client::read_chunk_pieces`]: each chunk as a [`RecordsBlock`], its NDJSON unparsed, which
+//!   writes the stream's own `records` lines ([`RecordsBlock::write_lines`], the rule of
+//!   [`write_records_lines`] with the list's `stream_batch_size`) byte for byte, or hands out the
+//!   records as they are stored. Nothing is parsed: the reader goes at the speed of gzip and the
+//!   network (the benchmark's end-to-end read, `trace stream` to NDJSON);
+//! - [`Client::read_chunks`] / [`Client::read_chunk_list`]: the same as typed [`StreamLine`]s, line
+//!   for line (each block parsed in its reading task, so parsing uses every core).
 //!
 //! A chunk whose fetch fails (connection, 5xx, a short or corrupt body) is fetched again, after a
 //! growing pause, up to [`ClientConfig::chunk_attempts`](crate::ClientConfig::chunk_attempts) times;
@@ -28,6 +34,86 @@ use trace_core::{Domain, JobId};
 
 use crate::stream::{LineStream, Resume};
 use crate::{http_error, Client, ClientError, Part};
+
+/// One stored chunk, read and checked: its records as stored (NDJSON, one record per line), not
+/// parsed.
+#[derive(Debug, Clone)]
+pub struct RecordsBlock {
+    /// Its domain.
+    pub domain: Domain,
+    /// Its position in the domain.
+    pub index: u64,
+    /// The number of its first `records` line in the domain's stream.
+    pub first_batch: u64,
+    /// Records in it.
+    pub records: u64,
+    /// The records, one JSON object per line.
+    pub ndjson: Bytes,
+    batch_size: u64,
+}
+
+impl RecordsBlock {
+    /// Appends the block's `records` lines exactly as the stream route sends them. Returns the lines
+    /// written.
+    pub fn write_lines(&self, out: &mut Vec<u8>) -> u64 {
+        write_records_lines(out, self.domain, self.first_batch, &self.ndjson, self.batch_size).1
+    }
+
+    /// The block's `records` lines, typed.
+    pub fn lines(&self) -> Result<Vec<StreamLine>, ClientError> {
+        let mut out = Vec::with_capacity(self.ndjson.len() + 256);
+        let count = self.write_lines(&mut out);
+        let mut lines = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            lines.push(serde_json::from_slice(line).map_err(|e| ClientError::ChunkFailed {
+                domain: self.domain,
+                index: self.index,
+                attempts: 1,
+                reason: format!("a record is not JSON: {e}"),
+            })?);
+        }
+        Ok(lines)
+    }
+}
+
+/// What [`Client::read_chunk_pieces`] delivers, in the stream's order.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// A line other than `records`.
+    Line(StreamLine),
+    /// One chunk's records: the `records` lines of the stream it stands for.
+    Records(RecordsBlock),
+}
+
+/// The pieces of a result read through its chunk URLs ([`Client::read_chunk_pieces`]).
+pub struct PieceStream {
+    inner: futures::stream::BoxStream<'static, Result<Piece, ClientError>>,
+    resumes: Arc<AtomicU32>,
+}
+
+impl PieceStream {
+    /// How many chunk fetches were made again so far.
+    pub fn resumes(&self) -> u32 {
+        self.resumes.load(Ordering::Relaxed)
+    }
+}
+
+impl futures::Stream for PieceStream {
+    type Item = Result<Piece, ClientError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl std::fmt::Debug for PieceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PieceStream").field("resumes", &self.resumes()).finish()
+    }
+}
 
 /// Chunks fetched at once by default.
 pub const DEFAULT_PARALLEL: usize = 4;
@@ -73,9 +159,9 @@ struct Task {
     offset: u64,
 }
 
-/// Lines the reader delivers in order: ready ones, or a chunk's once read.
-enum Piece {
-    Lines(Vec<StreamLine>),
+/// What the reader delivers in order: a ready line, or a chunk once read.
+enum Planned {
+    Line(StreamLine),
     Chunk(Task),
 }
 
@@ -130,7 +216,7 @@ impl Client {
         let counter = resumes.clone();
         let inner = stream::once(async move {
             match client.chunks(&job).await {
-                Ok(list) => lines(client, list, parallel, counter, Box::new(|_: &Resume| {})),
+                Ok(list) => typed(pieces(client, list, parallel, counter, Box::new(|_: &Resume| {}))),
                 Err(e) => stream::iter([Err(e)]).boxed(),
             }
         })
@@ -148,8 +234,22 @@ impl Client {
         on_resume: impl FnMut(&Resume) + Send + 'static,
     ) -> LineStream {
         let resumes = Arc::new(AtomicU32::new(0));
-        let inner = lines(self.clone(), list, parallel, resumes.clone(), Box::new(on_resume));
+        let inner = typed(pieces(self.clone(), list, parallel, resumes.clone(), Box::new(on_resume)));
         LineStream::new(inner, resumes)
+    }
+
+    /// The result `list` describes (from [`chunks`](Self::chunks)) as [`Piece`]s, the chunks
+    /// unparsed, read with `parallel` chunks at once; `on_resume` is told of every chunk fetched
+    /// again.
+    pub fn read_chunk_pieces(
+        &self,
+        list: ChunkList,
+        parallel: usize,
+        on_resume: impl FnMut(&Resume) + Send + 'static,
+    ) -> PieceStream {
+        let resumes = Arc::new(AtomicU32::new(0));
+        let inner = pieces(self.clone(), list, parallel, resumes.clone(), Box::new(on_resume));
+        PieceStream { inner, resumes }
     }
 
     /// The stored bytes at a chunk URL: a presigned one without credentials, a path of this API
@@ -192,40 +292,68 @@ fn strip_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
-/// The lines of `list`, the chunks read by tasks, `parallel` at once, delivered in order.
-fn lines(
+/// Pieces as typed lines: each block parsed in a task of its own, several at once.
+fn typed(
+    pieces: futures::stream::BoxStream<'static, Result<Piece, ClientError>>,
+) -> futures::stream::BoxStream<'static, Result<StreamLine, ClientError>> {
+    pieces
+        .map(|piece| async move {
+            match piece? {
+                Piece::Line(line) => Ok(vec![line]),
+                Piece::Records(block) => {
+                    let (domain, index) = (block.domain, block.index);
+                    match tokio::task::spawn_blocking(move || block.lines()).await {
+                        Ok(lines) => lines,
+                        Err(e) => Err(ClientError::ChunkFailed {
+                            domain,
+                            index,
+                            attempts: 0,
+                            reason: format!("the parsing task failed: {e}"),
+                        }),
+                    }
+                }
+            }
+        })
+        .buffered(2)
+        .flat_map(|item| match item {
+            Ok(lines) => stream::iter(lines.into_iter().map(Ok).collect::<Vec<_>>()),
+            Err(e) => stream::iter(vec![Err(e)]),
+        })
+        .boxed()
+}
+
+/// The pieces of `list`, the chunks read by tasks, `parallel` at once, delivered in order.
+fn pieces(
     client: Client,
     list: ChunkList,
     parallel: usize,
     resumes: Arc<AtomicU32>,
     on_resume: OnResume,
-) -> futures::stream::BoxStream<'static, Result<StreamLine, ClientError>> {
+) -> futures::stream::BoxStream<'static, Result<Piece, ClientError>> {
     let batch_size = list.stream_batch_size.max(1);
-    let mut parts = vec![Piece::Lines(vec![StreamLine::Meta {
+    let mut parts = vec![Planned::Line(StreamLine::Meta {
         job_id: list.job_id,
         profile: list.profile,
         domains: list.domains.iter().map(|d| d.domain).collect(),
-    }])];
+    })];
     let mut links = Vec::new();
     for d in &list.domains {
-        parts.push(Piece::Lines(vec![StreamLine::DomainStart { domain: d.domain, total: d.records }]));
+        parts.push(Planned::Line(StreamLine::DomainStart { domain: d.domain, total: d.records }));
         let (mut first_batch, mut offset) = (0, 0);
         for link in &d.chunks {
             let task =
                 Task { domain: d.domain, index: link.index, ordinal: links.len(), first_batch, offset };
-            parts.push(Piece::Chunk(task));
+            parts.push(Planned::Chunk(task));
             first_batch += chunk_lines(link.records, batch_size);
             offset += link.records;
             links.push(link.clone());
         }
-        parts.push(Piece::Lines(vec![StreamLine::DomainEnd { domain: d.domain, count: d.records }]));
+        parts.push(Planned::Line(StreamLine::DomainEnd { domain: d.domain, count: d.records }));
     }
-    let mut closing = Vec::new();
     if let Some(data) = list.aggregation.clone() {
-        closing.push(StreamLine::Aggregation { data });
+        parts.push(Planned::Line(StreamLine::Aggregation { data }));
     }
-    closing.push(StreamLine::Complete { total_records: list.total_records });
-    parts.push(Piece::Lines(closing));
+    parts.push(Planned::Line(StreamLine::Complete { total_records: list.total_records }));
 
     let shared = Arc::new(Shared {
         client,
@@ -240,10 +368,10 @@ fn lines(
             let shared = shared.clone();
             async move {
                 match part {
-                    Piece::Lines(lines) => Ok(lines),
-                    // Its own task: fetch, decode, check and parse on any core.
-                    Piece::Chunk(task) => match tokio::spawn(read_chunk(shared, task)).await {
-                        Ok(lines) => lines,
+                    Planned::Line(line) => Ok(Piece::Line(line)),
+                    // Its own task: fetch, decode and check on any core.
+                    Planned::Chunk(task) => match tokio::spawn(read_chunk(shared, task)).await {
+                        Ok(block) => block.map(Piece::Records),
                         Err(e) => Err(ClientError::ChunkFailed {
                             domain: task.domain,
                             index: task.index,
@@ -261,15 +389,11 @@ fn lines(
             *failed = matches!(out, Some(Err(_)));
             futures::future::ready(out)
         })
-        .flat_map(|item| match item {
-            Ok(lines) => stream::iter(lines.into_iter().map(Ok).collect::<Vec<_>>()),
-            Err(e) => stream::iter(vec![Err(e)]),
-        })
         .boxed()
 }
 
-/// One chunk read, checked and split into its `records` lines, with retries.
-async fn read_chunk(shared: Arc<Shared>, task: Task) -> Result<Vec<StreamLine>, ClientError> {
+/// One chunk read and checked, with retries.
+async fn read_chunk(shared: Arc<Shared>, task: Task) -> Result<RecordsBlock, ClientError> {
     let max = shared.client.config.chunk_attempts.max(1);
     let failed = |attempts, reason| ClientError::ChunkFailed {
         domain: task.domain,
@@ -286,7 +410,7 @@ async fn read_chunk(shared: Arc<Shared>, task: Task) -> Result<Vec<StreamLine>, 
         };
         let reason = match shared.client.fetch_chunk(&link.url).await {
             Ok(stored) => match link.entry().decode(stored) {
-                Ok(ndjson) => return split(&shared, task, &link, &ndjson),
+                Ok(ndjson) => return block(&shared, task, &link, ndjson),
                 Err(corrupt) => format!("{}: {}", strip_query(&link.url), corrupt.reason),
             },
             Err(Failure::Fatal(e)) => return Err(failed(attempt, e.to_string())),
@@ -331,28 +455,24 @@ async fn refresh(shared: &Shared, seen: u64, ordinal: usize) -> Result<(), Clien
     Ok(())
 }
 
-/// A checked chunk's NDJSON as the stream's `records` lines.
-fn split(
-    shared: &Shared,
-    task: Task,
-    link: &ChunkLink,
-    ndjson: &[u8],
-) -> Result<Vec<StreamLine>, ClientError> {
-    let mut out = Vec::with_capacity(ndjson.len() + 256);
-    let (records, count) =
-        write_records_lines(&mut out, task.domain, task.first_batch, ndjson, shared.batch_size);
-    let bad = |reason: String| ClientError::ChunkFailed {
+/// A checked chunk's NDJSON as a block, its records counted against the list.
+fn block(shared: &Shared, task: Task, link: &ChunkLink, ndjson: Bytes) -> Result<RecordsBlock, ClientError> {
+    let body = ndjson.strip_suffix(b"\n").unwrap_or(&ndjson);
+    let records = if body.is_empty() { 0 } else { body.iter().filter(|b| **b == b'\n').count() as u64 + 1 };
+    if records != link.records {
+        return Err(ClientError::ChunkFailed {
+            domain: task.domain,
+            index: task.index,
+            attempts: 1,
+            reason: format!("{records} records, {} listed", link.records),
+        });
+    }
+    Ok(RecordsBlock {
         domain: task.domain,
         index: task.index,
-        attempts: 1,
-        reason,
-    };
-    if records != link.records && !(records == 0 && link.records == 0) {
-        return Err(bad(format!("{records} records, {} listed", link.records)));
-    }
-    let mut lines = Vec::with_capacity(count as usize);
-    for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        lines.push(serde_json::from_slice(line).map_err(|e| bad(format!("a record is not JSON: {e}")))?);
-    }
-    Ok(lines)
+        first_batch: task.first_batch,
+        records,
+        ndjson,
+        batch_size: shared.batch_size,
+    })
 }

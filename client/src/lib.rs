@@ -52,6 +52,7 @@ use trace_core::job::JobStatus;
 use trace_core::{Domain, JobId};
 
 pub use auth::{Auth, Secret, SigV4};
+pub use chunks::{Piece, PieceStream, RecordsBlock};
 pub use error::ClientError;
 pub use stream::{LineStream, Resume};
 pub use trace_core::ndjson::StreamLine;

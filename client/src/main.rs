@@ -11,8 +11,8 @@ use trace_client::output::{DirSink, Format, NdjsonSink, Sink};
 use trace_client::pages::{closing_lines, inline_lines, DomainPages};
 use trace_client::types::ResultPage;
 use trace_client::{
-    Accepted, Auth, Client, ClientConfig, ClientError, JobInfo, Resume, SigV4, StreamLine, SubmitRequest,
-    Submitted, MAX_PAGE,
+    Accepted, Auth, Client, ClientConfig, ClientError, JobInfo, LineStream, Piece, PieceStream, Resume,
+    SigV4, StreamLine, SubmitRequest, Submitted, MAX_PAGE,
 };
 use trace_core::job::JobStatus;
 use trace_core::{Domain, JobId, Profile};
@@ -316,15 +316,17 @@ impl Progress {
         self.show(&text, !info.status.is_terminal());
     }
 
+    fn records(&mut self, domain: Domain, received: u64) {
+        if self.tty {
+            let text =
+                format!("streaming  domain {domain:<9} records {received:>9}  elapsed {}", self.elapsed());
+            self.show(&text, true);
+        }
+    }
+
     fn line(&mut self, line: &StreamLine, received: u64) {
         match line {
-            StreamLine::Records { domain, .. } if self.tty => {
-                let text = format!(
-                    "streaming  domain {domain:<9} records {received:>9}  elapsed {}",
-                    self.elapsed()
-                );
-                self.show(&text, true);
-            }
+            StreamLine::Records { domain, .. } => self.records(*domain, received),
             StreamLine::DomainEnd { domain, count } => {
                 let text =
                     format!("streamed   domain {domain:<9} records {count:>9}  elapsed {}", self.elapsed());
@@ -411,6 +413,17 @@ impl Writer {
         Ok(self.sink.line(line)?)
     }
 
+    fn piece(&mut self, piece: &Piece, progress: &mut Progress) -> Result<(), Failure> {
+        match piece {
+            Piece::Line(line) => self.line(line, progress),
+            Piece::Records(block) => {
+                self.received += block.records;
+                progress.records(block.domain, self.received);
+                Ok(self.sink.records(block)?)
+            }
+        }
+    }
+
     fn finish(mut self) -> Result<(), Failure> {
         Ok(self.sink.finish()?)
     }
@@ -429,25 +442,31 @@ async fn stream_job(
         let _ = notices.send(r.clone());
     };
     let mut through_stream = true;
-    let mut lines = match out.via.as_str() {
-        "stream" => client.stream_with(job, notify),
+    // Typed lines from the stream route, or the chunks' records unparsed from the chunk URLs.
+    let mut pieces = match out.via.as_str() {
+        "stream" => Pieces::Lines(client.stream_with(job, notify)),
         _ => match client.chunks(job).await {
             Ok(list) => {
                 through_stream = false;
-                client.read_chunk_list(list, usize::from(out.parallel), notify)
+                Pieces::Chunks(client.read_chunk_pieces(list, usize::from(out.parallel), notify))
             }
             // A server without the chunks route (an older one): its 404 is not about the job.
             Err(ClientError::Http { status: 404, code, .. })
                 if !matches!(code.as_str(), "JOB_NOT_FOUND" | "JOB_RESULT_EXPIRED") =>
             {
                 progress.note("trace: the server has no chunks route; reading the stream");
-                client.stream_with(job, notify)
+                Pieces::Lines(client.stream_with(job, notify))
             }
             Err(e) => return Err(e.into()),
         },
     };
     let mut writer = Writer::new(out)?;
-    while let Some(line) = lines.next().await {
+    loop {
+        let piece = match &mut pieces {
+            Pieces::Lines(lines) => lines.next().await.map(|l| l.map(Piece::Line)),
+            Pieces::Chunks(chunks) => chunks.next().await,
+        };
+        let Some(piece) = piece else { break };
         while let Ok(r) = notices_rx.try_recv() {
             progress.note(&format!(
                 "trace: {} ({}); resuming (attempt {}) from {} offset {}",
@@ -458,10 +477,19 @@ async fn stream_job(
                 r.offset
             ));
         }
-        writer.line(&line?, progress)?;
+        writer.piece(&piece?, progress)?;
     }
     writer.finish()?;
-    Ok(lines.resumes() as u64)
+    Ok(match pieces {
+        Pieces::Lines(lines) => lines.resumes(),
+        Pieces::Chunks(chunks) => chunks.resumes(),
+    } as u64)
+}
+
+/// Where [`stream_job`] reads from.
+enum Pieces {
+    Lines(LineStream),
+    Chunks(PieceStream),
 }
 
 /// Waits for a job with progress, then streams it from its `stream_url` (which may be on another

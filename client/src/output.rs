@@ -8,6 +8,8 @@ use serde_json::Value;
 use trace_core::ndjson::StreamLine;
 use trace_core::Domain;
 
+use crate::chunks::RecordsBlock;
+
 /// The format of the per-domain files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -31,6 +33,13 @@ impl Format {
 pub trait Sink {
     /// Writes one line.
     fn line(&mut self, line: &StreamLine) -> io::Result<()>;
+    /// Writes one chunk's `records` lines (by default, parsed and written one by one).
+    fn records(&mut self, block: &RecordsBlock) -> io::Result<()> {
+        for line in block.lines().map_err(io::Error::other)? {
+            self.line(&line)?;
+        }
+        Ok(())
+    }
     /// Flushes everything.
     fn finish(&mut self) -> io::Result<()>;
 }
@@ -53,6 +62,14 @@ impl<W: Write> Sink for NdjsonSink<W> {
     fn line(&mut self, line: &StreamLine) -> io::Result<()> {
         self.buf.clear();
         line.write_to(&mut self.buf);
+        self.out.write_all(&self.buf)?;
+        self.out.flush()
+    }
+
+    /// The stream's own bytes, unparsed.
+    fn records(&mut self, block: &RecordsBlock) -> io::Result<()> {
+        self.buf.clear();
+        block.write_lines(&mut self.buf);
         self.out.write_all(&self.buf)?;
         self.out.flush()
     }
@@ -132,6 +149,28 @@ impl Sink for DirSink {
             }
             StreamLine::Warning { .. } | StreamLine::Error { .. } | StreamLine::Complete { .. } => {}
         }
+        Ok(())
+    }
+
+    /// NDJSON files take the records as stored; CSV parses them.
+    fn records(&mut self, block: &RecordsBlock) -> io::Result<()> {
+        if self.format != Format::Ndjson {
+            for line in block.lines().map_err(io::Error::other)? {
+                self.line(&line)?;
+            }
+            return Ok(());
+        }
+        let domain = block.domain;
+        let Some((_, file)) = self.open.as_mut().filter(|(d, _)| *d == domain) else {
+            return Err(io::Error::other(format!("records of {domain} outside its domain")));
+        };
+        if block.records > 0 {
+            file.write_all(&block.ndjson)?;
+            if !block.ndjson.ends_with(b"\n") {
+                file.write_all(b"\n")?;
+            }
+        }
+        self.records += block.records;
         Ok(())
     }
 

@@ -182,7 +182,30 @@ async fn chunk_urls_serve_the_manifest_s_chunks_equal_to_the_database() {
     assert!(through_chunks.len() > 2 * chunks as usize, "chunks of 7,000 in lines of 3,000");
     assert!(through_chunks == through_stream, "the chunk reader's lines differ from the stream's");
 
-    // `trace stream` prints the same bytes either way.
+    // The unparsed pieces write the stream route's own bytes.
+    let raw_stream = system
+        .http
+        .get(format!("{}/api/trace/job/{job}/stream", system.stream))
+        .send()
+        .await
+        .expect("stream")
+        .bytes()
+        .await
+        .expect("stream body");
+    let list = client.chunks(&job_id).await.expect("chunk list");
+    let mut pieces = client.read_chunk_pieces(list, 3, |_| {});
+    let mut raw_chunks = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        match piece.expect("piece") {
+            trace_client::Piece::Line(line) => line.write_to(&mut raw_chunks),
+            trace_client::Piece::Records(block) => {
+                block.write_lines(&mut raw_chunks);
+            }
+        }
+    }
+    assert!(raw_chunks == raw_stream, "the chunk reader's bytes differ from the stream route's");
+
+    // `trace stream` prints the stream route's bytes either way.
     let run = |via: &str, parallel: &str| {
         let out = Command::new(binary("trace"))
             .args(["--url", &system.stream, "-q", "stream", &job, "--via", via, "--parallel", parallel])
@@ -197,6 +220,7 @@ async fn chunk_urls_serve_the_manifest_s_chunks_equal_to_the_database() {
     let (via_chunks, via_stream) = (run("chunks", "4"), run("stream", "4"));
     assert!(!via_chunks.is_empty());
     assert!(via_chunks == via_stream, "trace stream --via chunks and --via stream print different bytes");
+    assert!(via_chunks == raw_stream, "trace stream prints other bytes than the stream route sends");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
