@@ -93,7 +93,7 @@ pub enum ClientError {
         /// The server's message.
         message: String,
         /// The whole error body (extra fields such as `status`, `index`, `limit`).
-        body: serde_json::Value,
+        body: Box<serde_json::Value>,
     },
     /// The server refused the credentials (401, or 403 from an AWS authorizer): none were given,
     /// or they are wrong, expired or for another service.

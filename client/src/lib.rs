@@ -447,5 +447,5 @@ async fn http_error(url: &str, response: Response) -> ClientError {
     } else {
         message
     };
-    ClientError::Http { status, code, message, body }
+    ClientError::Http { status, code, message, body: Box::new(body) }
 }
