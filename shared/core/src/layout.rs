@@ -24,6 +24,11 @@ pub fn input_key(job: &JobId) -> String {
     format!("jobs/{job}/input.json")
 }
 
+/// The record of how a job ended when it did not finish (failed or cancelled): its metadata.
+pub fn outcome_key(job: &JobId) -> String {
+    format!("jobs/{job}/outcome.json")
+}
+
 /// The manifest object.
 pub fn manifest_key(job: &JobId) -> String {
     format!("jobs/{job}/manifest.json")
@@ -68,6 +73,10 @@ pub struct JobInput {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Unique container ids, in request order.
     pub container_ids: Vec<ContainerId>,
+    /// The job's metadata as submit created it (queued): what rebuilds the job when the job store
+    /// lost it. Absent from inputs written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<crate::job::JobMeta>,
 }
 
 /// One stored chunk.

@@ -24,6 +24,7 @@ pub mod http;
 pub mod inline;
 pub mod metrics;
 pub mod ratelimit;
+pub mod record;
 pub mod results;
 pub mod serve;
 pub mod status;

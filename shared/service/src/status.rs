@@ -34,11 +34,13 @@ pub(crate) fn job_store_unavailable(e: JobStoreError) -> TraceError {
 /// or belongs to someone else.
 pub async fn load(app: &App, principal: &Principal, id: &str) -> Result<JobMeta, TraceError> {
     let job_id = parse_job_id(id)?;
-    app.backends
-        .jobs
-        .get(&job_id)
+    // A job the job store lost is rebuilt from the object store, the source of truth.
+    crate::record::get_or_restore(app, &job_id)
         .await
-        .map_err(job_store_unavailable)?
+        .map_err(|e| match e {
+            crate::record::RestoreError::Jobs(e) => job_store_unavailable(e),
+            crate::record::RestoreError::Store(e) => TraceError::unavailable("the result store", e),
+        })?
         .filter(|meta| principal.may_see(&meta.owner))
         .ok_or_else(|| TraceError::JobNotFound(job_id.to_string()))
 }
@@ -104,6 +106,7 @@ pub async fn cancel(app: &App, principal: &Principal, id: &str) -> Result<Status
             .map_err(job_store_unavailable)?
         {
             CasOutcome::Applied => {
+                crate::record::save_outcome(app, &cancelled).await;
                 tracing::info!(job_id = %cancelled.job_id, "job cancelled");
                 return Ok(StatusBody::of(cancelled, Utc::now()));
             }

@@ -64,12 +64,17 @@ pub async fn enqueue(
 ) -> Result<Accepted, TraceError> {
     let backends = &app.backends;
     let job_id = JobId::new();
+    let cid_count = request.cid_count() as u64;
+    let meta = JobMeta::new(job_id, request.profile, cid_count, request.domains.clone(), queue, Utc::now())
+        .owned_by(owner);
+    // The input carries the job's metadata too: the job store's copy can be rebuilt from it.
     let input = JobInput {
         job_id,
         profile: request.profile,
         domains: request.domains.clone(),
         params: request.params.clone(),
         container_ids: request.ids.clone(),
+        job: Some(meta.clone()),
     };
     let input = serde_json::to_vec(&input).map_err(|e| TraceError::Internal(e.to_string()))?;
     backends
@@ -77,9 +82,6 @@ pub async fn enqueue(
         .put(&layout::input_key(&job_id), Bytes::from(input))
         .await
         .map_err(|e| TraceError::unavailable("the result store", e))?;
-    let cid_count = request.cid_count() as u64;
-    let meta = JobMeta::new(job_id, request.profile, cid_count, request.domains.clone(), queue, Utc::now())
-        .owned_by(owner);
     backends
         .jobs
         .create(&meta, app.config.job_ttl)
@@ -90,6 +92,7 @@ pub async fn enqueue(
     if let Err(e) = backends.queue(queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await {
         let error = JobError { code: "QUEUE_SEND_FAILED".into(), message: e.to_string() };
         if let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(error)) {
+            crate::record::save_outcome(app, &failed).await;
             if let Err(e) = backends.jobs.compare_and_set(meta.guard(), &failed).await {
                 tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
             }

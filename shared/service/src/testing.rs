@@ -22,3 +22,11 @@ pub(crate) async fn app(vars: &[(&str, &str)]) -> App {
     let config = config(vars, &dir.display().to_string());
     App::new(config.clone(), Backends::from_config(&config).await.unwrap())
 }
+
+/// The same app after its job store lost everything (a Redis flush): the object store, queues and
+/// source are kept.
+pub(crate) fn flushed(app: &App) -> App {
+    let mut backends = app.backends.clone();
+    backends.jobs = std::sync::Arc::new(trace_adapters::jobs::memory::MemoryJobStore::new());
+    App::new((*app.config).clone(), backends)
+}

@@ -17,10 +17,11 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use trace_core::job::{JobMeta, JobStatus, Progress};
 use trace_core::message::ShardMessage;
-use trace_core::ports::{CasOutcome, Delivery, JobQueue, JobStoreError};
+use trace_core::ports::{CasOutcome, Delivery, JobQueue};
 use tracing::Instrument;
 
 use super::ShardError;
+use crate::record::{self, RestoreError};
 use crate::App;
 
 /// What the claim found.
@@ -34,10 +35,11 @@ pub(super) enum Claim {
 }
 
 /// `queued → started`, or a takeover of a `started` job whose worker stopped beating.
-pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, JobStoreError> {
+pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, RestoreError> {
     let jobs = &app.backends.jobs;
     for _ in 0..3 {
-        let Some(meta) = jobs.get(&message.job_id).await? else {
+        // A job the job store lost is rebuilt from the object store (`record`), not dropped.
+        let Some(meta) = record::get_or_restore(app, &message.job_id).await? else {
             return Ok(Claim::Duplicate("job unknown or expired"));
         };
         let stale = |m: &JobMeta| lease_expired(m, app.config.worker_visibility, app.config.worker_heartbeat);
@@ -145,19 +147,51 @@ impl Lease {
         self.note(progress.clone());
         let outcome =
             app.backends.jobs.update_progress(&self.meta.job_id, self.meta.guard(), &progress, None).await?;
-        self.held_after(outcome)
+        self.held_after(app, outcome, &self.current()).await
     }
 
     /// Renews the lease with the progress noted so far; tells whether the job is still ours.
     async fn renew(&self, app: &App) -> Result<(), ShardError> {
         let (id, guard, progress) = (&self.meta.job_id, self.meta.guard(), self.progress());
-        let outcome = app.backends.jobs.update_progress(id, guard, &progress, Some(Utc::now())).await?;
-        self.held_after(outcome)
+        let now = Utc::now();
+        let outcome = app.backends.jobs.update_progress(id, guard, &progress, Some(now)).await?;
+        let renewed = JobMeta { heartbeat_at: Some(now), ..self.current() };
+        self.held_after(app, outcome, &renewed).await
     }
 
-    /// Whether the job is still ours after a compare-and-set of it.
-    pub(super) fn held_after(&self, outcome: CasOutcome) -> Result<(), ShardError> {
-        LeaseLost::from_outcome(outcome).map_or(Ok(()), |why| Err(why.into()))
+    /// Whether the job is still ours after a compare-and-set of it that wanted the job to become
+    /// `wanted`. A job the job store lost while this run held it is put back as `wanted`: missing,
+    /// or rebuilt meanwhile as queued from the object store (see [`record`]) with an attempt before
+    /// this run's.
+    pub(super) async fn held_after(
+        &self,
+        app: &App,
+        outcome: CasOutcome,
+        wanted: &JobMeta,
+    ) -> Result<(), ShardError> {
+        let found = match outcome {
+            CasOutcome::Applied => return Ok(()),
+            CasOutcome::Missing => {
+                if record::put_back(app, wanted).await? {
+                    return Ok(());
+                }
+                match app.backends.jobs.get(&self.meta.job_id).await? {
+                    Some(found) => found,
+                    None => return Err(LeaseLost::TakenOver.into()),
+                }
+            }
+            CasOutcome::Conflict(found) => *found,
+        };
+        if found.status == JobStatus::Queued && found.attempt < self.meta.attempt {
+            let outcome = app.backends.jobs.compare_and_set(found.guard(), wanted).await?;
+            if outcome == CasOutcome::Applied {
+                tracing::warn!("the job store had lost the running job (rebuilt as queued): taken back");
+                return Ok(());
+            }
+            return Err(LeaseLost::from_outcome(outcome).unwrap_or(LeaseLost::TakenOver).into());
+        }
+        let why = LeaseLost::from_outcome(CasOutcome::Conflict(Box::new(found)));
+        Err(why.unwrap_or(LeaseLost::TakenOver).into())
     }
 }
 

@@ -35,5 +35,6 @@ pub(super) async fn mark_finished(app: &App, lease: &Lease, progress: &Progress)
     let done = JobMeta { progress: progress.clone(), ..lease.meta().clone() };
     let finished =
         done.transitioned(JobStatus::Finished, Utc::now(), None).map_err(|_| LeaseLost::TakenOver)?;
-    lease.held_after(app.backends.jobs.compare_and_set(lease.meta().guard(), &finished).await?)
+    let outcome = app.backends.jobs.compare_and_set(lease.meta().guard(), &finished).await?;
+    lease.held_after(app, outcome, &finished).await
 }

@@ -339,6 +339,93 @@ mod tests {
         ));
     }
 
+    /// The job store lost a queued job before its claim (a Redis flush): the delivery rebuilds it from
+    /// the object store and runs it, instead of dropping the message as "unknown".
+    #[tokio::test]
+    async fn a_job_the_job_store_lost_before_its_claim_is_rebuilt_and_run() {
+        let before = app(&[]).await;
+        let (job, delivery) = queued(&before, 40).await;
+        let app = crate::testing::flushed(&before);
+        assert!(app.backends.jobs.get(&job).await.unwrap().is_none(), "flushed");
+        let (_, shutdown) = watch::channel(false);
+        let queue = app.backends.light.clone();
+        assert_eq!(handle_delivery(&app, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        let meta = app.backends.jobs.get(&job).await.unwrap().expect("rebuilt");
+        assert_eq!((meta.status, meta.owner.as_str()), (JobStatus::Finished, Principal::local().id()));
+        assert!(app.backends.store.get(&layout::manifest_key(&job)).await.is_ok());
+    }
+
+    /// After a flush, status answers from the object store: a finished job is finished with its
+    /// records, a failed one failed with its code, a queued one queued; an unknown id stays unknown.
+    #[tokio::test]
+    async fn status_rebuilds_a_lost_job_from_the_object_store() {
+        let before = app(&[]).await;
+        let (finished, delivery) = queued(&before, 25).await;
+        let (_, shutdown) = watch::channel(false);
+        let queue = before.backends.light.clone();
+        assert_eq!(handle_delivery(&before, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        let records = before.backends.jobs.get(&finished).await.unwrap().unwrap().progress.records_written;
+        assert!(records > 0);
+        let (cancelled, _) = queued(&before, 3).await;
+        crate::status::cancel(&before, &Principal::local(), &cancelled.to_string()).await.unwrap();
+        let (waiting, _) = queued(&before, 3).await;
+
+        let app = crate::testing::flushed(&before);
+        let me = Principal::local();
+        let status = |id: JobId| {
+            let app = app.clone();
+            let me = me.clone();
+            async move { crate::status::status(&app, &me, &id.to_string()).await }
+        };
+        let info = status(finished).await.unwrap();
+        assert_eq!((info.status, info.progress_detail.records_written), (JobStatus::Finished, records));
+        assert_eq!(status(cancelled).await.unwrap().status, JobStatus::Cancelled);
+        assert_eq!(status(waiting).await.unwrap().status, JobStatus::Queued);
+        assert!(matches!(status(JobId::new()).await, Err(trace_core::TraceError::JobNotFound(_))));
+        // Put back in the job store: the next read does not need the object store.
+        assert_eq!(app.backends.jobs.get(&finished).await.unwrap().unwrap().status, JobStatus::Finished);
+    }
+
+    /// A job older than its time to live is not brought back, even while its objects remain.
+    #[tokio::test]
+    async fn an_expired_job_is_not_rebuilt() {
+        let before = app(&[("TRACE_JOB_TTL_SECONDS", "1")]).await;
+        let (job, _) = queued(&before, 3).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let app = crate::testing::flushed(&before);
+        assert!(crate::record::get_or_restore(&app, &job).await.unwrap().is_none());
+    }
+
+    /// The job store lost a running job (a flush mid-run): the worker's next write puts it back from
+    /// its own lease and the run finishes; a status read that rebuilt it as queued meanwhile does not
+    /// make the worker give it up.
+    #[tokio::test]
+    async fn a_running_job_the_job_store_lost_is_put_back_by_its_worker() {
+        let before = app(&[]).await;
+        let (job, delivery) = queued(&before, 30).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        let Ok(Claim::Run(claimed)) = lease::claim(&before, &message).await else { panic!("claimed") };
+        let lease = Lease::new(&claimed);
+        // Flushed: the next progress write finds nothing and puts the job back.
+        let app = crate::testing::flushed(&before);
+        lease.publish(&app, lease.progress()).await.expect("still ours");
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Started, claimed.attempt));
+        // Flushed again, and a status read rebuilds it as queued first.
+        let app = crate::testing::flushed(&before);
+        let info = crate::status::status(&app, &Principal::local(), &job.to_string()).await.unwrap();
+        assert_eq!(info.status, JobStatus::Queued);
+        lease.publish(&app, lease.progress()).await.expect("taken back");
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Started, claimed.attempt));
+        // A job that moved on (cancelled) is not taken back.
+        crate::status::cancel(&app, &Principal::local(), &job.to_string()).await.unwrap();
+        assert!(matches!(
+            lease.publish(&app, lease.progress()).await,
+            Err(ShardError::LeaseLost(LeaseLost::Cancelled))
+        ));
+    }
+
     #[test]
     fn the_clock_slack_stays_clear_of_a_live_worker_s_next_renewal() {
         let meta = |renewed_ago: i64| {

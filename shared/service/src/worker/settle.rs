@@ -12,7 +12,7 @@ use trace_core::JobId;
 use super::lease::{Lease, LeaseLost};
 use super::ShardError;
 use crate::metrics::Outcome;
-use crate::App;
+use crate::{record, App};
 
 /// What to do with the message after handling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +157,12 @@ enum Recorded {
 async fn transition(app: &App, meta: &JobMeta, to: JobStatus, error: Option<JobError>) -> Recorded {
     let Ok(next) = meta.transitioned(to, Utc::now(), error) else { return Recorded::Changed };
     match app.backends.jobs.compare_and_set(meta.guard(), &next).await {
-        Ok(CasOutcome::Applied) => Recorded::Applied,
+        Ok(CasOutcome::Applied) => {
+            if next.status.is_terminal() {
+                record::save_outcome(app, &next).await;
+            }
+            Recorded::Applied
+        }
         Ok(other) => {
             tracing::warn!(to = %to, outcome = ?other, "job changed meanwhile; status left as is");
             Recorded::Changed
