@@ -306,6 +306,12 @@ impl Client {
         self.json(Part::Status, Method::DELETE, &format!("/api/trace/job/{job}")).await
     }
 
+    /// `POST /api/trace/job/{id}/retry`: the failed job queued again (409 `JOB_NOT_RETRYABLE` unless
+    /// it failed).
+    pub async fn retry(&self, job: &JobId) -> Result<JobInfo, ClientError> {
+        self.json(Part::Status, Method::POST, &format!("/api/trace/job/{job}/retry")).await
+    }
+
     /// `GET /api/trace/jobs?status=&limit=`: the newest jobs first (limit 1–200, server default 20).
     pub async fn jobs(&self, status: Option<JobStatus>, limit: Option<u32>) -> Result<JobList, ClientError> {
         let mut query = Vec::new();

@@ -96,6 +96,11 @@ enum Command {
         /// The job id.
         job: String,
     },
+    /// Queue a failed job again; prints its status (JSON). `trace wait` follows it.
+    Retry {
+        /// The job id.
+        job: String,
+    },
     /// List recent jobs, newest first (one JSON line each).
     Jobs {
         /// Only jobs in this status (queued, started, finished, failed, cancelled).
@@ -605,6 +610,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             interruptible(&client, Some(&job), wait.cancel_on_interrupt, work).await
         }
         Command::Cancel { job } => print_json(&client.cancel(&job_id(&job)?).await?),
+        Command::Retry { job } => print_json(&client.retry(&job_id(&job)?).await?),
         Command::Jobs { status, limit } => list_jobs(&client, status.as_deref(), limit).await,
         Command::Stream { job, out } => {
             let job = job_id(&job)?;

@@ -9,6 +9,7 @@ mod chunk_urls;
 mod client;
 mod dashboard;
 mod docs;
+mod faults;
 mod functions_e2e;
 mod jobs_contract;
 mod lambda_events;

@@ -280,6 +280,7 @@ fn the_template_is_valid_and_matches_the_code() {
     let expected_routes = [
         ("POST /api/trace/events", "SubmitFunction"),
         ("ANY /api/trace/job/{id}", "StatusFunction"),
+        ("POST /api/trace/job/{id}/retry", "StatusFunction"),
         ("GET /api/trace/jobs", "StatusFunction"),
         ("GET /api/trace/job/{id}/result", "ResultFunction"),
         ("GET /api/trace/job/{id}/chunks", "ResultFunction"),

@@ -8,6 +8,7 @@
 //! `TRACE_TEST_OTHER_CA_FILE` (a CA that signed nothing). Tests that need a service and do not find it
 //! fail with a message saying so: they never skip silently.
 
+pub mod checks;
 pub mod contract;
 pub mod database;
 pub mod lambda;

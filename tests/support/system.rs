@@ -311,6 +311,18 @@ impl System {
         }
     }
 
+    /// Deletes the job's metadata from Redis, as a flush or a restart without persistence would (only
+    /// this system's key: other tests share the server).
+    pub async fn forget_job(&self, job: &str) {
+        let prefix = self.env.iter().find(|(k, _)| k == "REDIS_KEY_PREFIX").map(|(_, v)| v.clone());
+        let keys = trace_adapters::keys::Keys::new(&prefix.expect("REDIS_KEY_PREFIX"));
+        let mut conn =
+            trace_adapters::redis_connection::connect(&required("REDIS_URL")).await.expect("Redis");
+        let deleted: i64 =
+            redis::cmd("DEL").arg(keys.job_meta(job)).query_async(&mut conn).await.expect("DEL");
+        assert_eq!(deleted, 1, "job {job} was not in Redis");
+    }
+
     /// POSTs a trace request; (HTTP status, JSON body).
     pub async fn submit(&self, body: &Value) -> (u16, Value) {
         let r = self

@@ -76,6 +76,12 @@ pub enum TraceError {
         /// Current status.
         status: JobStatus,
     },
+    /// Retry of a job that has not failed.
+    #[error("job is {status}: only failed jobs can be retried")]
+    JobNotRetryable {
+        /// Current status.
+        status: JobStatus,
+    },
     /// The job finished but its result is gone.
     #[error("the result of job {0} has expired")]
     JobResultExpired(String),
@@ -166,6 +172,7 @@ impl TraceError {
             TraceError::JobNotFound(_) => "JOB_NOT_FOUND",
             TraceError::JobNotComplete { .. } => "JOB_NOT_COMPLETE",
             TraceError::JobNotCancellable { .. } => "JOB_NOT_CANCELLABLE",
+            TraceError::JobNotRetryable { .. } => "JOB_NOT_RETRYABLE",
             TraceError::JobResultExpired(_) => "JOB_RESULT_EXPIRED",
             TraceError::ResultTooLargeForStream { .. } => "RESULT_TOO_LARGE_FOR_STREAM",
             TraceError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
@@ -191,7 +198,9 @@ impl TraceError {
             | TraceError::CidLimitExceeded { .. }
             | TraceError::ResultTooLargeForStream { .. } => 413,
             TraceError::JobNotFound(_) | TraceError::JobResultExpired(_) | TraceError::NoSuchRoute => 404,
-            TraceError::JobNotComplete { .. } | TraceError::JobNotCancellable { .. } => 409,
+            TraceError::JobNotComplete { .. }
+            | TraceError::JobNotCancellable { .. }
+            | TraceError::JobNotRetryable { .. } => 409,
             TraceError::TooManyRequests { .. } => 429,
             TraceError::Unauthorized(_) => 401,
             TraceError::Unavailable { .. } | TraceError::RateLimitUnavailable => 503,
@@ -242,7 +251,9 @@ impl TraceError {
                 json!({ "bytes": bytes, "limit": limit, "chunks_url": format!("/api/trace/job/{job_id}/chunks") })
             }
             TraceError::InvalidContainerId { index, .. } => json!({ "index": index }),
-            TraceError::JobNotComplete { status } | TraceError::JobNotCancellable { status } => {
+            TraceError::JobNotComplete { status }
+            | TraceError::JobNotCancellable { status }
+            | TraceError::JobNotRetryable { status } => {
                 json!({ "status": status })
             }
             TraceError::TooManyRequests { retry_after_seconds } => {

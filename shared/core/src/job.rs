@@ -293,6 +293,23 @@ impl JobMeta {
         Ok(next)
     }
 
+    /// A failed job queued again (a retry, or its message redriven from the dead-letter queue): no
+    /// error, no progress, no completion; the attempt is kept, so the next claim counts on from it
+    /// (and clears what the failed attempts left).
+    pub fn requeued(&self) -> Result<JobMeta, InvalidTransition> {
+        if self.status != JobStatus::Failed {
+            return Err(InvalidTransition { from: self.status, to: JobStatus::Queued });
+        }
+        let mut next = self.clone();
+        next.status = JobStatus::Queued;
+        next.error = None;
+        next.completed_at = None;
+        next.started_at = None;
+        next.heartbeat_at = None;
+        next.progress = Progress::start(self.cid_count);
+        Ok(next)
+    }
+
     /// Seconds from start (or creation) to completion (or `now`).
     pub fn elapsed_seconds(&self, now: DateTime<Utc>) -> f64 {
         let from = self.started_at.unwrap_or(self.created_at);

@@ -127,6 +127,7 @@ pub fn router(app: App, parts: &[Part]) -> Router {
                 // through the rate-limit layer like the other limited routes.
                 api = api
                     .route("/api/trace/job/{id}", get(status_handler).delete(cancel_handler.layer(counted())))
+                    .route("/api/trace/job/{id}/retry", post(retry_handler.layer(counted())))
                     .route("/api/trace/jobs", get(list_handler.layer(counted())));
             }
             Part::Stream => {
@@ -212,6 +213,15 @@ async fn cancel_handler(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(status::cancel(&app, &principal, &id).await?).into_response())
+}
+
+/// `POST /api/trace/job/{id}/retry`.
+async fn retry_handler(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(status::retry(&app, &principal, &id).await?)).into_response())
 }
 
 /// Query of `GET /api/trace/jobs`.

@@ -116,3 +116,42 @@ pub async fn cancel(app: &App, principal: &Principal, id: &str) -> Result<Status
     }
     Err(TraceError::Unavailable { message: "the job kept changing; cancel again".into(), source: None })
 }
+
+/// `POST /api/trace/job/{id}/retry`: a failed job is queued again (its owner's, or an admin's) and
+/// answered as queued; any other status is answered 409 `JOB_NOT_RETRYABLE`. Its outcome record is
+/// removed and a new message sent on its queue; if the message cannot be sent the job is failed
+/// again (`QUEUE_SEND_FAILED`), never left queued.
+pub async fn retry(app: &App, principal: &Principal, id: &str) -> Result<StatusBody, TraceError> {
+    let meta = load(app, principal, id).await?;
+    let queued = meta.requeued().map_err(|_| TraceError::JobNotRetryable { status: meta.status })?;
+    match app.backends.jobs.compare_and_set(meta.guard(), &queued).await.map_err(job_store_unavailable)? {
+        CasOutcome::Applied => {}
+        CasOutcome::Conflict(now) => return Err(TraceError::JobNotRetryable { status: now.status }),
+        CasOutcome::Missing => return Err(TraceError::JobNotFound(meta.job_id.to_string())),
+    }
+    let job = queued.job_id;
+    if let Err(e) = app.backends.store.delete_prefix(&trace_core::layout::outcome_key(&job)).await {
+        tracing::warn!(job_id = %job, error = %e, "could not remove the outcome record of a retried job");
+    }
+    let message = trace_core::message::ShardMessage::whole(
+        job,
+        queued.profile,
+        queued.domains.clone(),
+        queued.cid_count,
+    );
+    let id = job.to_string();
+    let sent =
+        app.backends.queue(queued.queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await;
+    if let Err(e) = sent {
+        let error = trace_core::job::JobError { code: "QUEUE_SEND_FAILED".into(), message: e.to_string() };
+        if let Ok(failed) = queued.transitioned(JobStatus::Failed, Utc::now(), Some(error)) {
+            crate::record::save_outcome(app, &failed).await;
+            if let Err(e) = app.backends.jobs.compare_and_set(queued.guard(), &failed).await {
+                tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
+            }
+        }
+        return Err(TraceError::unavailable("the job queue", e));
+    }
+    tracing::info!(job_id = %id, attempt = queued.attempt, "failed job queued again");
+    Ok(StatusBody::of(queued, Utc::now()))
+}

@@ -34,7 +34,10 @@ pub(super) enum Claim {
     Busy,
 }
 
-/// `queued → started`, or a takeover of a `started` job whose worker stopped beating.
+/// `queued → started`, or a takeover of a `started` job whose worker stopped beating. A job that
+/// failed on its last delivery (a backend down throughout) whose message comes again — redriven from
+/// the dead-letter queue, where that delivery left it — is queued again and claimed: a redrive is a
+/// retry. (The receive count cannot tell a redriven message: the queue may keep its count.)
 pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, RestoreError> {
     let jobs = &app.backends.jobs;
     for _ in 0..3 {
@@ -45,7 +48,18 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
         let stale = |m: &JobMeta| lease_expired(m, app.config.worker_visibility, app.config.worker_heartbeat);
         match meta.status {
             JobStatus::Finished => return Ok(Claim::Duplicate("job already finished")),
-            JobStatus::Failed => return Ok(Claim::Duplicate("job already failed")),
+            JobStatus::Failed if !redrivable(&meta) => return Ok(Claim::Duplicate("job already failed")),
+            JobStatus::Failed => {
+                let Ok(queued) = meta.requeued() else { return Ok(Claim::Duplicate("transition refused")) };
+                if jobs.compare_and_set(meta.guard(), &queued).await? == CasOutcome::Applied {
+                    tracing::warn!(error = ?meta.error, "a failed job's message came again (redriven): retrying it");
+                    if let Err(e) =
+                        app.backends.store.delete_prefix(&trace_core::layout::outcome_key(&meta.job_id)).await
+                    {
+                        tracing::warn!(error = %e, "could not remove the outcome record of a redriven job");
+                    }
+                }
+            }
             JobStatus::Cancelled => return Ok(Claim::Duplicate("job cancelled")),
             JobStatus::Started if !stale(&meta) => return Ok(Claim::Busy),
             JobStatus::Queued | JobStatus::Started => {
@@ -62,6 +76,12 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
         }
     }
     Ok(Claim::Busy)
+}
+
+/// Whether a failed job's message runs it again: it failed on its last delivery with a backend's
+/// error (the codes of `settle::retry_or_fail`), so its message went to the dead-letter queue.
+fn redrivable(meta: &JobMeta) -> bool {
+    meta.error.as_ref().is_some_and(|e| super::settle::DEAD_LETTER_CODES.contains(&e.code.as_str()))
 }
 
 /// Slack for the clocks of two machines: a lease counts as expired this long before its renewal is a

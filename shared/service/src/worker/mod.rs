@@ -163,7 +163,7 @@ async fn run_shard(
     let meta = match lease::claim(app, message).await {
         Ok(Claim::Run(meta)) => *meta,
         Ok(Claim::Duplicate(why)) => {
-            tracing::info!(why, "nothing to do for this message");
+            tracing::info!(why, receives = delivery.receive_count, "nothing to do for this message");
             return Disposition::Delete;
         }
         Ok(Claim::Busy) => {
@@ -424,6 +424,91 @@ mod tests {
             lease.publish(&app, lease.progress()).await,
             Err(ShardError::LeaseLost(LeaseLost::Cancelled))
         ));
+    }
+
+    /// Fails a job as a last delivery would (`code`), after a claim.
+    async fn fail(app: &App, job: &JobId, message: &ShardMessage, code: &str) {
+        let Ok(Claim::Run(claimed)) = lease::claim(app, message).await else { panic!("claimed") };
+        let error = trace_core::job::JobError { code: code.into(), message: "down".into() };
+        let failed = claimed.transitioned(JobStatus::Failed, Utc::now(), Some(error)).unwrap();
+        assert_eq!(
+            app.backends.jobs.compare_and_set(claimed.guard(), &failed).await.unwrap(),
+            trace_core::ports::CasOutcome::Applied
+        );
+        crate::record::save_outcome(app, &failed).await;
+        assert_eq!(app.backends.jobs.get(job).await.unwrap().unwrap().status, JobStatus::Failed);
+    }
+
+    /// `POST …/retry`: only a failed job, only its owner; it is queued again with a new message, which
+    /// a worker runs to the same result as a first run; a Redis loss afterwards does not bring the old
+    /// failure back.
+    #[tokio::test]
+    async fn a_failed_job_is_retried_by_its_owner_and_finishes() {
+        let app = app(&[]).await;
+        let (job, delivery) = queued(&app, 30).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        let me = Principal::local();
+        let not_failed = crate::status::retry(&app, &me, &job.to_string()).await;
+        assert!(matches!(
+            not_failed,
+            Err(trace_core::TraceError::JobNotRetryable { status: JobStatus::Queued })
+        ));
+        app.backends.light.delete(&delivery.receipt).await.unwrap();
+        fail(&app, &job, &message, "SOURCE_ERROR").await;
+        let stranger = Principal::new("key:someone-else", None);
+        assert!(matches!(
+            crate::status::retry(&app, &stranger, &job.to_string()).await,
+            Err(trace_core::TraceError::JobNotFound(_))
+        ));
+        let info = crate::status::retry(&app, &me, &job.to_string()).await.unwrap();
+        assert_eq!((info.status, info.error_code.as_deref()), (JobStatus::Queued, None));
+        let again =
+            app.backends.light.receive(1, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+        let (_, shutdown) = watch::channel(false);
+        let queue = app.backends.light.clone();
+        assert_eq!(handle_delivery(&app, &queue, &again[0], shutdown, None).await, Disposition::Delete);
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 2));
+        let lost = crate::testing::flushed(&app);
+        assert_eq!(
+            crate::status::status(&lost, &me, &job.to_string()).await.unwrap().status,
+            JobStatus::Finished
+        );
+    }
+
+    /// The message of a job failed on its last delivery, redriven from the dead-letter queue (with its
+    /// receive count kept, as the queue may), runs the job again; a message of a job that failed for
+    /// good (its own input, its timeout) does not.
+    #[tokio::test]
+    async fn a_redriven_message_retries_its_failed_job() {
+        let app = app(&[]).await;
+        let (job, delivery) = queued(&app, 20).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        fail(&app, &job, &message, "STORE_ERROR").await;
+        let queue = app.backends.light.clone();
+        let redriven = Delivery { receive_count: 4, ..delivery.clone() };
+        let (_, shutdown) = watch::channel(false);
+        assert_eq!(
+            handle_delivery(&app, &queue, &redriven, shutdown.clone(), None).await,
+            Disposition::Delete
+        );
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 2));
+
+        for code in ["BAD_INPUT", "JOB_TIMEOUT"] {
+            let (over, delivery) = queued(&app, 5).await;
+            let message = ShardMessage::parse(&delivery.body).unwrap();
+            fail(&app, &over, &message, code).await;
+            assert_eq!(
+                handle_delivery(&app, &queue, &delivery, shutdown.clone(), None).await,
+                Disposition::Delete
+            );
+            assert_eq!(
+                app.backends.jobs.get(&over).await.unwrap().unwrap().status,
+                JobStatus::Failed,
+                "{code}"
+            );
+        }
     }
 
     #[test]

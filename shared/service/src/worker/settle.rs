@@ -116,6 +116,10 @@ pub(super) async fn record_outcome(
     }
 }
 
+/// The codes of a job failed on its last delivery, its message left for the dead-letter queue: a
+/// redrive of that message runs the job again.
+pub(super) const DEAD_LETTER_CODES: [&str; 3] = ["SOURCE_ERROR", "STORE_ERROR", "BACKEND_ERROR"];
+
 /// A transient failure: the job goes back to queued for a retry after [`backoff`], or, on the
 /// message's last allowed delivery, fails with `code`.
 async fn retry_or_fail(

@@ -1,0 +1,227 @@
+//! The fault-injection suite: one test per fault, on the local stack (real SQS/S3 emulator, Redis,
+//! PostgreSQL, the function binaries as processes), each asserting the same invariants
+//! ([`assert_invariants`]): the job ends within a bound; if finished, its records equal the database
+//! with no duplicate; the manifest lists exactly the stored chunks; a message is in the dead-letter
+//! queue only if the job failed.
+//!
+//! README's "Reliability" section lists each fault with what happens and the test here that proves it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use trace_core::layout::{self, Manifest};
+use trace_core::ports::{ChunkStore, JobQueue};
+use trace_core::Domain;
+use trace_integration::checks::{assert_matches_database, check_stream, env, ids, wait_running};
+use trace_integration::system::{Options, System};
+
+/// The invariants of every fault: the job is terminal within `within` (its status is returned); if
+/// finished, its stream equals the database with no duplicate and its manifest lists exactly the
+/// chunks stored; its message is in the light queue's dead-letter queue only if it failed.
+async fn assert_invariants(
+    system: &System,
+    job: &str,
+    ids: &[String],
+    domains: &[Domain],
+    within: Duration,
+) -> Value {
+    let status = system.wait_terminal(job, within).await;
+    if status["status"] == "finished" {
+        let (code, _, lines) = system.stream_lines(job).await;
+        assert_eq!(code, 200, "stream of a finished job");
+        let records = check_stream(job, &lines, domains, false);
+        assert_matches_database(&records, ids).await;
+        let job_id = job.parse().expect("job id");
+        let manifest: Manifest = serde_json::from_slice(
+            &system.store.get(&layout::manifest_key(&job_id)).await.expect("manifest"),
+        )
+        .expect("manifest JSON");
+        let listed: BTreeSet<String> =
+            manifest.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect();
+        let stored: BTreeSet<String> = system
+            .store
+            .list(&layout::result_prefix(&job_id))
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(listed, stored, "the manifest lists exactly the stored chunks");
+    }
+    let dead =
+        system.light.1.receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.expect("dlq");
+    let ours = dead.iter().any(|d| d.attributes.get("job_id").map(String::as_str) == Some(job));
+    assert!(!ours || status["status"] == "failed", "a message of a {} job is in the DLQ", status["status"]);
+    status
+}
+
+/// Submits a light history job of `n` ids; its id.
+async fn submit(system: &System, ids: &[String]) -> String {
+    let (code, accepted) = system.submit(&json!({ "container_ids": ids, "domains": ["history"] })).await;
+    assert_eq!(code, 202, "{accepted}");
+    accepted["job_id"].as_str().expect("job_id").to_owned()
+}
+
+fn small_jobs() -> Options {
+    Options { env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "1")]), no_workers: true, ..Default::default() }
+}
+
+/// Redis loses a queued job before any worker claimed it: status answers it from the object store
+/// (queued), and the delivery runs it instead of dropping its message as "unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_loses_a_job_before_its_claim() {
+    let mut system = System::start(small_jobs()).await;
+    let ids = ids(2_000);
+    let job = submit(&system, &ids).await;
+    system.forget_job(&job).await;
+    let (code, status) = system.get_status(&format!("/api/trace/job/{job}")).await;
+    assert_eq!((code, status["status"].as_str()), (200, Some("queued")), "{status}");
+    system.spawn_worker("light", &[]);
+    let status = assert_invariants(&system, &job, &ids, &[Domain::History], Duration::from_secs(120)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+}
+
+/// Redis loses a running job: its worker puts it back from its lease at the next heartbeat (or a
+/// status read rebuilds it as queued first and the worker takes it back), and the run finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_loses_a_job_mid_run() {
+    let mut system = System::start(Options {
+        env: env(&[("TRACE_WORKER_HEARTBEAT_SECONDS", "1"), ("TRACE_WORKER_VISIBILITY_SECONDS", "10")]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    system.spawn_worker("light", &[]);
+    let ids = ids(30_000);
+    let job = submit(&system, &ids).await;
+    wait_running(&system, &job).await;
+    system.forget_job(&job).await;
+    let status = assert_invariants(&system, &job, &ids, &[Domain::History], Duration::from_secs(300)).await;
+    assert_eq!(
+        (status["status"].as_str(), status["attempt"].as_u64()),
+        (Some("finished"), Some(1)),
+        "{status}"
+    );
+}
+
+/// Redis loses a finished job: status answers finished from the manifest, with its records, and the
+/// result is still read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_loses_a_finished_job() {
+    let system =
+        System::start(Options { env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "1")]), ..Default::default() })
+            .await;
+    let ids = ids(3_000);
+    let job = submit(&system, &ids).await;
+    let before = system.wait_terminal(&job, Duration::from_secs(120)).await;
+    assert_eq!(before["status"], "finished", "{before}");
+    system.forget_job(&job).await;
+    let after = assert_invariants(&system, &job, &ids, &[Domain::History], Duration::from_secs(10)).await;
+    assert_eq!(after["status"], "finished");
+    assert_eq!(after["progress_detail"]["records_written"], before["progress_detail"]["records_written"]);
+}
+
+/// Redis loses a cancelled job: it stays cancelled (the outcome recorded beside its input), and a
+/// worker never runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_loses_a_cancelled_job() {
+    let mut system = System::start(small_jobs()).await;
+    let ids = ids(500);
+    let job = submit(&system, &ids).await;
+    let cancel =
+        system.http.delete(format!("{}/api/trace/job/{job}", system.status)).send().await.expect("cancel");
+    assert_eq!(cancel.status().as_u16(), 200);
+    system.forget_job(&job).await;
+    system.spawn_worker("light", &[]);
+    let status = assert_invariants(&system, &job, &ids, &[Domain::History], Duration::from_secs(10)).await;
+    assert_eq!(status["status"], "cancelled", "{status}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, status) = system.get_status(&format!("/api/trace/job/{job}")).await;
+    assert_eq!(status["status"], "cancelled", "a worker ran a cancelled job: {status}");
+}
+
+/// A job whose database is down on every delivery fails on its last one, its message in the DLQ.
+/// Returns the system (no worker left running) and the job.
+async fn a_job_failed_into_the_dlq(ids: &[String]) -> (System, String) {
+    let mut system = System::start(Options {
+        env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "1"), ("TRACE_MAX_RECEIVE_COUNT", "2")]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    let broken = system.spawn_worker("light", &[("DATABASE_URL", "postgres://postgres@127.0.0.1:9/trace")]);
+    let job = submit(&system, ids).await;
+    let status = system.wait_terminal(&job, Duration::from_secs(120)).await;
+    assert_eq!(
+        (status["status"].as_str(), status["error_code"].as_str()),
+        (Some("failed"), Some("SOURCE_ERROR"))
+    );
+    system.terminate(broken, Duration::from_secs(10));
+    (system, job)
+}
+
+/// `POST /api/trace/job/{id}/retry` queues the failed job again (202, queued); once the database is
+/// back a worker finishes it; a second retry of a job that has not failed is 409 `JOB_NOT_RETRYABLE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_retried_through_the_api_finishes() {
+    let ids = ids(1_500);
+    let (mut system, job) = a_job_failed_into_the_dlq(&ids).await;
+    let retry = format!("{}/api/trace/job/{job}/retry", system.status);
+    let answer = system.http.post(&retry).send().await.expect("retry");
+    assert_eq!(answer.status().as_u16(), 202);
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!((body["status"].as_str(), body["error_code"].as_str()), (Some("queued"), None), "{body}");
+    let again = system.http.post(&retry).send().await.expect("retry");
+    assert_eq!(again.status().as_u16(), 409);
+    assert_eq!(again.json::<Value>().await.expect("json")["code"], "JOB_NOT_RETRYABLE");
+    system.spawn_worker("light", &[]);
+    let status = system.wait_terminal(&job, Duration::from_secs(120)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+    // The old message is still in the DLQ (the job finished: a redrive of it does nothing).
+    let dead =
+        system.light.1.receive(10, Duration::from_secs(2), Duration::from_secs(30)).await.expect("dlq");
+    assert!(dead.iter().any(|d| d.attributes.get("job_id") == Some(&job)), "the failed delivery's message");
+    for d in &dead {
+        system.light.1.delete(&d.receipt).await.expect("delete");
+    }
+    assert_invariants(&system, &job, &ids, &[Domain::History], Duration::from_secs(10)).await;
+}
+
+/// The failed job's message moved from the DLQ back to its queue (what SQS's redrive does) runs the
+/// job again: it finishes, equal to the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_redrive_runs_the_failed_job_again() {
+    let ids = ids(1_500);
+    let (mut system, job) = a_job_failed_into_the_dlq(&ids).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let got =
+            system.light.1.receive(1, Duration::from_secs(2), Duration::from_secs(30)).await.expect("dlq");
+        if let Some(d) = got.into_iter().next() {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "the message never reached the DLQ");
+    };
+    system.light.0.send(&dead.body, &[("job_id", &job), ("shard", "0")]).await.expect("redrive");
+    system.light.1.delete(&dead.receipt).await.expect("delete from the DLQ");
+    system.spawn_worker("light", &[]);
+    // The job is terminal (failed) until the worker takes the redriven message.
+    // (A receive of the stopped worker still pending in the emulator may hide the message for one
+    // visibility timeout, 30 s.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, status) = system.get_status(&format!("/api/trace/job/{job}")).await;
+        if status["attempt"].as_u64() > Some(2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the redriven message was not run: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = assert_invariants(&system, &job, &ids, &[Domain::History], Duration::from_secs(120)).await;
+    assert_eq!(
+        (status["status"].as_str(), status["attempt"].as_u64()),
+        (Some("finished"), Some(3)),
+        "{status}"
+    );
+}
