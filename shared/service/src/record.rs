@@ -128,6 +128,34 @@ pub async fn get_or_restore(app: &App, id: &JobId) -> Result<Option<JobMeta>, Re
     }
 }
 
+/// A job the job store still shows queued or started long after anything happened to it (queued
+/// for more than a visibility timeout, or started with no heartbeat for that long), whose outcome
+/// the object store has (a last delivery that could not reach the job store): the job store is
+/// brought in line and the outcome returned. Otherwise `meta` as it is.
+pub async fn reconcile_stale(app: &App, meta: JobMeta) -> JobMeta {
+    if meta.status.is_terminal() {
+        return meta;
+    }
+    let since = meta.heartbeat_at.or(meta.started_at).unwrap_or(meta.created_at);
+    if (Utc::now() - since).to_std().unwrap_or_default() < app.config.worker_visibility {
+        return meta;
+    }
+    let ended = match app.backends.store.get(&layout::outcome_key(&meta.job_id)).await {
+        Ok(body) => match serde_json::from_slice::<JobMeta>(&body) {
+            Ok(ended) if ended.job_id == meta.job_id && ended.status.is_terminal() => ended,
+            _ => return meta,
+        },
+        Err(_) => return meta,
+    };
+    match app.backends.jobs.compare_and_set(meta.guard(), &ended).await {
+        Ok(trace_core::ports::CasOutcome::Applied) => {
+            tracing::warn!(job_id = %meta.job_id, status = %ended.status, "a stale job's outcome was only in the object store: applied");
+            ended
+        }
+        _ => meta,
+    }
+}
+
 /// Puts back a job the job store lost while a worker held it: `meta` is the worker's own view (the
 /// lease it holds). True when the job store now has it as `meta`.
 pub async fn put_back(app: &App, meta: &JobMeta) -> Result<bool, JobStoreError> {

@@ -45,9 +45,11 @@ pub async fn load(app: &App, principal: &Principal, id: &str) -> Result<JobMeta,
         .ok_or_else(|| TraceError::JobNotFound(job_id.to_string()))
 }
 
-/// `GET /api/trace/job/{id}`.
+/// `GET /api/trace/job/{id}`. A job left stale (see [`crate::record::reconcile_stale`]) is brought in
+/// line with its outcome in the object store first.
 pub async fn status(app: &App, principal: &Principal, id: &str) -> Result<StatusBody, TraceError> {
-    Ok(StatusBody::of(load(app, principal, id).await?, Utc::now()))
+    let meta = crate::record::reconcile_stale(app, load(app, principal, id).await?).await;
+    Ok(StatusBody::of(meta, Utc::now()))
 }
 
 /// `GET /api/trace/jobs?status=&limit=`: the caller's jobs (an admin's: everyone's), newest first.
@@ -124,14 +126,17 @@ pub async fn cancel(app: &App, principal: &Principal, id: &str) -> Result<Status
 pub async fn retry(app: &App, principal: &Principal, id: &str) -> Result<StatusBody, TraceError> {
     let meta = load(app, principal, id).await?;
     let queued = meta.requeued().map_err(|_| TraceError::JobNotRetryable { status: meta.status })?;
+    let job = queued.job_id;
+    // The failure's record goes first: left behind, it would fail the retried job again.
+    app.backends
+        .store
+        .delete_prefix(&trace_core::layout::outcome_key(&job))
+        .await
+        .map_err(|e| TraceError::unavailable("the result store", e))?;
     match app.backends.jobs.compare_and_set(meta.guard(), &queued).await.map_err(job_store_unavailable)? {
         CasOutcome::Applied => {}
         CasOutcome::Conflict(now) => return Err(TraceError::JobNotRetryable { status: now.status }),
         CasOutcome::Missing => return Err(TraceError::JobNotFound(meta.job_id.to_string())),
-    }
-    let job = queued.job_id;
-    if let Err(e) = app.backends.store.delete_prefix(&trace_core::layout::outcome_key(&job)).await {
-        tracing::warn!(job_id = %job, error = %e, "could not remove the outcome record of a retried job");
     }
     let message = trace_core::message::ShardMessage::whole(
         job,

@@ -30,3 +30,65 @@ pub(crate) fn flushed(app: &App) -> App {
     backends.jobs = std::sync::Arc::new(trace_adapters::jobs::memory::MemoryJobStore::new());
     App::new((*app.config).clone(), backends)
 }
+
+/// A job store that is down: every call fails.
+pub(crate) struct DownJobStore;
+
+fn down() -> trace_core::ports::JobStoreError {
+    trace_core::ports::BackendError::new("redis", "call", "connection refused").into()
+}
+
+#[async_trait::async_trait]
+impl trace_core::ports::JobStore for DownJobStore {
+    async fn create(
+        &self,
+        _: &trace_core::job::JobMeta,
+        _: std::time::Duration,
+    ) -> Result<(), trace_core::ports::JobStoreError> {
+        Err(down())
+    }
+    async fn get(
+        &self,
+        _: &trace_core::JobId,
+    ) -> Result<Option<trace_core::job::JobMeta>, trace_core::ports::JobStoreError> {
+        Err(down())
+    }
+    async fn compare_and_set(
+        &self,
+        _: trace_core::job::Guard,
+        _: &trace_core::job::JobMeta,
+    ) -> Result<trace_core::ports::CasOutcome, trace_core::ports::JobStoreError> {
+        Err(down())
+    }
+    async fn update_progress(
+        &self,
+        _: &trace_core::JobId,
+        _: trace_core::job::Guard,
+        _: &trace_core::job::Progress,
+        _: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<trace_core::ports::CasOutcome, trace_core::ports::JobStoreError> {
+        Err(down())
+    }
+    async fn list_recent(
+        &self,
+        _: Option<&str>,
+        _: Option<trace_core::job::JobStatus>,
+        _: usize,
+    ) -> Result<Vec<trace_core::job::JobMeta>, trace_core::ports::JobStoreError> {
+        Err(down())
+    }
+    async fn refresh_ttl(
+        &self,
+        _: &trace_core::JobId,
+        _: std::time::Duration,
+    ) -> Result<bool, trace_core::ports::JobStoreError> {
+        Err(down())
+    }
+}
+
+/// The same app with its job store down.
+pub(crate) fn jobs_down(app: &App) -> App {
+    let mut backends = app.backends.clone();
+    backends.jobs = std::sync::Arc::new(DownJobStore);
+    App::new((*app.config).clone(), backends)
+}

@@ -51,13 +51,10 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
             JobStatus::Failed if !redrivable(&meta) => return Ok(Claim::Duplicate("job already failed")),
             JobStatus::Failed => {
                 let Ok(queued) = meta.requeued() else { return Ok(Claim::Duplicate("transition refused")) };
+                // The failure's record goes first: left behind, it would fail the job again.
+                app.backends.store.delete_prefix(&trace_core::layout::outcome_key(&meta.job_id)).await?;
                 if jobs.compare_and_set(meta.guard(), &queued).await? == CasOutcome::Applied {
                     tracing::warn!(error = ?meta.error, "a failed job's message came again (redriven): retrying it");
-                    if let Err(e) =
-                        app.backends.store.delete_prefix(&trace_core::layout::outcome_key(&meta.job_id)).await
-                    {
-                        tracing::warn!(error = %e, "could not remove the outcome record of a redriven job");
-                    }
                 }
             }
             JobStatus::Cancelled => return Ok(Claim::Duplicate("job cancelled")),

@@ -170,6 +170,11 @@ async fn run_shard(
             tracing::info!("job is running in another worker: message left for later");
             return Disposition::Retry { after: app.config.worker_visibility };
         }
+        Err(e) if delivery.receive_count >= app.config.max_receive_count => {
+            settle::fail_unclaimed(app, &message.job_id, "BACKEND_ERROR", e.to_string()).await;
+            // Left undeleted: the queue moves it to the dead-letter queue.
+            return Disposition::Retry { after: Duration::ZERO };
+        }
         Err(e) => {
             tracing::warn!(error = %e, "could not claim the job; message left for a retry");
             return Disposition::Retry { after: settle::backoff(delivery) };
@@ -509,6 +514,41 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    /// The last delivery cannot claim the job (the job store down): the job is failed in the object
+    /// store, its message left for the dead-letter queue; once the job store is back, the status read
+    /// of the stale `queued` job finds the failure, instead of `queued` forever.
+    #[tokio::test]
+    async fn a_last_delivery_that_cannot_claim_fails_the_job_where_status_finds_it() {
+        let app =
+            app(&[("TRACE_WORKER_VISIBILITY_SECONDS", "2"), ("TRACE_WORKER_HEARTBEAT_SECONDS", "1")]).await;
+        let (job, delivery) = queued(&app, 5).await;
+        let down = crate::testing::jobs_down(&app);
+        let queue = app.backends.light.clone();
+        let (_, shutdown) = watch::channel(false);
+        let early = Delivery { receive_count: 1, ..delivery.clone() };
+        assert!(matches!(
+            handle_delivery(&down, &queue, &early, shutdown.clone(), None).await,
+            Disposition::Retry { after } if after > Duration::ZERO
+        ));
+        assert!(
+            app.backends.store.get(&layout::outcome_key(&job)).await.is_err(),
+            "not failed before the last"
+        );
+        let last = Delivery { receive_count: app.config.max_receive_count, ..delivery };
+        let disposition = handle_delivery(&down, &queue, &last, shutdown, None).await;
+        assert_eq!(disposition, Disposition::Retry { after: Duration::ZERO }, "left for the DLQ");
+        // The job store, back, still says queued; a fresh status read does not look further.
+        let me = Principal::local();
+        assert_eq!(
+            crate::status::status(&app, &me, &job.to_string()).await.unwrap().status,
+            JobStatus::Queued
+        );
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        let info = crate::status::status(&app, &me, &job.to_string()).await.unwrap();
+        assert_eq!((info.status, info.error_code.as_deref()), (JobStatus::Failed, Some("BACKEND_ERROR")));
+        assert_eq!(app.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Failed);
     }
 
     #[test]

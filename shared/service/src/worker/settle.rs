@@ -142,6 +142,26 @@ async fn retry_or_fail(
     }
 }
 
+/// The last allowed delivery could not even claim the job (the job store down): the job is failed
+/// with `code` all the same, in the object store first (`outcome.json`, which status reads find on a
+/// job left stale) and in the job store if it answers, so its message reaching the dead-letter queue
+/// never leaves it `queued` or `started`. A redrive of that message runs it again.
+pub(super) async fn fail_unclaimed(app: &App, job: &JobId, code: &'static str, message: String) {
+    let meta = match app.backends.jobs.get(job).await {
+        Ok(Some(meta)) => Some(meta),
+        _ => record::rebuild(app, job, Utc::now()).await.ok().flatten(),
+    };
+    let Some(meta) = meta.filter(|m| !m.status.is_terminal()) else { return };
+    let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(job_error(code, message))) else {
+        return;
+    };
+    record::save_outcome(app, &failed).await;
+    if let Err(e) = app.backends.jobs.compare_and_set(meta.guard(), &failed).await {
+        tracing::warn!(error = %e, "the job store is down: the failure is recorded in the object store");
+    }
+    tracing::error!(code, "could not claim the job on its last delivery: job failed");
+}
+
 fn job_error(code: &str, message: String) -> JobError {
     JobError { code: code.to_owned(), message }
 }
