@@ -65,9 +65,10 @@ pub async fn rebuild(app: &App, id: &JobId, now: DateTime<Utc>) -> Result<Option
         return Ok(None);
     };
     drop(input);
-    if submitted.job_id != *id || expires_in(app, &submitted, now).is_none() {
+    if submitted.job_id != *id {
         return Ok(None);
     }
+    let _ = now;
     match store.get(&layout::outcome_key(id)).await {
         Ok(body) => {
             if let Ok(ended) = serde_json::from_slice::<JobMeta>(&body) {
@@ -102,21 +103,38 @@ pub async fn rebuild(app: &App, id: &JobId, now: DateTime<Utc>) -> Result<Option
     }
 }
 
-/// The time `meta` has left to live, if any.
+/// The time `meta` has left to live, if any: `TRACE_JOB_TTL_SECONDS` from its end (its result is
+/// written then, so result and metadata expire together), or from its creation while it has not
+/// ended.
 fn expires_in(app: &App, meta: &JobMeta, now: DateTime<Utc>) -> Option<std::time::Duration> {
-    let age = (now - meta.created_at).to_std().unwrap_or_default();
+    let from = meta.completed_at.unwrap_or(meta.created_at);
+    let age = (now - from).to_std().unwrap_or_default();
     app.config.job_ttl.checked_sub(age).filter(|left| !left.is_zero())
+}
+
+/// Who asks for a job the job store may have lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    /// A caller (status, cancel, retry, results): a job past its time to live stays gone.
+    Caller,
+    /// A worker holding the job's message: the message proves the job is wanted, so a job that has
+    /// not ended comes back for a whole new time to live however long it waited in the queue.
+    Message,
 }
 
 /// The job from the job store, or, when the job store lost it, rebuilt from the object store and
 /// put back (see the [module](self)). None: unknown or expired.
-pub async fn get_or_restore(app: &App, id: &JobId) -> Result<Option<JobMeta>, RestoreError> {
+pub async fn get_or_restore(app: &App, id: &JobId, asker: Asker) -> Result<Option<JobMeta>, RestoreError> {
     if let Some(meta) = app.backends.jobs.get(id).await? {
         return Ok(Some(meta));
     }
     let now = Utc::now();
     let Some(meta) = rebuild(app, id, now).await? else { return Ok(None) };
-    let Some(ttl) = expires_in(app, &meta, now) else { return Ok(None) };
+    let ttl = match (asker, meta.status.is_terminal()) {
+        (Asker::Message, false) => Some(app.config.job_ttl),
+        _ => expires_in(app, &meta, now),
+    };
+    let Some(ttl) = ttl else { return Ok(None) };
     match app.backends.jobs.create(&meta, ttl).await {
         Ok(()) => {
             tracing::warn!(job_id = %id, status = %meta.status, "the job store had lost the job: rebuilt from the object store");
@@ -159,8 +177,7 @@ pub async fn reconcile_stale(app: &App, meta: JobMeta) -> JobMeta {
 /// Puts back a job the job store lost while a worker held it: `meta` is the worker's own view (the
 /// lease it holds). True when the job store now has it as `meta`.
 pub async fn put_back(app: &App, meta: &JobMeta) -> Result<bool, JobStoreError> {
-    let Some(ttl) = expires_in(app, meta, Utc::now()) else { return Ok(false) };
-    match app.backends.jobs.create(meta, ttl).await {
+    match app.backends.jobs.create(meta, app.config.job_ttl).await {
         Ok(()) => {
             tracing::warn!(job_id = %meta.job_id, status = %meta.status, "the job store had lost the running job: put back");
             Ok(true)

@@ -35,7 +35,7 @@ pub(crate) fn job_store_unavailable(e: JobStoreError) -> TraceError {
 pub async fn load(app: &App, principal: &Principal, id: &str) -> Result<JobMeta, TraceError> {
     let job_id = parse_job_id(id)?;
     // A job the job store lost is rebuilt from the object store, the source of truth.
-    crate::record::get_or_restore(app, &job_id)
+    crate::record::get_or_restore(app, &job_id, crate::record::Asker::Caller)
         .await
         .map_err(|e| match e {
             crate::record::RestoreError::Jobs(e) => job_store_unavailable(e),

@@ -42,7 +42,7 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
     let jobs = &app.backends.jobs;
     for _ in 0..3 {
         // A job the job store lost is rebuilt from the object store (`record`), not dropped.
-        let Some(meta) = record::get_or_restore(app, &message.job_id).await? else {
+        let Some(meta) = record::get_or_restore(app, &message.job_id, record::Asker::Message).await? else {
             return Ok(Claim::Duplicate("job unknown or expired"));
         };
         let stale = |m: &JobMeta| lease_expired(m, app.config.worker_visibility, app.config.worker_heartbeat);
@@ -229,7 +229,14 @@ pub(super) fn keep_alive(
             loop {
                 tick.tick().await;
                 match lease.renew(&app).await {
-                    Ok(()) => {}
+                    // A running job never expires: its time to live starts again with each renewal.
+                    Ok(()) => {
+                        if let Err(e) =
+                            app.backends.jobs.refresh_ttl(&lease.meta.job_id, app.config.job_ttl).await
+                        {
+                            tracing::warn!(error = %e, "could not refresh the job's time to live");
+                        }
+                    }
                     Err(ShardError::LeaseLost(why)) => {
                         let _ = lease.lost.set(why);
                     }

@@ -36,5 +36,10 @@ pub(super) async fn mark_finished(app: &App, lease: &Lease, progress: &Progress)
     let finished =
         done.transitioned(JobStatus::Finished, Utc::now(), None).map_err(|_| LeaseLost::TakenOver)?;
     let outcome = app.backends.jobs.compare_and_set(lease.meta().guard(), &finished).await?;
-    lease.held_after(app, outcome, &finished).await
+    lease.held_after(app, outcome, &finished).await?;
+    // The metadata lives as long as the result just written: the time to live starts now.
+    if let Err(e) = app.backends.jobs.refresh_ttl(&finished.job_id, app.config.job_ttl).await {
+        tracing::warn!(error = %e, "could not refresh the finished job's time to live");
+    }
+    Ok(())
 }

@@ -391,14 +391,21 @@ mod tests {
         assert_eq!(app.backends.jobs.get(&finished).await.unwrap().unwrap().status, JobStatus::Finished);
     }
 
-    /// A job older than its time to live is not brought back, even while its objects remain.
+    /// A job older than its time to live is not brought back for a caller, even while its objects
+    /// remain; but a queued job whose message waited in the queue longer than that (a backlog) comes
+    /// back for its message, with a new time to live, and runs.
     #[tokio::test]
-    async fn an_expired_job_is_not_rebuilt() {
+    async fn an_expired_job_comes_back_only_for_its_message() {
         let before = app(&[("TRACE_JOB_TTL_SECONDS", "1")]).await;
-        let (job, _) = queued(&before, 3).await;
+        let (job, delivery) = queued(&before, 3).await;
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let app = crate::testing::flushed(&before);
-        assert!(crate::record::get_or_restore(&app, &job).await.unwrap().is_none());
+        let caller = crate::record::get_or_restore(&app, &job, crate::record::Asker::Caller).await.unwrap();
+        assert!(caller.is_none());
+        let (_, shutdown) = watch::channel(false);
+        let queue = app.backends.light.clone();
+        assert_eq!(handle_delivery(&app, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        assert_eq!(app.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Finished);
     }
 
     /// The job store lost a running job (a flush mid-run): the worker's next write puts it back from
