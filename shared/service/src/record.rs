@@ -46,8 +46,20 @@ pub async fn save_outcome(app: &App, meta: &JobMeta) {
     }
 }
 
-/// The job as the object store knows it, or None (unknown, or older than its time to live).
-pub async fn rebuild(app: &App, id: &JobId, now: DateTime<Utc>) -> Result<Option<JobMeta>, StoreError> {
+/// How the job ended when it did not finish, as recorded by [`save_outcome`]; None when nothing is
+/// recorded (or the record does not read as a terminal job of that id).
+async fn read_outcome(app: &App, id: &JobId) -> Result<Option<JobMeta>, StoreError> {
+    match app.backends.store.get(&layout::outcome_key(id)).await {
+        Ok(body) => Ok(serde_json::from_slice::<JobMeta>(&body)
+            .ok()
+            .filter(|ended| ended.job_id == *id && ended.status.is_terminal())),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The job as the object store knows it (whatever its age), or None (unknown).
+pub async fn rebuild(app: &App, id: &JobId) -> Result<Option<JobMeta>, StoreError> {
     let store = &app.backends.store;
     // Only the metadata: the ids are skipped, not kept.
     #[derive(serde::Deserialize)]
@@ -68,17 +80,8 @@ pub async fn rebuild(app: &App, id: &JobId, now: DateTime<Utc>) -> Result<Option
     if submitted.job_id != *id {
         return Ok(None);
     }
-    let _ = now;
-    match store.get(&layout::outcome_key(id)).await {
-        Ok(body) => {
-            if let Ok(ended) = serde_json::from_slice::<JobMeta>(&body) {
-                if ended.job_id == *id && ended.status.is_terminal() {
-                    return Ok(Some(ended));
-                }
-            }
-        }
-        Err(StoreError::NotFound(_)) => {}
-        Err(e) => return Err(e),
+    if let Some(ended) = read_outcome(app, id).await? {
+        return Ok(Some(ended));
     }
     match store.get(&layout::manifest_key(id)).await {
         Ok(body) => {
@@ -129,7 +132,7 @@ pub async fn get_or_restore(app: &App, id: &JobId, asker: Asker) -> Result<Optio
         return Ok(Some(meta));
     }
     let now = Utc::now();
-    let Some(meta) = rebuild(app, id, now).await? else { return Ok(None) };
+    let Some(meta) = rebuild(app, id).await? else { return Ok(None) };
     let ttl = match (asker, meta.status.is_terminal()) {
         (Asker::Message, false) => Some(app.config.job_ttl),
         _ => expires_in(app, &meta, now),
@@ -158,13 +161,7 @@ pub async fn reconcile_stale(app: &App, meta: JobMeta) -> JobMeta {
     if (Utc::now() - since).to_std().unwrap_or_default() < app.config.worker_visibility {
         return meta;
     }
-    let ended = match app.backends.store.get(&layout::outcome_key(&meta.job_id)).await {
-        Ok(body) => match serde_json::from_slice::<JobMeta>(&body) {
-            Ok(ended) if ended.job_id == meta.job_id && ended.status.is_terminal() => ended,
-            _ => return meta,
-        },
-        Err(_) => return meta,
-    };
+    let Ok(Some(ended)) = read_outcome(app, &meta.job_id).await else { return meta };
     match app.backends.jobs.compare_and_set(meta.guard(), &ended).await {
         Ok(trace_core::ports::CasOutcome::Applied) => {
             tracing::warn!(job_id = %meta.job_id, status = %ended.status, "a stale job's outcome was only in the object store: applied");

@@ -138,25 +138,7 @@ pub async fn retry(app: &App, principal: &Principal, id: &str) -> Result<StatusB
         CasOutcome::Conflict(now) => return Err(TraceError::JobNotRetryable { status: now.status }),
         CasOutcome::Missing => return Err(TraceError::JobNotFound(meta.job_id.to_string())),
     }
-    let message = trace_core::message::ShardMessage::whole(
-        job,
-        queued.profile,
-        queued.domains.clone(),
-        queued.cid_count,
-    );
-    let id = job.to_string();
-    let sent =
-        app.backends.queue(queued.queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await;
-    if let Err(e) = sent {
-        let error = trace_core::job::JobError { code: "QUEUE_SEND_FAILED".into(), message: e.to_string() };
-        if let Ok(failed) = queued.transitioned(JobStatus::Failed, Utc::now(), Some(error)) {
-            crate::record::save_outcome(app, &failed).await;
-            if let Err(e) = app.backends.jobs.compare_and_set(queued.guard(), &failed).await {
-                tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
-            }
-        }
-        return Err(TraceError::unavailable("the job queue", e));
-    }
-    tracing::info!(job_id = %id, attempt = queued.attempt, "failed job queued again");
+    crate::submit::send_or_fail(app, &queued).await?;
+    tracing::info!(job_id = %job, attempt = queued.attempt, "failed job queued again");
     Ok(StatusBody::of(queued, Utc::now()))
 }

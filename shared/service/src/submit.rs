@@ -87,21 +87,30 @@ pub async fn enqueue(
         .create(&meta, app.config.job_ttl)
         .await
         .map_err(|e| TraceError::unavailable("the job store", e))?;
-    let message = ShardMessage::whole(job_id, request.profile, request.domains.clone(), cid_count);
-    let id = job_id.to_string();
-    if let Err(e) = backends.queue(queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await {
-        let error = JobError { code: "QUEUE_SEND_FAILED".into(), message: e.to_string() };
-        if let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(error)) {
-            crate::record::save_outcome(app, &failed).await;
-            if let Err(e) = backends.jobs.compare_and_set(meta.guard(), &failed).await {
-                tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
-            }
-        }
-        tracing::warn!(job_id = %id, "the job could not be queued: it is marked failed");
-        return Err(TraceError::unavailable("the job queue", e));
-    }
-    tracing::info!(job_id = %id, cid_count, queue = queue.as_str(), profile = %request.profile, owner = %owner.hash(), "job queued");
+    send_or_fail(app, &meta).await?;
+    tracing::info!(job_id = %job_id, cid_count, queue = queue.as_str(), profile = %request.profile, owner = %owner.hash(), "job queued");
     Ok(Accepted::queued(job_id, queue).with_stream_base(app.config.stream_base_url.as_deref()))
+}
+
+/// Sends the one shard message of the queued job `meta` on its queue. If it cannot be sent, the job
+/// is marked failed (`QUEUE_SEND_FAILED`, also recorded beside its input), never left queued.
+pub(crate) async fn send_or_fail(app: &App, meta: &JobMeta) -> Result<(), TraceError> {
+    let message = ShardMessage::whole(meta.job_id, meta.profile, meta.domains.clone(), meta.cid_count);
+    let id = meta.job_id.to_string();
+    let Err(e) =
+        app.backends.queue(meta.queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await
+    else {
+        return Ok(());
+    };
+    let error = JobError { code: "QUEUE_SEND_FAILED".into(), message: e.to_string() };
+    if let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(error)) {
+        crate::record::save_outcome(app, &failed).await;
+        if let Err(e) = app.backends.jobs.compare_and_set(meta.guard(), &failed).await {
+            tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
+        }
+    }
+    tracing::warn!(job_id = %id, "the job could not be queued: it is marked failed");
+    Err(TraceError::unavailable("the job queue", e))
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ async fn retry_or_fail(
 pub(super) async fn fail_unclaimed(app: &App, job: &JobId, code: &'static str, message: String) {
     let meta = match app.backends.jobs.get(job).await {
         Ok(Some(meta)) => Some(meta),
-        _ => record::rebuild(app, job, Utc::now()).await.ok().flatten(),
+        _ => record::rebuild(app, job).await.ok().flatten(),
     };
     let Some(meta) = meta.filter(|m| !m.status.is_terminal()) else { return };
     let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(job_error(code, message))) else {
