@@ -72,6 +72,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_JOB_TTL_SECONDS", "86400", "How long job metadata and results are kept.", "submit, status, worker, stream, backfill"),
     var("TRACE_JOB_TIMEOUT_SECONDS", "900", "A job running longer than this fails with JOB_TIMEOUT.", "worker"),
     var("TRACE_WORKER_VISIBILITY_SECONDS", "120", "Visibility timeout the worker keeps extending on the message in hand; also the length of its lease on the job: a job whose lease was last renewed longer ago (less a clock slack of at most 2 s) is taken over by the next delivery.", "worker"),
+    var("TRACE_CHECKPOINT_SECONDS", "5", "How often a running job writes its checkpoint (the chunks stored so far and where each domain resumes) beside its input; a retry, takeover, shutdown or continuation resumes from the last one. Also written before a run stops early.", "worker"),
     var("TRACE_WORKER_HEARTBEAT_SECONDS", "20", "How often the worker renews its lease on the job (heartbeat_at, with its progress) and then extends the message's visibility.", "worker"),
     var("TRACE_CONNECT_TIMEOUT_SECONDS", "5", "Longest wait to open a connection to S3 or SQS, PostgreSQL or Redis (also for a database connection from the pool).", "all"),
     var("TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS", "30", "Longest one attempt of an S3 or SQS call may take before the SDK retries it (above SQS's 20 s long poll).", "all"),
@@ -264,6 +265,8 @@ pub struct Config {
     pub worker_visibility: Duration,
     /// `TRACE_WORKER_HEARTBEAT_SECONDS`.
     pub worker_heartbeat: Duration,
+    /// `TRACE_CHECKPOINT_SECONDS`.
+    pub checkpoint_every: Duration,
     /// `TRACE_MAX_RECEIVE_COUNT`.
     pub max_receive_count: u32,
     /// `TRACE_CONNECT_TIMEOUT_SECONDS`, `TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS`,
@@ -345,6 +348,7 @@ impl std::fmt::Debug for Config {
             .field("job_timeout", &self.job_timeout)
             .field("worker_visibility", &self.worker_visibility)
             .field("worker_heartbeat", &self.worker_heartbeat)
+            .field("checkpoint_every", &self.checkpoint_every)
             .field("max_receive_count", &self.max_receive_count)
             .field("timeouts", &self.timeouts)
             .field("worker_queue", &self.worker_queue)
@@ -844,6 +848,7 @@ impl Config {
             job_timeout: r.seconds("TRACE_JOB_TIMEOUT_SECONDS")?,
             worker_visibility: r.seconds("TRACE_WORKER_VISIBILITY_SECONDS")?,
             worker_heartbeat: r.seconds("TRACE_WORKER_HEARTBEAT_SECONDS")?,
+            checkpoint_every: r.seconds("TRACE_CHECKPOINT_SECONDS")?,
             timeouts: BackendTimeouts {
                 connect: r.seconds("TRACE_CONNECT_TIMEOUT_SECONDS")?,
                 aws_attempt: r.seconds("TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS")?,

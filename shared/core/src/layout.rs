@@ -4,6 +4,7 @@
 //! jobs/{job_id}/input.json                                  the job's container ids
 //! jobs/{job_id}/result/{domain}/{shard:04}-{chunk:06}.ndjson[.gz|.lz4]
 //!                                                           result chunks, one record per line
+//! jobs/{job_id}/checkpoint/{shard:04}.json                  a running shard's progress (`checkpoint`)
 //! jobs/{job_id}/manifest.json                               written last: its presence = result complete
 //! ```
 //! Chunk keys sort in result order (shard, then chunk) so a job split into shards run by several
@@ -29,6 +30,16 @@ pub fn outcome_key(job: &JobId) -> String {
     format!("jobs/{job}/outcome.json")
 }
 
+/// The folder of a job's checkpoints (one per shard, while it runs).
+pub fn checkpoint_prefix(job: &JobId) -> String {
+    format!("jobs/{job}/checkpoint/")
+}
+
+/// One shard's checkpoint.
+pub fn checkpoint_key(job: &JobId, shard: u32) -> String {
+    format!("{}{shard:04}.json", checkpoint_prefix(job))
+}
+
 /// The manifest object.
 pub fn manifest_key(job: &JobId) -> String {
     format!("jobs/{job}/manifest.json")
@@ -47,6 +58,12 @@ pub fn domain_prefix(job: &JobId, domain: Domain) -> String {
 /// One chunk's key.
 pub fn chunk_key(job: &JobId, domain: Domain, shard: u32, chunk: u32, encoding: ChunkEncoding) -> String {
     format!("{}{shard:04}-{chunk:06}{}", domain_prefix(job, domain), encoding.extension())
+}
+
+/// The chunk number of a chunk key (`…/{shard:04}-{chunk:06}.ndjson…`).
+pub fn chunk_number(key: &str) -> Option<u32> {
+    let name = key.rsplit('/').next()?;
+    name.split_once('-')?.1.split('.').next()?.parse().ok()
 }
 
 /// Why a stored chunk cannot be served.
@@ -240,6 +257,30 @@ impl ChunkBuilder {
             buf: Vec::new(),
             records: 0,
         }
+    }
+
+    /// The builder numbering its chunks from `first` (a run resumed after `first` stored chunks).
+    pub fn numbered_from(mut self, first: u32) -> Self {
+        self.next_chunk = first;
+        self
+    }
+
+    /// The builder with `ndjson` (`records` lines) already in its open chunk (a run resumed from a
+    /// checkpoint).
+    pub fn with_open(mut self, ndjson: Vec<u8>, records: usize) -> Self {
+        self.buf = ndjson;
+        self.records = records;
+        self
+    }
+
+    /// The open chunk: its NDJSON and its number of records.
+    pub fn open(&self) -> (&[u8], usize) {
+        (&self.buf, self.records)
+    }
+
+    /// The number the chunk open now gets when it is sealed.
+    pub fn next_chunk(&self) -> u32 {
+        self.next_chunk
     }
 
     /// Appends one record: `write` must append exactly one JSON value (no newline).

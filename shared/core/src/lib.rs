@@ -9,6 +9,7 @@ pub mod admission;
 pub mod aggregation;
 pub mod api;
 pub mod auth;
+pub mod checkpoint;
 pub mod config;
 pub mod domain;
 pub mod encoding;

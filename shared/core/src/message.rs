@@ -27,12 +27,35 @@ pub struct ShardMessage {
     pub profile: Profile,
     /// The job's domains, in result order.
     pub domains: Vec<Domain>,
+    /// How many runs of this shard came before this message: 0 for the message submit sends, then one
+    /// more for each continuation a run sends when its Lambda invocation ends (it resumes from the
+    /// shard's checkpoint).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub continuation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ShardMessage {
     /// The single shard covering a whole job of `cid_count` ids.
     pub fn whole(job_id: JobId, profile: Profile, domains: Vec<Domain>, cid_count: u64) -> Self {
-        ShardMessage { job_id, shard: 0, shards: 1, ids_from: 0, ids_to: cid_count, profile, domains }
+        ShardMessage {
+            job_id,
+            shard: 0,
+            shards: 1,
+            ids_from: 0,
+            ids_to: cid_count,
+            profile,
+            domains,
+            continuation: 0,
+        }
+    }
+
+    /// The message that continues this shard's run in a new invocation.
+    pub fn continued(&self) -> Self {
+        ShardMessage { continuation: self.continuation.saturating_add(1), ..self.clone() }
     }
 
     /// The message body.

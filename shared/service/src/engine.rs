@@ -88,6 +88,22 @@ pub async fn read_into<S: RecordSink + ?Sized>(
     id_batch_size: usize,
     sink: &mut S,
 ) -> Result<Option<MsdAggregation>, S::Error> {
+    read_from(source, ids, profile, domains, id_batch_size, 0, sink).await
+}
+
+/// Like [`read_into`], from id `first` on (a run resumed from a checkpoint; a multiple of
+/// `id_batch_size`, else rounded down to one). The MSD profile always reads from the first id (its
+/// aggregation needs every row).
+pub async fn read_from<S: RecordSink + ?Sized>(
+    source: Arc<dyn EventSource>,
+    ids: Arc<dyn Ids>,
+    profile: Profile,
+    domains: &[Domain],
+    id_batch_size: usize,
+    first: u64,
+    sink: &mut S,
+) -> Result<Option<MsdAggregation>, S::Error> {
+    let first = if profile.is_msd() { 0 } else { first };
     let mut aggregator =
         profile.is_msd().then(|| MsdAggregator::with_inputs(MsdInputs::for_request(domains)));
     let mut order: Vec<Domain> = domains.to_vec();
@@ -100,8 +116,11 @@ pub async fn read_into<S: RecordSink + ?Sized>(
     }
     let total = ids.count() as u64;
     let (tx, mut rx) = mpsc::channel::<Result<Read, SourceError>>(1);
-    let mut reader = Reader(tokio::spawn(read_ahead(source, ids, order, id_batch_size, tx)));
-    let mut ids_read = 0u64;
+    let step = id_batch_size.max(1) as u64;
+    let first = first.min(total);
+    let first = if first == total { first } else { first - first % step };
+    let mut reader = Reader(tokio::spawn(read_ahead(source, ids, order, first, id_batch_size, tx)));
+    let mut ids_read = first;
     let consumed = async {
         while let Some(item) = rx.recv().await {
             match item? {
@@ -167,13 +186,16 @@ async fn read_ahead(
     source: Arc<dyn EventSource>,
     ids: Arc<dyn Ids>,
     order: Vec<Domain>,
+    first: u64,
     id_batch_size: usize,
     tx: mpsc::Sender<Result<Read, SourceError>>,
 ) {
     let total = ids.count();
     let step = id_batch_size.max(1);
-    for start in (0..total).step_by(step) {
+    for start in (first as usize..total).step_by(step) {
         let id_batch = ids.batch(start..(start + step).min(total));
+        // Rows fetched from the source for this id batch (what a run costs the database).
+        let mut rows = 0u64;
         for &domain in &order {
             let mut cursor = match source.open(domain, &id_batch).await {
                 Ok(c) => c,
@@ -184,7 +206,10 @@ async fn read_ahead(
             };
             loop {
                 let item = match cursor.next_batch().await {
-                    Ok(Some(batch)) => Ok(Read::Rows(batch)),
+                    Ok(Some(batch)) => {
+                        rows += batch.len() as u64;
+                        Ok(Read::Rows(batch))
+                    }
                     Ok(None) => break,
                     Err(e) => Err(e),
                 };
@@ -199,6 +224,7 @@ async fn read_ahead(
             }
         }
         let done = (start + id_batch.len()) as u64;
+        tracing::debug!(ids_done = done, rows_read = rows, "id batch read");
         if tx.send(Ok(Read::IdsDone(done))).await.is_err() {
             return;
         }

@@ -135,6 +135,8 @@ pub enum Outcome {
     Released,
     /// Another worker took the job over.
     TakenOver,
+    /// The Lambda invocation was ending: the run checkpointed and sent a continuation message.
+    Continued,
 }
 
 impl Outcome {
@@ -147,6 +149,7 @@ impl Outcome {
             Outcome::Retried => "retried",
             Outcome::Released => "released",
             Outcome::TakenOver => "taken_over",
+            Outcome::Continued => "continued",
         }
     }
 }

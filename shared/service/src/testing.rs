@@ -92,3 +92,53 @@ pub(crate) fn jobs_down(app: &App) -> App {
     backends.jobs = std::sync::Arc::new(DownJobStore);
     App::new((*app.config).clone(), backends)
 }
+
+/// An event source that waits `delay` before each query and counts the rows it hands out.
+pub(crate) struct SlowSource {
+    pub(crate) inner: std::sync::Arc<dyn trace_core::ports::EventSource>,
+    pub(crate) delay: std::time::Duration,
+    pub(crate) rows: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct CountingCursor {
+    inner: Box<dyn trace_core::ports::RowCursor>,
+    rows: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl trace_core::ports::EventSource for SlowSource {
+    async fn open(
+        &self,
+        domain: trace_core::Domain,
+        ids: &[trace_core::ContainerId],
+    ) -> Result<Box<dyn trace_core::ports::RowCursor>, trace_core::ports::SourceError> {
+        tokio::time::sleep(self.delay).await;
+        let inner = self.inner.open(domain, ids).await?;
+        Ok(Box::new(CountingCursor { inner, rows: self.rows.clone() }))
+    }
+}
+
+#[async_trait::async_trait]
+impl trace_core::ports::RowCursor for CountingCursor {
+    async fn next_batch(
+        &mut self,
+    ) -> Result<Option<trace_core::record::RowBatch>, trace_core::ports::SourceError> {
+        let batch = self.inner.next_batch().await?;
+        if let Some(b) = &batch {
+            self.rows.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(batch)
+    }
+}
+
+/// The same app reading through a [`SlowSource`] of `delay` per query; the counter of rows read.
+pub(crate) fn slow_source(
+    app: &App,
+    delay: std::time::Duration,
+) -> (App, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let rows = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut backends = app.backends.clone();
+    backends.source =
+        std::sync::Arc::new(SlowSource { inner: app.backends.source.clone(), delay, rows: rows.clone() });
+    (App::new((*app.config).clone(), backends), rows)
+}

@@ -1,5 +1,4 @@
-//! Step 2: read the shard's ids from the job's input (`jobs/{id}/input.json`), after clearing what an
-//! earlier attempt may have left.
+//! Step 2: read the shard's ids from the job's input (`jobs/{id}/input.json`).
 
 use trace_core::ids::IdList;
 use trace_core::job::JobMeta;
@@ -16,12 +15,7 @@ pub(super) async fn read_shard_ids(
     meta: &JobMeta,
     message: &ShardMessage,
 ) -> Result<IdList, ShardError> {
-    let store = &app.backends.store;
-    if meta.attempt > 1 {
-        // A previous attempt may have left chunks: start from a clean slate.
-        store.delete_prefix(&layout::result_prefix(&meta.job_id)).await?;
-    }
-    let input = match store.get(&layout::input_key(&meta.job_id)).await {
+    let input = match app.backends.store.get(&layout::input_key(&meta.job_id)).await {
         Ok(b) => b,
         Err(StoreError::NotFound(k)) => return Err(ShardError::BadInput(format!("{k} is missing"))),
         Err(e) => return Err(e.into()),

@@ -1,5 +1,9 @@
 //! Step 4: complete the result. The manifest goes last among the objects (its presence means the
-//! result is complete), then the job is marked finished, if it is still ours.
+//! result is complete); the shard's checkpoint goes, and, after a run resumed or restarted, any chunk
+//! an earlier attempt stored that the manifest does not list; then the job is marked finished, if it
+//! is still ours.
+
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -12,20 +16,40 @@ use super::lease::{Lease, LeaseLost};
 use super::ShardError;
 use crate::App;
 
-/// Stores the manifest of the job's chunks (`domains`, in result order); its size in bytes.
+/// Stores the manifest of the job's chunks (`domains`, in result order), if the run still holds the
+/// job; its size in bytes. After a run that `resumed` (or restarted), stored chunks the manifest does
+/// not list are removed, so the result is exactly what the manifest says.
 pub(super) async fn write(
     app: &App,
-    meta: &JobMeta,
+    lease: &Lease,
     profile: Profile,
     domains: Vec<DomainManifest>,
     aggregation: Option<MsdAggregation>,
+    resumed: bool,
 ) -> Result<u64, ShardError> {
+    lease.check_held()?;
+    let meta = lease.meta();
+    let listed: BTreeSet<String> =
+        domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect();
     let aggregation = aggregation.map(|a| serde_json::to_value(a).unwrap_or_default());
     let manifest = Manifest::new(meta.job_id, profile, domains, aggregation, Utc::now());
     let body = serde_json::to_vec(&manifest).map_err(|e| ShardError::BadInput(e.to_string()))?;
     let size = body.len() as u64;
-    app.backends.store.put(&layout::manifest_key(&meta.job_id), Bytes::from(body)).await?;
+    let store = &app.backends.store;
+    store.put(&layout::manifest_key(&meta.job_id), Bytes::from(body)).await?;
     tracing::debug!("manifest stored");
+    store.delete_prefix(&layout::checkpoint_prefix(&meta.job_id)).await?;
+    if resumed {
+        for stray in store.list(&layout::result_prefix(&meta.job_id)).await? {
+            if !listed.contains(&stray.key) {
+                tracing::info!(
+                    key = stray.key,
+                    "removing a chunk an earlier attempt stored beyond this result"
+                );
+                store.delete_prefix(&stray.key).await?;
+            }
+        }
+    }
     Ok(size)
 }
 

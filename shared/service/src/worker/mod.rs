@@ -5,18 +5,22 @@
 //! 1. [`lease`]: claim the job with a compare-and-set (`queued → started`; a `started` job whose
 //!    heartbeat is older than the visibility timeout is taken over; anything else is a duplicate),
 //!    then keep the message invisible and the job's heartbeat fresh while the run lasts;
-//! 2. [`input`]: read the shard's ids from the job's input;
-//! 3. [`chunks`]: run the [`engine`](crate::engine) into chunks of `TRACE_STREAM_BATCH_SIZE` records,
-//!    uploaded as they fill;
+//! 2. [`checkpoint`]: find where the shard's earlier runs got to; [`input`]: read the shard's ids
+//!    from the job's input;
+//! 3. [`chunks`]: run the [`engine`](crate::engine) into chunks of `TRACE_CHUNK_RECORDS` records,
+//!    uploaded as they fill, from the checkpoint on, storing a new checkpoint as it goes;
 //! 4. [`manifest`]: write the manifest last (its presence means the result is complete), then mark
 //!    the job finished;
 //! 5. [`settle`]: record the outcome on the job and decide what happens to the message: one
 //!    [`Disposition`].
 //!
-//! Steps 2–4 run before one [`Deadline`]: the job timeout, or earlier the end of the Lambda
-//! invocation less a margin. Between two batches the run also stops when the lease is lost (a
-//! cancel or a takeover, seen by the heartbeat) or the process is shutting down.
+//! Steps 2–4 run before one [`Deadline`]: the job timeout (counting every run of the job), or earlier
+//! the end of the Lambda invocation less a margin, where the run checkpoints and sends a continuation
+//! message that resumes it in a new invocation. Between two batches the run also stops when the lease
+//! is lost (a cancel or a takeover, seen by the heartbeat) or the process is shutting down (it
+//! checkpoints and releases the job).
 
+mod checkpoint;
 mod chunks;
 mod input;
 mod lease;
@@ -63,39 +67,69 @@ pub enum ShardError {
     /// The run reached its [`Deadline`]; the job timeout in seconds.
     #[error("the job ran longer than {0} s")]
     Timeout(u64),
+    /// The Lambda invocation is ending before the job timeout: the run checkpointed, and continues in
+    /// a new message.
+    #[error("the invocation is ending: the run continues from its checkpoint")]
+    Continue,
     /// The job's input is missing or unreadable (permanent).
     #[error("bad job input: {0}")]
     BadInput(String),
 }
 
-/// Time kept back from a Lambda invocation's deadline to record the outcome.
+/// Time kept back from a Lambda invocation's deadline to checkpoint and record the outcome: at most
+/// this, and at most a quarter of the invocation. A run checkpoints and stops at the first id batch
+/// that ends past the invocation's end less this margin; a third of it is the hard limit (a stalled
+/// batch).
 const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
 
-/// When a run must stop: `TRACE_JOB_TIMEOUT_SECONDS` after the claim, or earlier when the Lambda
-/// invocation ends sooner (less [`DEADLINE_MARGIN`]), so the outcome is still recorded.
+/// When a run must stop: when the job's run time (every run of it) reaches `TRACE_JOB_TIMEOUT_SECONDS`,
+/// or earlier when the Lambda invocation ends sooner, so that the run can checkpoint and continue in
+/// a new invocation.
 #[derive(Debug, Clone, Copy)]
 struct Deadline {
+    /// When the run is stopped wherever it is.
     at: Instant,
     job_timeout: Duration,
+    /// When the run checkpoints at the next id batch and stops to continue in a new invocation: the
+    /// invocation ends before the job timeout, and the run can continue from a checkpoint.
+    continue_at: Option<Instant>,
 }
 
 impl Deadline {
-    fn from_claim(job_timeout: Duration, invocation_ends: Option<Instant>) -> Self {
-        let mut at = Instant::now() + job_timeout;
-        if let Some(end) =
-            invocation_ends.map(|end| end.checked_sub(DEADLINE_MARGIN).unwrap_or(end)).filter(|end| *end < at)
-        {
+    /// The deadline of a run starting now, `ran_before` into the job's time; `resumable` when the run
+    /// can continue from a checkpoint (else the invocation's end fails it).
+    fn new(
+        job_timeout: Duration,
+        ran_before: Duration,
+        invocation_ends: Option<Instant>,
+        resumable: bool,
+    ) -> Self {
+        let now = Instant::now();
+        let mut deadline =
+            Deadline { at: now + job_timeout.saturating_sub(ran_before), job_timeout, continue_at: None };
+        let Some(end) = invocation_ends else { return deadline };
+        let margin = DEADLINE_MARGIN.min(end.saturating_duration_since(now) / 4);
+        let hard = end.checked_sub(margin / 3).unwrap_or(end);
+        if hard < deadline.at {
             tracing::info!(
-                limit_s = end.saturating_duration_since(Instant::now()).as_secs(),
-                "the invocation ends before the job timeout: run bounded by it"
+                limit_s = end.saturating_duration_since(now).as_secs(),
+                resumable,
+                "the invocation ends before the job timeout: the run stops then (and continues in a new one)"
             );
-            at = end;
+            deadline.at = hard;
+            deadline.continue_at = resumable.then(|| end.checked_sub(margin).unwrap_or(end));
         }
-        Deadline { at, job_timeout }
+        deadline
     }
 
-    fn passed(&self) -> ShardError {
-        ShardError::Timeout(self.job_timeout.as_secs())
+    /// Why the run stopped at [`Deadline::at`]: a continuation if it could and has a checkpoint of
+    /// its own (`saved`), else the job timeout.
+    fn passed(&self, saved: bool) -> ShardError {
+        if self.continue_at.is_some() && saved {
+            ShardError::Continue
+        } else {
+            ShardError::Timeout(self.job_timeout.as_secs())
+        }
     }
 }
 
@@ -183,13 +217,12 @@ async fn run_shard(
     tracing::Span::current().record("attempt", meta.attempt);
     tracing::info!(cid_count = meta.cid_count, "job started");
     let started = Instant::now();
-    let deadline = Deadline::from_claim(app.config.job_timeout, invocation_ends);
     let lease = Lease::new(&meta);
     let heartbeat = lease::keep_alive(app, queue, delivery, &lease);
-    let (outcome, records, stored) = write_result(app, message, &lease, shutdown, deadline).await;
+    let (outcome, records, stored) = write_result(app, message, &lease, shutdown, invocation_ends).await;
     heartbeat.abort();
     let run = started.elapsed();
-    let settled = settle::record_outcome(app, delivery, &lease, outcome, run).await;
+    let settled = settle::record_outcome(app, queue, delivery, message, &lease, outcome, run).await;
     if crate::metrics::enabled(app.config.metrics) {
         let meta = lease.meta();
         let claimed = meta.started_at.unwrap_or(meta.created_at);
@@ -212,32 +245,46 @@ async fn run_shard(
     settled.disposition
 }
 
-/// Steps 2–4 before `deadline`: reads the shard's ids, writes their chunks, the manifest last, and
-/// marks the job finished; the number of records written. Whatever stops the run, the uploads in
-/// flight land before this returns, so none lands after the caller's clean-up. Also, however it ended,
-/// the records written and the objects stored (for the job-end metrics).
+/// Steps 2–4 before the run's [`Deadline`]: finds the checkpoint, reads the shard's ids, writes their
+/// chunks, the manifest last, and marks the job finished; the number of records written. Whatever
+/// stops the run, the uploads in flight land before this returns, so none lands after the caller's
+/// clean-up, and a run that may be resumed stores its checkpoint. Also, however it ended, the records
+/// written and the objects stored (for the job-end metrics).
 async fn write_result(
     app: &App,
     message: &ShardMessage,
     lease: &Lease,
     shutdown: watch::Receiver<bool>,
-    deadline: Deadline,
+    invocation_ends: Option<Instant>,
 ) -> (Result<u64, ShardError>, u64, Stored) {
-    let mut chunks = ChunkWriter::new(app, lease, message, shutdown);
+    let resumable = !message.profile.is_msd();
+    let first = Deadline::new(app.config.job_timeout, Duration::ZERO, invocation_ends, resumable);
+    let found = tokio::time::timeout_at(first.at, checkpoint::load(app, lease.meta(), message)).await;
+    let found = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return (Err(e), 0, Stored::default()),
+        Err(_) => return (Err(first.passed(false)), 0, Stored::default()),
+    };
+    let ran_before = checkpoint::Found::ran_for(found.as_ref());
+    let deadline = Deadline::new(app.config.job_timeout, ran_before, invocation_ends, resumable);
+    let mut chunks = ChunkWriter::new(app, lease, message, found, shutdown, deadline.continue_at);
     let mut manifest_size = None;
     let steps = async {
         let ids = input::read_shard_ids(app, lease.meta(), message).await?;
-        let aggregation = chunks.write(ids, message).await?;
+        let aggregation = chunks.write(ids).await?;
         tracing::debug!("every row read");
         let domains = chunks.finish(&message.domains).await?;
         tracing::debug!("every chunk stored");
+        let resumed = chunks.resumed() || lease.meta().attempt > 1 || message.continuation > 0;
         manifest_size =
-            Some(manifest::write(app, lease.meta(), message.profile, domains, aggregation).await?);
+            Some(manifest::write(app, lease, message.profile, domains, aggregation, resumed).await?);
         manifest::mark_finished(app, lease, chunks.progress()).await?;
         Ok(chunks.progress().records_written)
     };
-    let outcome =
-        tokio::time::timeout_at(deadline.at, steps).await.unwrap_or_else(|_| Err(deadline.passed()));
+    let outcome = match tokio::time::timeout_at(deadline.at, steps).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(deadline.passed(chunks.saved())),
+    };
     if outcome.is_err() {
         chunks.drain().await;
     }
@@ -255,12 +302,17 @@ mod tests {
     use crate::testing::app;
     use chrono::Utc;
     use trace_core::job::JobStatus;
-    use trace_core::{layout, JobId, Principal, TraceRequest};
+    use trace_core::{layout, Domain, JobId, Principal, TraceRequest};
 
     /// A queued job of `ids` containers (history) and its first delivery.
     async fn queued(app: &App, ids: u64) -> (JobId, Delivery) {
+        queued_with(app, ids, &["history"]).await
+    }
+
+    /// A queued job of `ids` containers and `domains`, and its first delivery.
+    async fn queued_with(app: &App, ids: u64, domains: &[&str]) -> (JobId, Delivery) {
         let ids: Vec<String> = (1..=ids).map(trace_dataset::container_id).collect();
-        let body = serde_json::json!({ "container_ids": ids, "domains": ["history"] });
+        let body = serde_json::json!({ "container_ids": ids, "domains": domains });
         let request = TraceRequest::parse(body.to_string().as_bytes(), usize::MAX).unwrap();
         let accepted =
             crate::submit::enqueue(app, &Principal::local(), &request, QueueKind::Light).await.unwrap();
@@ -303,9 +355,16 @@ mod tests {
         assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 2));
         let manifest = app.backends.store.get(&layout::manifest_key(&job)).await.unwrap();
         // The zombie wakes up at its deadline.
-        let settled =
-            settle::record_outcome(&app, &delivery, &zombie, Err(ShardError::Timeout(1)), Duration::ZERO)
-                .await;
+        let settled = settle::record_outcome(
+            &app,
+            &queue,
+            &delivery,
+            &message,
+            &zombie,
+            Err(ShardError::Timeout(1)),
+            Duration::ZERO,
+        )
+        .await;
         assert_eq!(settled.outcome, crate::metrics::Outcome::TakenOver);
         let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
         assert_eq!(meta.status, JobStatus::Finished);
@@ -579,5 +638,143 @@ mod tests {
         let (v, h) = (Duration::from_secs(120), Duration::from_secs(20));
         assert!(!lease::lease_expired(&meta(117_900), v, h));
         assert!(lease::lease_expired(&meta(118_100), v, h));
+    }
+
+    /// The result's chunks as stored, without the job id: (domain, file name, records, bytes, CRC-32).
+    async fn chunk_list(app: &App, job: &JobId) -> Vec<(Domain, String, u64, u64, u32)> {
+        let manifest: layout::Manifest =
+            serde_json::from_slice(&app.backends.store.get(&layout::manifest_key(job)).await.unwrap())
+                .unwrap();
+        let mut stored: Vec<String> = app
+            .backends
+            .store
+            .list(&layout::result_prefix(job))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        stored.sort();
+        let mut listed: Vec<String> =
+            manifest.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect();
+        listed.sort();
+        assert_eq!(listed, stored, "the manifest lists exactly the stored chunks");
+        manifest
+            .domains
+            .iter()
+            .flat_map(|d| {
+                d.chunks.iter().map(|c| {
+                    let name = c.key.rsplit('/').next().unwrap().to_owned();
+                    (d.domain, name, c.records, c.bytes, c.crc32)
+                })
+            })
+            .collect()
+    }
+
+    const SMALL_CHUNKS: [(&str, &str); 2] =
+        [("TRACE_CHUNK_RECORDS", "700"), ("TRACE_DB_ID_BATCH_SIZE", "20")];
+    const DOMAINS: [&str; 3] = ["history", "materials", "holds"];
+
+    /// A run that reaches the end of its Lambda invocation stores its checkpoint and sends a
+    /// continuation message; each continuation resumes from the checkpoint, and the job finishes with
+    /// the very chunks of an uninterrupted run (names, records, sizes, checksums), reading far fewer
+    /// rows than starting again each time would.
+    #[tokio::test]
+    async fn a_run_past_its_invocation_continues_from_its_checkpoint_with_the_same_result() {
+        let plain = app(&SMALL_CHUNKS).await;
+        let (plain, plain_rows) = crate::testing::slow_source(&plain, Duration::ZERO);
+        let (reference, delivery) = queued_with(&plain, 400, &DOMAINS).await;
+        let (_, shutdown) = watch::channel(false);
+        let queue = plain.backends.light.clone();
+        assert_eq!(handle_delivery(&plain, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        let one_run = plain_rows.load(std::sync::atomic::Ordering::Relaxed);
+
+        let base = app(&SMALL_CHUNKS).await;
+        let (app, rows) = crate::testing::slow_source(&base, Duration::from_millis(15));
+        let (job, mut delivery) = queued_with(&app, 400, &DOMAINS).await;
+        let queue = app.backends.light.clone();
+        let mut invocations = 0;
+        loop {
+            invocations += 1;
+            assert!(invocations < 100, "no end after {invocations} invocations");
+            // 20 id batches of 3 domains at 15 ms a query take ~0.9 s: an invocation of 0.4 s
+            // (0.3 s of run after the margin) ends each run early.
+            let ends = Instant::now() + Duration::from_millis(400);
+            let (_, shutdown) = watch::channel(false);
+            let disposition = handle_delivery(&app, &queue, &delivery, shutdown, Some(ends)).await;
+            assert_eq!(disposition, Disposition::Delete, "a continuation, or the end");
+            settle_message(queue.as_ref(), &delivery, disposition).await;
+            let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+            if meta.status == JobStatus::Finished {
+                break;
+            }
+            assert_eq!(meta.status, JobStatus::Queued, "{:?}", meta.error);
+            let mut next = queue.receive(1, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+            assert_eq!(next.len(), 1, "one continuation message");
+            delivery = next.remove(0);
+            let message = ShardMessage::parse(&delivery.body).unwrap();
+            assert_eq!(message.continuation, invocations);
+        }
+        assert!(invocations >= 3, "the job took {invocations} invocations");
+        assert_eq!(chunk_list(&app, &job).await, chunk_list(&plain, &reference).await);
+        assert!(app.backends.store.list(&layout::checkpoint_prefix(&job)).await.unwrap().is_empty());
+        let read = rows.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            read * 2 <= one_run * 3,
+            "{invocations} runs read {read} rows, one uninterrupted run {one_run}: more than 1.5x"
+        );
+    }
+
+    /// A run stopped by a shutdown stores its checkpoint at the end of an id batch and releases the
+    /// job; the next run resumes from it, reading only the rest, and ends with an uninterrupted run's
+    /// chunks and record count.
+    #[tokio::test]
+    async fn a_released_run_resumes_from_its_checkpoint_with_the_same_result() {
+        let plain = app(&SMALL_CHUNKS).await;
+        let (reference, delivery) = queued_with(&plain, 300, &DOMAINS).await;
+        let (_, shutdown) = watch::channel(false);
+        let queue = plain.backends.light.clone();
+        assert_eq!(handle_delivery(&plain, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+
+        let app = app(&SMALL_CHUNKS).await;
+        let (job, delivery) = queued_with(&app, 300, &DOMAINS).await;
+        let queue = app.backends.light.clone();
+        // The process shuts down mid-run (as a source failure would stop it: both keep the checkpoint).
+        let (stop, shutdown) = watch::channel(false);
+        let (slow, _) = crate::testing::slow_source(&app, Duration::from_millis(10));
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let _ = stop.send(true);
+        });
+        let disposition = handle_delivery(&slow, &queue, &delivery, shutdown, None).await;
+        stopper.await.unwrap();
+        assert_eq!(disposition, Disposition::Retry { after: Duration::ZERO });
+        let (saved, _) = trace_core::checkpoint::Checkpoint::decode(
+            &app.backends.store.get(&layout::checkpoint_key(&job, 0)).await.unwrap(),
+        )
+        .unwrap();
+        assert!(saved.records() > 0, "the stopped run stored its checkpoint");
+        assert!(
+            saved.ids_done > 0 && saved.ids_done < 300,
+            "it stopped between two id batches: {}",
+            saved.ids_done
+        );
+        assert_eq!(app.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Queued, "released");
+        let (_, shutdown) = watch::channel(false);
+        let (counted, rows) = crate::testing::slow_source(&app, Duration::ZERO);
+        assert_eq!(handle_delivery(&counted, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        assert_eq!(chunk_list(&app, &job).await, chunk_list(&plain, &reference).await);
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 2));
+        let records = app.backends.jobs.get(&job).await.unwrap().unwrap().progress.records_written;
+        assert_eq!(
+            records,
+            plain.backends.jobs.get(&reference).await.unwrap().unwrap().progress.records_written
+        );
+        let resumed_rows = rows.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            resumed_rows > 0 && resumed_rows < records,
+            "the retry read {resumed_rows} of {records} rows"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! Step 5: settle. The run's outcome is recorded on the job, and the message is deleted or left to
 //! come back: the worker's retry policy is the one `match` of [`record_outcome`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use trace_core::job::{JobError, JobMeta, JobStatus};
 use trace_core::layout;
+use trace_core::message::ShardMessage;
 use trace_core::ports::{CasOutcome, Delivery, JobQueue};
 use trace_core::JobId;
 
@@ -54,7 +56,9 @@ pub(super) fn backoff(delivery: &Delivery) -> Duration {
 /// happens to its message.
 pub(super) async fn record_outcome(
     app: &App,
+    queue: &Arc<dyn JobQueue>,
     delivery: &Delivery,
+    message: &ShardMessage,
     lease: &Lease,
     outcome: Result<u64, ShardError>,
     elapsed: Duration,
@@ -78,6 +82,8 @@ pub(super) async fn record_outcome(
             remove_result(app, job_id).await;
             Settled::new(Disposition::Delete, Outcome::Cancelled, None)
         }
+        // Continue in a new invocation: released, and a new message (a fresh receive count) sent.
+        ShardError::Continue => continue_run(app, queue, lease, message).await,
         // Release: back to queued and visible at once, for the next worker.
         ShardError::Shutdown => {
             transition(app, &lease.current(), JobStatus::Queued, None).await;
@@ -113,6 +119,38 @@ pub(super) async fn record_outcome(
         e @ ShardError::Source(_) => retry_or_fail(app, delivery, lease, "SOURCE_ERROR", e).await,
         e @ ShardError::Store(_) => retry_or_fail(app, delivery, lease, "STORE_ERROR", e).await,
         e @ ShardError::Jobs(_) => retry_or_fail(app, delivery, lease, "BACKEND_ERROR", e).await,
+    }
+}
+
+/// The Lambda invocation is ending and the run has stored its checkpoint: the job goes back to
+/// queued and a continuation message takes it on from the checkpoint in a new invocation. The message
+/// in hand is deleted once the continuation is sent; if it cannot be sent, the message itself comes
+/// back at once instead (spending one of its deliveries).
+async fn continue_run(
+    app: &App,
+    queue: &Arc<dyn JobQueue>,
+    lease: &Lease,
+    message: &ShardMessage,
+) -> Settled {
+    if transition(app, &lease.current(), JobStatus::Queued, None).await == Recorded::Changed {
+        tracing::warn!("the job changed before its continuation (cancelled or taken over): not continued");
+        return Settled::new(Disposition::Delete, Outcome::TakenOver, None);
+    }
+    let next = message.continued();
+    let (job, shard, n) =
+        (message.job_id.to_string(), message.shard.to_string(), next.continuation.to_string());
+    match queue.send(&next.to_body(), &[("job_id", &job), ("shard", &shard), ("continuation", &n)]).await {
+        Ok(_) => {
+            tracing::info!(
+                continuation = next.continuation,
+                "the invocation is ending: the job continues in a new message"
+            );
+            Settled::new(Disposition::Delete, Outcome::Continued, None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not send the continuation: the message comes back instead");
+            Settled::new(Disposition::Retry { after: Duration::ZERO }, Outcome::Released, None)
+        }
     }
 }
 
@@ -205,6 +243,9 @@ async fn remove_result(app: &App, job: &JobId) {
     }
     if let Err(e) = app.backends.store.delete_prefix(&layout::manifest_key(job)).await {
         tracing::warn!(error = %e, "could not remove a manifest");
+    }
+    if let Err(e) = app.backends.store.delete_prefix(&layout::checkpoint_prefix(job)).await {
+        tracing::warn!(error = %e, "could not remove a checkpoint");
     }
 }
 

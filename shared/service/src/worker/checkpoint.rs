@@ -1,0 +1,81 @@
+//! Step 2's first part: where the shard's earlier runs got to. A run starts from the shard's last
+//! [`Checkpoint`] when it fits (see [`Checkpoint::fits`]); without one, an attempt after the first
+//! clears what earlier attempts left and starts from the first id. The checkpoints themselves are
+//! stored by the [`ChunkWriter`](super::chunks::ChunkWriter) between two id batches.
+
+use trace_core::checkpoint::{Checkpoint, Layout};
+use trace_core::job::JobMeta;
+use trace_core::layout;
+use trace_core::message::ShardMessage;
+use trace_core::ports::StoreError;
+
+use super::ShardError;
+use crate::App;
+
+/// A checkpoint to resume from, and each domain's open records (NDJSON, in the order of its domains).
+pub(super) struct Found {
+    pub(super) checkpoint: Checkpoint,
+    pub(super) open: Vec<Vec<u8>>,
+}
+
+impl Found {
+    /// The job's run time before this run.
+    pub(super) fn ran_for(found: Option<&Found>) -> std::time::Duration {
+        std::time::Duration::from_millis(found.map_or(0, |f| f.checkpoint.ran_for_ms))
+    }
+}
+
+/// The layout this worker's chunks have (what a checkpoint must match to be resumed).
+fn layout(app: &App) -> Layout {
+    Layout {
+        id_batch_size: app.config.id_batch_size as u64,
+        chunk_records: app.config.chunk_records as u64,
+        encoding: app.config.chunk_encoding,
+    }
+}
+
+/// The checkpoint `message`'s run resumes from, if one fits. Without one, what an earlier attempt
+/// may have left (chunks, an unfit checkpoint) is cleared first.
+pub(super) async fn load(
+    app: &App,
+    meta: &JobMeta,
+    message: &ShardMessage,
+) -> Result<Option<Found>, ShardError> {
+    let store = &app.backends.store;
+    let key = layout::checkpoint_key(&meta.job_id, message.shard);
+    let found = match store.get(&key).await {
+        // The MSD aggregation needs every row: its runs always start from the first id.
+        Ok(_) if message.profile.is_msd() => None,
+        Ok(body) => match Checkpoint::decode(&body) {
+            Ok((checkpoint, open)) if checkpoint.fits(message, layout(app)) => {
+                Some(Found { checkpoint, open })
+            }
+            Ok(_) => {
+                tracing::warn!("the checkpoint does not fit this run (settings changed): starting again");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "starting again");
+                None
+            }
+        },
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match &found {
+        Some(Found { checkpoint: cp, .. }) => tracing::info!(
+            ids_done = cp.ids_done,
+            records = cp.records(),
+            saved_by_attempt = cp.attempt,
+            ran_for_s = cp.ran_for_ms / 1000,
+            "resuming from the checkpoint"
+        ),
+        None if meta.attempt > 1 || message.continuation > 0 => {
+            // A previous attempt may have left chunks: start from a clean slate.
+            store.delete_prefix(&layout::result_prefix(&meta.job_id)).await?;
+            store.delete_prefix(&layout::checkpoint_prefix(&meta.job_id)).await?;
+        }
+        None => {}
+    }
+    Ok(found)
+}
