@@ -567,7 +567,11 @@ async fn a_malformed_line_gives_its_line_number_and_a_429_is_retried_then_report
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_exits_2_with_the_server_s_code() {
     let mut system = System::start(Options {
-        env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "1"), ("TRACE_MAX_RECEIVE_COUNT", "1")]),
+        env: env(&[
+            ("TRACE_ASYNC_CID_THRESHOLD", "1"),
+            ("TRACE_MAX_RECEIVE_COUNT", "1"),
+            ("TRACE_RETRY_WINDOW_SECONDS", "1"),
+        ]),
         no_workers: true,
         ..Default::default()
     })

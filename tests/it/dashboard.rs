@@ -201,7 +201,11 @@ async fn the_msd_page_runs_backward_and_forward_traces() {
 async fn a_failed_job_and_a_refused_request_read_as_text() {
     // A job whose source fails on its only delivery: the workers' database is unreachable.
     let mut system = System::start(Options {
-        env: vec![("TRACE_ASYNC_CID_THRESHOLD", "1".into()), ("TRACE_MAX_RECEIVE_COUNT", "1".into())],
+        env: vec![
+            ("TRACE_ASYNC_CID_THRESHOLD", "1".into()),
+            ("TRACE_MAX_RECEIVE_COUNT", "1".into()),
+            ("TRACE_RETRY_WINDOW_SECONDS", "1".into()),
+        ],
         no_workers: true,
         ..Options::default()
     })

@@ -14,6 +14,7 @@ use trace_core::layout::{self, Manifest};
 use trace_core::ports::{ChunkStore, JobQueue};
 use trace_core::Domain;
 use trace_integration::checks::{assert_matches_database, check_stream, env, ids, wait_running};
+use trace_integration::lambda::LambdaFunction;
 use trace_integration::system::{Options, System};
 
 /// The invariants of every fault: the job is terminal within `within` (its status is returned); if
@@ -168,7 +169,11 @@ async fn redis_loses_a_cancelled_job() {
 /// Returns the system (no worker left running) and the job.
 async fn a_job_failed_into_the_dlq(ids: &[String]) -> (System, String) {
     let mut system = System::start(Options {
-        env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "1"), ("TRACE_MAX_RECEIVE_COUNT", "2")]),
+        env: env(&[
+            ("TRACE_ASYNC_CID_THRESHOLD", "1"),
+            ("TRACE_MAX_RECEIVE_COUNT", "2"),
+            ("TRACE_RETRY_WINDOW_SECONDS", "1"),
+        ]),
         no_workers: true,
         ..Default::default()
     })
@@ -235,4 +240,176 @@ async fn a_dlq_redrive_runs_the_failed_job_again() {
         (Some("finished"), Some(3)),
         "{status}"
     );
+}
+
+/// The five domains of the checkpoint tests (not MSD: its runs always start from the first id).
+const FIVE: [Domain; 5] = [Domain::History, Domain::Materials, Domain::Rejects, Domain::Holds, Domain::Jobs];
+
+/// Submits a job of `ids` over [`FIVE`]; its id.
+async fn submit_five(system: &System, ids: &[String]) -> String {
+    let domains: Vec<&str> = FIVE.iter().map(|d| d.as_str()).collect();
+    let (code, accepted) = system.submit(&json!({ "container_ids": ids, "domains": domains })).await;
+    assert_eq!(code, 202, "{accepted}");
+    accepted["job_id"].as_str().expect("job_id").to_owned()
+}
+
+/// Each domain's stored chunks, in result order: (file name, records, NDJSON bytes, CRC-32, the stored
+/// object's bytes).
+async fn stored_chunks(system: &System, job: &str) -> Vec<(Domain, String, u64, u64, u32, bytes::Bytes)> {
+    let job_id = job.parse().expect("job id");
+    let manifest: Manifest =
+        serde_json::from_slice(&system.store.get(&layout::manifest_key(&job_id)).await.expect("manifest"))
+            .expect("manifest JSON");
+    let mut out = Vec::new();
+    for d in &manifest.domains {
+        for c in &d.chunks {
+            let name = c.key.rsplit('/').next().expect("name").to_owned();
+            let body = system.store.get(&c.key).await.expect("chunk");
+            out.push((d.domain, name, c.records, c.bytes, c.crc32, body));
+        }
+    }
+    out
+}
+
+/// Rows the workers read from the database for `job`, from their logs (the engine's debug line per
+/// id batch, `rows_read`), and the number of runs that read any.
+fn rows_read(system: &System, job: &str) -> u64 {
+    let mut rows = 0;
+    for entry in std::fs::read_dir(system.log_dir()).expect("log dir").flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains(job) && l.contains("id batch read")) {
+            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            rows += v["rows_read"].as_u64().unwrap_or(0);
+        }
+    }
+    rows
+}
+
+/// Shard ids done, as status says.
+async fn ids_done(system: &System, job: &str) -> (String, u64) {
+    let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+    (
+        s["status"].as_str().unwrap_or_default().to_owned(),
+        s["progress_detail"]["ids_done"].as_u64().unwrap_or(0),
+    )
+}
+
+/// A job whose worker is killed (SIGKILL) three times at random points finishes, each takeover
+/// resuming from the last checkpoint: its chunks are byte for byte those of an uninterrupted run of
+/// the same request, and all its runs together read at most 1.5x the rows of that one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_three_times_resumes_from_its_checkpoints_byte_identical() {
+    let options = || Options {
+        env: env(&[
+            ("TRACE_WORKER_VISIBILITY_SECONDS", "6"),
+            ("TRACE_WORKER_HEARTBEAT_SECONDS", "2"),
+            ("TRACE_CHECKPOINT_SECONDS", "2"),
+            ("TRACE_EVENTS_CID_LIMIT", "200000"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,trace_service::engine=debug"),
+        ]),
+        no_workers: true,
+        ..Default::default()
+    };
+    let ids = ids(trace_integration::seeded_ids());
+    let total = ids.len() as u64;
+    let queue = if total > 40_000 { "heavy" } else { "light" };
+
+    // The uninterrupted run, in a system of its own (a stopped worker's pending receive would take a
+    // delivery of the other job's message).
+    let mut once = System::start(options()).await;
+    once.spawn_worker(queue, &[]);
+    let reference = submit_five(&once, &ids).await;
+    let status = once.wait_terminal(&reference, Duration::from_secs(900)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+    let one_run = rows_read(&once, &reference);
+    assert!(one_run > 0, "no rows_read lines in the worker logs");
+
+    let mut system = System::start(options()).await;
+    let job = submit_five(&system, &ids).await;
+    // Three random points of the job, in order (random per run; printed to reproduce).
+    let seed = uuid::Uuid::new_v4().as_u128();
+    let mut points: Vec<u64> =
+        (0..3).map(|i| (10 + ((seed >> (i * 16)) & 0xffff) as u64 * 80 / 0x1_0000) * total / 100).collect();
+    points.sort_unstable();
+    eprintln!("killing the worker at ids {points:?} of {total}");
+    for point in &points {
+        let worker = system.spawn_worker(queue, &[]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(900);
+        loop {
+            let (status, done) = ids_done(&system, &job).await;
+            if status == "started" && done >= *point {
+                break;
+            }
+            assert_ne!(status, "finished", "finished before the kill at {point}");
+            assert!(std::time::Instant::now() < deadline, "never reached {point}: {status} {done}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        system.kill(worker);
+    }
+    system.spawn_worker(queue, &[]);
+    let status = assert_invariants(&system, &job, &ids, &FIVE, Duration::from_secs(900)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+
+    let (ours, theirs) = (stored_chunks(&system, &job).await, stored_chunks(&once, &reference).await);
+    assert_eq!(ours.len(), theirs.len(), "chunk count");
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!(a == b, "chunk {:?} {} differs from the uninterrupted run's {:?} {}", a.0, a.1, b.0, b.1);
+    }
+    let read = rows_read(&system, &job);
+    eprintln!(
+        "rows read: {read} over 4 runs with 3 kills, {one_run} in one uninterrupted run: {:.3}x",
+        read as f64 / one_run as f64
+    );
+    assert!(read * 2 <= one_run * 3, "{read} rows read, more than 1.5x {one_run}");
+}
+
+/// The worker in Lambda under a 20 s function timeout (the Runtime API emulator's deadline header; an
+/// answer after it fails as `Sandbox.Timedout`, as in AWS) runs a job that takes longer than one
+/// invocation: each invocation checkpoints and answers in time, sending a continuation message, and
+/// the job finishes (never `JOB_TIMEOUT`) with a result equal to the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_its_invocation_finishes_through_continuations() {
+    let system = System::start(Options {
+        // Id batches of 100 ids: a run of the whole dataset takes longer than one 20 s invocation.
+        env: env(&[("TRACE_EVENTS_CID_LIMIT", "200000"), ("TRACE_DB_ID_BATCH_SIZE", "100")]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    let ids = ids(trace_integration::seeded_ids());
+    let heavy = ids.len() > 40_000;
+    let job = submit_five(&system, &ids).await;
+    let queue = if heavy { &system.heavy.0 } else { &system.light.0 };
+    let kind = if heavy { "heavy" } else { "light" };
+    let mut worker = LambdaFunction::start(&system, "worker", &[("TRACE_WORKER_QUEUE", kind)]).await;
+    worker.runtime.set_timeout(Duration::from_secs(20));
+    let mut invocations = 0u32;
+    loop {
+        let (_, status) = system.get_status(&format!("/api/trace/job/{job}")).await;
+        if status["status"] == "finished" {
+            break;
+        }
+        assert!(status["status"] == "queued" || status["status"] == "started", "{status}");
+        let mut got =
+            queue.receive(1, Duration::from_secs(5), Duration::from_secs(60)).await.expect("receive");
+        let Some(delivery) = got.pop() else { continue };
+        let message = trace_core::message::ShardMessage::parse(&delivery.body).expect("shard message");
+        assert_eq!(message.continuation, invocations, "one continuation per invocation");
+        let mut record = crate::lambda_events::event("worker-sqs.json")["Records"][0].clone();
+        record["messageId"] = json!(delivery.message_id);
+        record["receiptHandle"] = json!(delivery.receipt);
+        record["body"] = json!(delivery.body);
+        record["attributes"]["ApproximateReceiveCount"] = json!(delivery.receive_count.to_string());
+        record["messageAttributes"]["job_id"]["stringValue"] = json!(job);
+        record.as_object_mut().expect("record").remove("md5OfBody");
+        let answer = worker.invoke(json!({ "Records": [record] }), Duration::from_secs(60)).await.json();
+        assert_eq!(answer, json!({"batchItemFailures": []}), "log: {}", worker.log().display());
+        invocations += 1;
+        assert!(invocations < 60, "still not finished after {invocations} invocations");
+    }
+    eprintln!("finished in {invocations} invocations of at most 20 s");
+    assert!(invocations >= 2, "the job fitted one invocation: make it longer to test continuations");
+    let status = assert_invariants(&system, &job, &ids, &FIVE, Duration::from_secs(10)).await;
+    assert_eq!(status["status"], "finished", "{status}");
 }

@@ -462,7 +462,11 @@ async fn the_same_message_delivered_twice_gives_one_result_counted_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_keeps_failing_ends_in_the_dead_letter_queue_and_its_job_fails() {
     let mut system = System::start(Options {
-        env: env(&[("TRACE_ASYNC_CID_THRESHOLD", "1"), ("TRACE_MAX_RECEIVE_COUNT", "2")]),
+        env: env(&[
+            ("TRACE_ASYNC_CID_THRESHOLD", "1"),
+            ("TRACE_MAX_RECEIVE_COUNT", "2"),
+            ("TRACE_RETRY_WINDOW_SECONDS", "1"),
+        ]),
         no_workers: true,
         ..Default::default()
     })
@@ -527,6 +531,7 @@ async fn a_crashed_worker_s_job_is_taken_over_by_the_next_delivery() {
             ("TRACE_WORKER_VISIBILITY_SECONDS", "6"),
             ("TRACE_WORKER_HEARTBEAT_SECONDS", "2"),
             ("TRACE_MAX_RECEIVE_COUNT", "2"),
+            ("TRACE_RETRY_WINDOW_SECONDS", "1"),
         ]),
         no_workers: true,
         ..Default::default()

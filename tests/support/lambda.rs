@@ -299,7 +299,14 @@ struct Shared {
     waiting: Mutex<HashMap<String, oneshot::Sender<Invocation>>>,
     init_error: Mutex<Option<FunctionError>>,
     function_arn: String,
+    /// The function's timeout: each invocation's deadline is this long after the function takes it.
+    timeout: Mutex<Duration>,
+    /// The deadline of each invocation in hand.
+    deadlines: Mutex<HashMap<String, SystemTime>>,
 }
+
+/// The function timeout of an emulator unless [`LambdaRuntime::set_timeout`] says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The Runtime API emulator, on a free 127.0.0.1 port. Stops when dropped.
 pub struct LambdaRuntime {
@@ -329,6 +336,8 @@ impl LambdaRuntime {
             waiting: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
             function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+            timeout: Mutex::new(DEFAULT_TIMEOUT),
+            deadlines: Mutex::new(HashMap::new()),
         });
         let router = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -347,6 +356,13 @@ impl LambdaRuntime {
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
     pub fn addr(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Sets the function's timeout, as the function's `Timeout` would in AWS: the deadline the next
+    /// invocations carry (`Lambda-Runtime-Deadline-Ms`). An answer after it is refused as Lambda does
+    /// (`Sandbox.Timedout`), so a function that overruns fails here.
+    pub fn set_timeout(&self, timeout: Duration) {
+        *self.shared.timeout.lock().unwrap_or_else(|e| e.into_inner()) = timeout;
     }
 
     /// The error the function reported while starting, if any.
@@ -396,7 +412,10 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     let Some(Pending { request_id, event }) = pending else {
         return StatusCode::GONE.into_response();
     };
-    let deadline = epoch_ms(SystemTime::now() + Duration::from_secs(60));
+    let timeout = *shared.timeout.lock().unwrap_or_else(|e| e.into_inner());
+    let ends = SystemTime::now() + timeout;
+    shared.deadlines.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id.clone(), ends);
+    let deadline = epoch_ms(ends);
     let trace = format!(
         "Root=1-{:08x}-{};Parent={};Sampled=0;Lineage=1:a1b2c3d4:0",
         epoch_ms(SystemTime::now()) / 1000,
@@ -414,6 +433,15 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 fn complete(shared: &Shared, id: &str, invocation: Invocation) -> Response {
+    let deadline = shared.deadlines.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    let timeout = *shared.timeout.lock().unwrap_or_else(|e| e.into_inner());
+    let invocation = match deadline {
+        Some(deadline) if SystemTime::now() > deadline => Invocation::Error(FunctionError {
+            error_type: "Sandbox.Timedout".into(),
+            body: Value::String(format!("Task timed out after {:.2} seconds", timeout.as_secs_f64())),
+        }),
+        _ => invocation,
+    };
     match shared.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(id) {
         Some(tx) => {
             let _ = tx.send(invocation);

@@ -173,7 +173,10 @@ impl System {
             .iter()
             .find(|(k, _)| *k == "TRACE_MAX_RECEIVE_COUNT")
             .map(|(_, v)| v.parse().expect("TRACE_MAX_RECEIVE_COUNT"))
-            .unwrap_or(3);
+            .unwrap_or_else(|| {
+                let code = trace_core::config::VARIABLES.iter().find(|v| v.name == "TRACE_MAX_RECEIVE_COUNT");
+                code.and_then(|v| v.default.parse().ok()).expect("TRACE_MAX_RECEIVE_COUNT's default")
+            });
         let visibility = Duration::from_secs(60);
         let (heavy, heavy_dlq) =
             create_queue_with_dlq(&sqs, &format!("{name}-heavy"), max_receive, visibility)
@@ -293,6 +296,19 @@ impl System {
         let mut env = vec![("TRACE_WORKER_QUEUE", queue)];
         env.extend_from_slice(extra);
         self.spawn("worker", &format!("worker-{queue}"), &env)
+    }
+
+    /// Kills a child at once (SIGKILL: no clean-up, as a crash or an out-of-memory kill) and waits for it.
+    pub fn kill(&mut self, pid: u32) {
+        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        if let Some((_, child)) = self.children.iter_mut().find(|(_, c)| c.id() == pid) {
+            let _ = child.wait();
+        }
+    }
+
+    /// The folder of the processes' logs.
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.logs
     }
 
     /// Sends SIGTERM to a child and waits for it (up to `within`); its exit status.

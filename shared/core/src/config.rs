@@ -72,13 +72,14 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_JOB_TTL_SECONDS", "86400", "How long job metadata and results are kept.", "submit, status, worker, stream, backfill"),
     var("TRACE_JOB_TIMEOUT_SECONDS", "900", "A job running longer than this fails with JOB_TIMEOUT.", "worker"),
     var("TRACE_WORKER_VISIBILITY_SECONDS", "120", "Visibility timeout the worker keeps extending on the message in hand; also the length of its lease on the job: a job whose lease was last renewed longer ago (less a clock slack of at most 2 s) is taken over by the next delivery.", "worker"),
+    var("TRACE_RETRY_WINDOW_SECONDS", "90", "How long a worker keeps retrying a failing backend (database, object store, Redis) within one delivery, with exponential back-off from 1 s to 15 s and jitter, each retry resuming from the last checkpoint; the window starts again when the run makes progress. Past it the message is given back (and on its last delivery the job fails with the backend's code).", "worker"),
     var("TRACE_CHECKPOINT_SECONDS", "5", "How often a running job writes its checkpoint (the chunks stored so far and where each domain resumes) beside its input; a retry, takeover, shutdown or continuation resumes from the last one. Also written before a run stops early.", "worker"),
     var("TRACE_WORKER_HEARTBEAT_SECONDS", "20", "How often the worker renews its lease on the job (heartbeat_at, with its progress) and then extends the message's visibility.", "worker"),
     var("TRACE_CONNECT_TIMEOUT_SECONDS", "5", "Longest wait to open a connection to S3 or SQS, PostgreSQL or Redis (also for a database connection from the pool).", "all"),
     var("TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS", "30", "Longest one attempt of an S3 or SQS call may take before the SDK retries it (above SQS's 20 s long poll).", "all"),
     var("TRACE_DB_STATEMENT_TIMEOUT_SECONDS", "120", "PostgreSQL statement_timeout of every query and fetch: a stalled or locked read fails (and is retried) instead of hanging.", "submit, worker, backfill"),
     var("TRACE_REDIS_TIMEOUT_SECONDS", "5", "Longest wait for one Redis reply (redis-rs's default of 500 ms aborted runs on a slow reply).", "all"),
-    var("TRACE_MAX_RECEIVE_COUNT", "3", "Deliveries of a message before it moves to the dead-letter queue (the queues' redrive policy); the worker marks the job failed on the last one.", "worker, bootstrap"),
+    var("TRACE_MAX_RECEIVE_COUNT", "5", "Deliveries of a message before it moves to the dead-letter queue (the queues' redrive policy); the worker marks the job failed on the last one. 5, AWS's advice for Lambda's SQS event sources: a worker that dies (a crash, an out-of-memory kill) spends one delivery, and its takeover resumes from the checkpoint.", "worker, bootstrap"),
     var("TRACE_WORKER_QUEUE", "light", "Which queue a worker process polls: heavy or light.", "worker"),
     var("TRACE_RATE_LIMIT_REQUESTS", "60", "Requests per window per caller on status, result and stream (429 above).", "status, stream"),
     var("TRACE_RATE_LIMIT_WINDOW_SECONDS", "60", "The rate-limit window.", "status, stream"),
@@ -267,6 +268,8 @@ pub struct Config {
     pub worker_heartbeat: Duration,
     /// `TRACE_CHECKPOINT_SECONDS`.
     pub checkpoint_every: Duration,
+    /// `TRACE_RETRY_WINDOW_SECONDS`.
+    pub retry_window: Duration,
     /// `TRACE_MAX_RECEIVE_COUNT`.
     pub max_receive_count: u32,
     /// `TRACE_CONNECT_TIMEOUT_SECONDS`, `TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS`,
@@ -349,6 +352,7 @@ impl std::fmt::Debug for Config {
             .field("worker_visibility", &self.worker_visibility)
             .field("worker_heartbeat", &self.worker_heartbeat)
             .field("checkpoint_every", &self.checkpoint_every)
+            .field("retry_window", &self.retry_window)
             .field("max_receive_count", &self.max_receive_count)
             .field("timeouts", &self.timeouts)
             .field("worker_queue", &self.worker_queue)
@@ -849,6 +853,7 @@ impl Config {
             worker_visibility: r.seconds("TRACE_WORKER_VISIBILITY_SECONDS")?,
             worker_heartbeat: r.seconds("TRACE_WORKER_HEARTBEAT_SECONDS")?,
             checkpoint_every: r.seconds("TRACE_CHECKPOINT_SECONDS")?,
+            retry_window: r.seconds("TRACE_RETRY_WINDOW_SECONDS")?,
             timeouts: BackendTimeouts {
                 connect: r.seconds("TRACE_CONNECT_TIMEOUT_SECONDS")?,
                 aws_attempt: r.seconds("TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS")?,

@@ -17,6 +17,7 @@ use trace_core::ids::IdList;
 use trace_core::ports::{BackendError, EventSource, SourceError};
 use trace_core::record::RowBatch;
 use trace_core::{ContainerId, Domain, Profile};
+use tracing::Instrument;
 
 /// Receives what the engine reads. Each sink has its own error type, saying what can stop a run of
 /// it; the engine's own failures reach it as [`SourceError`]s.
@@ -119,7 +120,8 @@ pub async fn read_from<S: RecordSink + ?Sized>(
     let step = id_batch_size.max(1) as u64;
     let first = first.min(total);
     let first = if first == total { first } else { first - first % step };
-    let mut reader = Reader(tokio::spawn(read_ahead(source, ids, order, first, id_batch_size, tx)));
+    let reading = read_ahead(source, ids, order, first, id_batch_size, tx).in_current_span();
+    let mut reader = Reader(tokio::spawn(reading));
     let mut ids_read = first;
     let consumed = async {
         while let Some(item) = rx.recv().await {

@@ -142,3 +142,37 @@ pub(crate) fn slow_source(
         std::sync::Arc::new(SlowSource { inner: app.backends.source.clone(), delay, rows: rows.clone() });
     (App::new((*app.config).clone(), backends), rows)
 }
+
+/// An event source whose first `failures` queries fail (a database outage), then reads `inner`.
+pub(crate) struct FlakySource {
+    pub(crate) inner: std::sync::Arc<dyn trace_core::ports::EventSource>,
+    pub(crate) failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl trace_core::ports::EventSource for FlakySource {
+    async fn open(
+        &self,
+        domain: trace_core::Domain,
+        ids: &[trace_core::ContainerId],
+    ) -> Result<Box<dyn trace_core::ports::RowCursor>, trace_core::ports::SourceError> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(
+                trace_core::ports::BackendError::new("postgres", "query", "connection refused").into()
+            );
+        }
+        self.inner.open(domain, ids).await
+    }
+}
+
+/// The same app whose source fails its first `failures` queries.
+pub(crate) fn flaky_source(app: &App, failures: u32) -> App {
+    let mut backends = app.backends.clone();
+    backends.source = std::sync::Arc::new(FlakySource {
+        inner: app.backends.source.clone(),
+        failures: std::sync::atomic::AtomicU32::new(failures),
+    });
+    App::new((*app.config).clone(), backends)
+}

@@ -35,11 +35,13 @@ fn layout(app: &App) -> Layout {
 }
 
 /// The checkpoint `message`'s run resumes from, if one fits. Without one, what an earlier attempt
-/// may have left (chunks, an unfit checkpoint) is cleared first.
+/// (or an earlier run of this one: `again`) may have left (chunks, an unfit checkpoint) is cleared
+/// first.
 pub(super) async fn load(
     app: &App,
     meta: &JobMeta,
     message: &ShardMessage,
+    again: bool,
 ) -> Result<Option<Found>, ShardError> {
     let store = &app.backends.store;
     let key = layout::checkpoint_key(&meta.job_id, message.shard);
@@ -70,7 +72,7 @@ pub(super) async fn load(
             ran_for_s = cp.ran_for_ms / 1000,
             "resuming from the checkpoint"
         ),
-        None if meta.attempt > 1 || message.continuation > 0 => {
+        None if again || meta.attempt > 1 || message.continuation > 0 => {
             // A previous attempt may have left chunks: start from a clean slate.
             store.delete_prefix(&layout::result_prefix(&meta.job_id)).await?;
             store.delete_prefix(&layout::checkpoint_prefix(&meta.job_id)).await?;

@@ -81,6 +81,13 @@ pub(super) struct Stored {
     pub(super) bytes: u64,
 }
 
+impl std::ops::Add for Stored {
+    type Output = Stored;
+    fn add(self, other: Stored) -> Stored {
+        Stored { objects: self.objects + other.objects, bytes: self.bytes + other.bytes }
+    }
+}
+
 impl<'a> ChunkWriter<'a> {
     /// A writer of `message`'s domains, from the checkpoint `found` when there is one (else with no
     /// chunk yet). At `continue_at` it stores a checkpoint at the next id batch and stops

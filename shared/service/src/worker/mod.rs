@@ -76,6 +76,13 @@ pub enum ShardError {
     BadInput(String),
 }
 
+impl ShardError {
+    /// A backend's failure, which a retry may not meet.
+    fn is_transient(&self) -> bool {
+        matches!(self, ShardError::Source(_) | ShardError::Store(_) | ShardError::Jobs(_))
+    }
+}
+
 /// Time kept back from a Lambda invocation's deadline to checkpoint and record the outcome: at most
 /// this, and at most a quarter of the invocation. A run checkpoints and stops at the first id batch
 /// that ends past the invocation's end less this margin; a third of it is the hard limit (a stalled
@@ -194,32 +201,66 @@ async fn run_shard(
     shutdown: watch::Receiver<bool>,
     invocation_ends: Option<Instant>,
 ) -> Disposition {
-    let meta = match lease::claim(app, message).await {
-        Ok(Claim::Run(meta)) => *meta,
-        Ok(Claim::Duplicate(why)) => {
-            tracing::info!(why, receives = delivery.receive_count, "nothing to do for this message");
-            return Disposition::Delete;
+    let mut delays = retry_delays(app);
+    let meta = loop {
+        let error = match lease::claim(app, message).await {
+            Ok(Claim::Run(meta)) => break *meta,
+            Ok(Claim::Duplicate(why)) => {
+                tracing::info!(why, receives = delivery.receive_count, "nothing to do for this message");
+                return Disposition::Delete;
+            }
+            Ok(Claim::Busy) => {
+                tracing::info!("job is running in another worker: message left for later");
+                return Disposition::Retry { after: app.config.worker_visibility };
+            }
+            Err(e) => e,
+        };
+        // The job store is down: wait for it within the retry window, the message kept invisible.
+        if let Some(delay) = delays.next().filter(|d| fits(*d, invocation_ends) && !*shutdown.borrow()) {
+            tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "could not claim the job: retrying");
+            let _ = queue.extend_visibility(&delivery.receipt, app.config.worker_visibility).await;
+            tokio::time::sleep(delay).await;
+            continue;
         }
-        Ok(Claim::Busy) => {
-            tracing::info!("job is running in another worker: message left for later");
-            return Disposition::Retry { after: app.config.worker_visibility };
-        }
-        Err(e) if delivery.receive_count >= app.config.max_receive_count => {
-            settle::fail_unclaimed(app, &message.job_id, "BACKEND_ERROR", e.to_string()).await;
+        if delivery.receive_count >= app.config.max_receive_count {
+            settle::fail_unclaimed(app, &message.job_id, "BACKEND_ERROR", error.to_string()).await;
             // Left undeleted: the queue moves it to the dead-letter queue.
             return Disposition::Retry { after: Duration::ZERO };
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not claim the job; message left for a retry");
-            return Disposition::Retry { after: settle::backoff(delivery) };
-        }
+        tracing::warn!(error = %error, "could not claim the job; message left for a retry");
+        return Disposition::Retry { after: settle::backoff(delivery) };
     };
     tracing::Span::current().record("attempt", meta.attempt);
     tracing::info!(cid_count = meta.cid_count, "job started");
     let started = Instant::now();
     let lease = Lease::new(&meta);
     let heartbeat = lease::keep_alive(app, queue, delivery, &lease);
-    let (outcome, records, stored) = write_result(app, message, &lease, shutdown, invocation_ends).await;
+    let mut delays = retry_delays(app);
+    let (mut records, mut stored, mut again);
+    (stored, again) = (Stored::default(), false);
+    let outcome = loop {
+        let run = write_result(app, message, &lease, shutdown.clone(), invocation_ends, again).await;
+        (records, stored) = (run.records, stored + run.stored);
+        let error = match run.outcome {
+            Err(e) if e.is_transient() => e,
+            other => break other,
+        };
+        if run.saved {
+            // Progress since the last failure: the window starts again.
+            delays = retry_delays(app);
+        }
+        // Retried within the window, from the last checkpoint, unless the invocation or the process
+        // ends first (then the message comes back, or the job continues elsewhere).
+        let Some(delay) = delays.next().filter(|d| fits(*d, invocation_ends) && !*shutdown.borrow()) else {
+            break Err(error);
+        };
+        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "a backend failed: retrying from the last checkpoint");
+        tokio::time::sleep(delay).await;
+        if let Err(lost) = lease.check_held() {
+            break Err(lost.into());
+        }
+        again = true;
+    };
     heartbeat.abort();
     let run = started.elapsed();
     let settled = settle::record_outcome(app, queue, delivery, message, &lease, outcome, run).await;
@@ -256,14 +297,15 @@ async fn write_result(
     lease: &Lease,
     shutdown: watch::Receiver<bool>,
     invocation_ends: Option<Instant>,
-) -> (Result<u64, ShardError>, u64, Stored) {
+    again: bool,
+) -> Run {
     let resumable = !message.profile.is_msd();
     let first = Deadline::new(app.config.job_timeout, Duration::ZERO, invocation_ends, resumable);
-    let found = tokio::time::timeout_at(first.at, checkpoint::load(app, lease.meta(), message)).await;
+    let found = tokio::time::timeout_at(first.at, checkpoint::load(app, lease.meta(), message, again)).await;
     let found = match found {
         Ok(Ok(found)) => found,
-        Ok(Err(e)) => return (Err(e), 0, Stored::default()),
-        Err(_) => return (Err(first.passed(false)), 0, Stored::default()),
+        Ok(Err(e)) => return Run::failed(e),
+        Err(_) => return Run::failed(first.passed(false)),
     };
     let ran_before = checkpoint::Found::ran_for(found.as_ref());
     let deadline = Deadline::new(app.config.job_timeout, ran_before, invocation_ends, resumable);
@@ -275,7 +317,7 @@ async fn write_result(
         tracing::debug!("every row read");
         let domains = chunks.finish(&message.domains).await?;
         tracing::debug!("every chunk stored");
-        let resumed = chunks.resumed() || lease.meta().attempt > 1 || message.continuation > 0;
+        let resumed = again || chunks.resumed() || lease.meta().attempt > 1 || message.continuation > 0;
         manifest_size =
             Some(manifest::write(app, lease, message.profile, domains, aggregation, resumed).await?);
         manifest::mark_finished(app, lease, chunks.progress()).await?;
@@ -293,7 +335,42 @@ async fn write_result(
         stored.objects += 1;
         stored.bytes += size;
     }
-    (outcome, chunks.progress().records_written, stored)
+    Run { outcome, records: chunks.progress().records_written, stored, saved: chunks.saved() }
+}
+
+/// How one [`write_result`] went.
+struct Run {
+    outcome: Result<u64, ShardError>,
+    /// Records written, stored chunks included.
+    records: u64,
+    /// Objects this run stored.
+    stored: Stored,
+    /// Whether it stored a checkpoint.
+    saved: bool,
+}
+
+impl Run {
+    fn failed(error: ShardError) -> Self {
+        Run { outcome: Err(error), records: 0, stored: Stored::default(), saved: false }
+    }
+}
+
+/// The waits between retries of a failing backend within one delivery: exponential from 1 s to 15 s,
+/// with jitter, for at most `TRACE_RETRY_WINDOW_SECONDS` in all.
+fn retry_delays(app: &App) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(15))
+        .without_max_times()
+        .with_total_delay(Some(app.config.retry_window))
+        .build()
+}
+
+/// Whether waiting `delay` and running again still leaves the invocation (if any) its margin.
+fn fits(delay: Duration, invocation_ends: Option<Instant>) -> bool {
+    invocation_ends.is_none_or(|end| Instant::now() + delay + DEADLINE_MARGIN < end)
 }
 
 #[cfg(test)]
@@ -587,8 +664,12 @@ mod tests {
     /// of the stale `queued` job finds the failure, instead of `queued` forever.
     #[tokio::test]
     async fn a_last_delivery_that_cannot_claim_fails_the_job_where_status_finds_it() {
-        let app =
-            app(&[("TRACE_WORKER_VISIBILITY_SECONDS", "2"), ("TRACE_WORKER_HEARTBEAT_SECONDS", "1")]).await;
+        let app = app(&[
+            ("TRACE_WORKER_VISIBILITY_SECONDS", "2"),
+            ("TRACE_WORKER_HEARTBEAT_SECONDS", "1"),
+            ("TRACE_RETRY_WINDOW_SECONDS", "1"),
+        ])
+        .await;
         let (job, delivery) = queued(&app, 5).await;
         let down = crate::testing::jobs_down(&app);
         let queue = app.backends.light.clone();
@@ -776,5 +857,29 @@ mod tests {
             resumed_rows > 0 && resumed_rows < records,
             "the retry read {resumed_rows} of {records} rows"
         );
+    }
+
+    /// A database that fails a few queries (an outage of a few seconds) inside the retry window: the
+    /// run waits and resumes within the same delivery, and the job finishes on its first attempt.
+    /// Past the window the message is given back for a later delivery, the job queued again.
+    #[tokio::test]
+    async fn a_backend_outage_within_the_retry_window_never_fails_the_job() {
+        let base = app(&[("TRACE_RETRY_WINDOW_SECONDS", "30"), ("TRACE_DB_ID_BATCH_SIZE", "10")]).await;
+        let flaky = crate::testing::flaky_source(&base, 3);
+        let (job, delivery) = queued(&flaky, 50).await;
+        let (_, shutdown) = watch::channel(false);
+        let queue = flaky.backends.light.clone();
+        assert_eq!(handle_delivery(&flaky, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        let meta = flaky.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 1));
+
+        let base = app(&[("TRACE_RETRY_WINDOW_SECONDS", "1")]).await;
+        let down = crate::testing::flaky_source(&base, 1_000);
+        let (job, delivery) = queued(&down, 5).await;
+        let (_, shutdown) = watch::channel(false);
+        let queue = down.backends.light.clone();
+        let disposition = handle_delivery(&down, &queue, &delivery, shutdown, None).await;
+        assert!(matches!(disposition, Disposition::Retry { .. }), "{disposition:?}");
+        assert_eq!(down.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Queued);
     }
 }
