@@ -22,7 +22,8 @@ pub struct Digest {
 }
 
 impl Digest {
-    fn add(&mut self, canonical: &str) {
+    /// Adds one record, as its canonical text ([`canonical_json`]).
+    pub fn add(&mut self, canonical: &str) {
         let mut h = DefaultHasher::new();
         canonical.hash(&mut h);
         let h = h.finish();

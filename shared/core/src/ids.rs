@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,7 +17,7 @@ pub const MAX_CONTAINER_ID_LEN: usize = 64;
 /// into SQL, an object key or a Redis key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct ContainerId(String);
+pub struct ContainerId(CompactString);
 
 /// Why a string is not a container id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,13 +34,10 @@ pub enum InvalidContainerId {
 }
 
 impl ContainerId {
-    /// Trims white space from both ends, checks the rest and wraps it.
-    pub fn parse(s: impl Into<String>) -> Result<Self, InvalidContainerId> {
-        let mut s = s.into();
-        let trimmed = s.trim();
-        if trimmed.len() != s.len() {
-            s = trimmed.to_owned();
-        }
+    /// Trims white space from both ends, checks the rest and wraps it. Held inline (no allocation of
+    /// its own) up to 24 bytes: a request of many short ids costs a small multiple of its size.
+    pub fn parse(s: impl AsRef<str>) -> Result<Self, InvalidContainerId> {
+        let s = s.as_ref().trim();
         if s.is_empty() {
             return Err(InvalidContainerId::Empty);
         }
@@ -50,7 +48,7 @@ impl ContainerId {
         if let Some(c) = s.chars().find(|c| c.is_control()) {
             return Err(InvalidContainerId::ControlChar(c));
         }
-        Ok(ContainerId(s))
+        Ok(ContainerId(CompactString::from(s)))
     }
 
     /// The id as text.
@@ -182,7 +180,7 @@ impl IdList {
 
     /// Ids `range` as owned ids (one id batch at a time).
     pub fn batch(&self, range: std::ops::Range<usize>) -> Vec<ContainerId> {
-        range.filter_map(|i| self.get(i)).map(|s| ContainerId(s.to_owned())).collect()
+        range.filter_map(|i| self.get(i)).map(|s| ContainerId(CompactString::from(s))).collect()
     }
 
     /// Keeps only ids `range`.

@@ -19,6 +19,7 @@ pub mod job;
 pub mod layout;
 pub mod message;
 pub mod ndjson;
+pub mod paging;
 pub mod ports;
 pub mod profile;
 pub mod queue;

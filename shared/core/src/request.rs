@@ -5,9 +5,11 @@
 //! the dashboard's rules: trimmed; empty and non-string entries dropped; any printable text of at most
 //! 64 characters accepted; a request left with no id is refused.
 
-use std::collections::HashSet;
 use std::fmt;
 
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -35,10 +37,14 @@ pub struct TraceRequest {
 #[derive(Deserialize)]
 struct RawRequest {
     container_ids: Option<RawIds>,
-    profile: Option<String>,
-    domains: Option<Vec<String>>,
-    params: Option<serde_json::Map<String, serde_json::Value>>,
+    profile: Option<Box<serde_json::value::RawValue>>,
+    domains: Option<RawDomains>,
+    params: Option<Box<serde_json::value::RawValue>>,
 }
+
+/// Largest `params` object accepted, in bytes of JSON (the dashboard's are a few hundred): parsed into
+/// JSON values only within this bound, so a hostile one cannot cost many times its size.
+pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
 
 /// `container_ids` read element by element, without holding the array as JSON values: strings are
 /// trimmed and checked, empty strings and non-strings are dropped (as the dashboard's original service
@@ -66,14 +72,27 @@ impl<'de> Visitor<'de> for RawIdsVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawIds, A::Error> {
         let mut out = RawIds::default();
-        let mut seen = HashSet::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+        // The ids seen, as positions in `out.ids` found by the id's hash: about 6 bytes an id, where a
+        // set of copies cost about 60 (and repeats are never stored).
+        let mut seen: HashTable<u32> = HashTable::new();
+        let state = std::hash::RandomState::new();
         let mut index = 0;
         while let Some(element) = seq.next_element::<Element>()? {
             if let Element::Text(text) = element {
-                match ContainerId::parse(text) {
+                match ContainerId::parse(&text) {
                     Ok(id) => {
-                        if seen.insert(id.clone()) {
-                            out.ids.push(id);
+                        let ids = &mut out.ids;
+                        let hash = state.hash_one(id.as_str());
+                        if seen.find(hash, |at| ids[*at as usize] == id).is_none() {
+                            if ids.len() == ids.capacity() {
+                                // Growth by a quarter, not doubling: the peak while it moves stays near
+                                // twice the ids held, not three times.
+                                ids.reserve_exact((ids.len() / 4).max(64));
+                            }
+                            seen.insert_unique(hash, ids.len() as u32, |at| {
+                                state.hash_one(ids[*at as usize].as_str())
+                            });
+                            ids.push(id);
                         }
                     }
                     Err(InvalidContainerId::Empty) => {}
@@ -84,6 +103,45 @@ impl<'de> Visitor<'de> for RawIdsVisitor {
             }
             index += 1;
         }
+        Ok(out)
+    }
+}
+
+/// `domains` read element by element: each name becomes a [`Domain`] at once (repeats dropped), and
+/// the first unknown name ends the reading (its error is the request's), so a long hostile list costs
+/// nothing.
+#[derive(Default)]
+struct RawDomains {
+    domains: Vec<Domain>,
+    unknown: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawDomains {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(RawDomainsVisitor)
+    }
+}
+
+struct RawDomainsVisitor;
+
+impl<'de> Visitor<'de> for RawDomainsVisitor {
+    type Value = RawDomains;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of domain names")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawDomains, A::Error> {
+        let mut out = RawDomains::default();
+        while out.unknown.is_none() {
+            let Some(name) = seq.next_element::<std::borrow::Cow<'de, str>>()? else { break };
+            match name.parse::<Domain>() {
+                Ok(d) if !out.domains.contains(&d) => out.domains.push(d),
+                Ok(_) => {}
+                Err(_) => out.unknown = Some(name.chars().take(64).collect()),
+            }
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(out)
     }
 }
@@ -171,7 +229,15 @@ impl TraceRequest {
             return Err(TraceError::EmptyContainerIds);
         }
         let ids = raw_ids.ids;
-        let profile = match raw.profile.as_deref() {
+        let profile: Option<String> = match raw.profile {
+            None => None,
+            Some(p) if p.get().len() > 256 => {
+                return Err(TraceError::InvalidRequest("`profile` is longer than 256 bytes".to_owned()))
+            }
+            Some(p) => serde_json::from_str(p.get())
+                .map_err(|e| TraceError::InvalidRequest(format!("profile: {e}")))?,
+        };
+        let profile = match profile.as_deref() {
             None | Some("") => Profile::QueryTool,
             Some(p) => p.parse()?,
         };
@@ -180,21 +246,25 @@ impl TraceRequest {
             || if profile.is_msd() { Domain::MSD_DEFAULT.to_vec() } else { Domain::BASE.to_vec() };
         let domains = match raw.domains {
             None => default_domains(),
-            Some(names) if names.is_empty() => default_domains(),
-            Some(names) => {
-                let mut domains = Vec::with_capacity(names.len());
-                for name in names {
-                    let d: Domain = name
-                        .parse()
-                        .map_err(|_| TraceError::UnknownDomain(name.chars().take(64).collect()))?;
-                    if !domains.contains(&d) {
-                        domains.push(d);
-                    }
+            Some(RawDomains { unknown: Some(name), .. }) => return Err(TraceError::UnknownDomain(name)),
+            Some(RawDomains { domains, .. }) if domains.is_empty() => default_domains(),
+            Some(RawDomains { domains, .. }) => domains,
+        };
+        let params = match raw.params {
+            None => serde_json::Map::new(),
+            Some(p) if p.get().len() > MAX_PARAMS_BYTES => {
+                return Err(TraceError::InvalidRequest(format!(
+                    "`params` is larger than {MAX_PARAMS_BYTES} bytes"
+                )))
+            }
+            Some(p) => {
+                match serde_json::from_str::<Option<serde_json::Map<String, serde_json::Value>>>(p.get()) {
+                    Ok(map) => map.unwrap_or_default(),
+                    Err(e) => return Err(TraceError::InvalidRequest(format!("params: {e}"))),
                 }
-                domains
             }
         };
-        Ok(TraceRequest { ids, profile, domains, params: raw.params.unwrap_or_default() })
+        Ok(TraceRequest { ids, profile, domains, params })
     }
 
     /// Number of unique ids: the `cid_count` of admission and job metadata.

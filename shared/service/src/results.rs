@@ -10,16 +10,16 @@ use trace_core::api::{DomainPage, EventsAnswer, RenderedRecords, ResultPage};
 use trace_core::config::StreamCompression;
 use trace_core::layout::{self, ChunkCorrupt, ChunkEntry, Manifest};
 use trace_core::ndjson::{write_records_lines, StreamLine};
+use trace_core::paging::PageQuery;
 use trace_core::ports::StoreError;
 use trace_core::stream_size;
-use trace_core::{Domain, JobStatus, Principal, TraceError};
+use trace_core::{JobStatus, Principal, TraceError};
 
 use crate::gzip_stream::{self, GzipPieces};
 use crate::status::{job_store_unavailable, parse_job_id};
 use crate::App;
 
-/// Most records one page returns.
-pub const MAX_PAGE: usize = 5000;
+pub use trace_core::paging::MAX_PAGE;
 
 /// The manifest of a finished job `principal` may see, or the error the caller should see.
 ///
@@ -331,23 +331,6 @@ fn lines(app: App, manifest: Manifest) -> impl Stream<Item = Bytes> + Send + 'st
     })
 }
 
-fn parse_number(
-    name: &'static str,
-    value: Option<&str>,
-    default: usize,
-    max: usize,
-) -> Result<usize, TraceError> {
-    match value.filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => {
-            v.parse::<usize>().ok().filter(|n| *n <= max).ok_or_else(|| TraceError::InvalidParameter {
-                name,
-                reason: format!("{v:?} is not a whole number from 0 to {max}"),
-            })
-        }
-    }
-}
-
 /// `GET /api/trace/job/{id}/result?domain=&offset=&limit=`: records `offset..offset+limit` of one
 /// domain (the job's first when none is named; limit 1–5000, default 5000), reading only the chunks
 /// that cover the page.
@@ -359,19 +342,9 @@ pub async fn page(
     offset: Option<&str>,
     limit: Option<&str>,
 ) -> Result<Vec<u8>, TraceError> {
-    let offset = parse_number("offset", offset, 0, usize::MAX)? as u64;
-    let limit = parse_number("limit", limit, MAX_PAGE, MAX_PAGE)?;
-    if limit == 0 {
-        return Err(TraceError::InvalidParameter { name: "limit", reason: "must be at least 1".into() });
-    }
-    let requested = match domain.filter(|d| !d.is_empty()) {
-        Some(d) => {
-            Some(d.parse::<Domain>().map_err(|_| TraceError::UnknownDomain(d.chars().take(64).collect()))?)
-        }
-        None => None,
-    };
+    let query = PageQuery::parse(domain, offset, limit)?;
     let manifest = finished_manifest(app, principal, id).await?;
-    let dm = match requested {
+    let dm = match query.domain {
         Some(d) => manifest.domain(d).ok_or_else(|| TraceError::InvalidParameter {
             name: "domain",
             reason: format!("job {id} has no domain {d}"),
@@ -380,25 +353,16 @@ pub async fn page(
             manifest.domains.first().ok_or_else(|| TraceError::Internal("manifest has no domains".into()))?
         }
     };
-    // Request-derived: an offset near u64::MAX must not overflow (a panic in debug builds).
-    let end = offset.saturating_add(limit as u64).min(dm.records);
+    let records: Vec<u64> = dm.chunks.iter().map(|c| c.records).collect();
     let mut data = RenderedRecords::default();
-    let mut first = 0u64;
-    for entry in &dm.chunks {
-        let last = first.saturating_add(entry.records);
-        if last > offset && first < end {
-            let body = read_chunk(app, entry).await?;
-            let skip = offset.saturating_sub(first) as usize;
-            let take = (end.min(last) - first.max(offset)) as usize;
-            for record in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).skip(skip).take(take) {
-                data.push(record);
-            }
+    for slice in query.covering(&records, dm.records) {
+        let body = read_chunk(app, &dm.chunks[slice.chunk]).await?;
+        let (skip, take) = (slice.skip as usize, slice.take as usize);
+        for record in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).skip(skip).take(take) {
+            data.push(record);
         }
-        if last >= end {
-            break;
-        }
-        first = last;
     }
+    let (offset, limit) = (query.offset, query.limit);
     let capacity = data.byte_len() + 256;
     let (domain, total) = (dm.domain, dm.records);
     let page = DomainPage { count: data.count(), data, total, offset, limit: limit as u64 };
