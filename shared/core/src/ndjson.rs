@@ -140,7 +140,7 @@ pub fn write_records_lines(
         in_line += 1;
         records += 1;
         if in_line == batch_size || end == body.len() {
-            write_records_line(out, domain, first_batch + lines, &body[start..end]);
+            write_records_line(out, domain, first_batch.saturating_add(lines), &body[start..end]);
             lines += 1;
             start = end + 1;
             in_line = 0;
@@ -173,7 +173,7 @@ pub fn records_lines_len(
     let mut total = 0;
     for line in 0..lines {
         let count = if records == 0 { 0 } else { batch_size.min(records - line * batch_size) };
-        total += fixed(first_batch + line, count);
+        total += fixed(first_batch.saturating_add(line), count);
     }
     // The records' bytes: each record's newline becomes a comma, except the last of each line.
     total + ndjson_bytes.saturating_sub(if records == 0 { 0 } else { lines })

@@ -45,12 +45,15 @@ impl PageQuery {
     pub fn covering(&self, chunk_records: &[u64], total: u64) -> Vec<Slice> {
         let end = self.offset.saturating_add(self.limit as u64).min(total);
         let mut out = Vec::new();
+        if end <= self.offset {
+            return out;
+        }
         let mut first = 0u64;
         for (chunk, records) in chunk_records.iter().enumerate() {
             let last = first.saturating_add(*records);
             if last > self.offset && first < end {
                 let skip = self.offset.saturating_sub(first);
-                let take = end.min(last) - first.max(self.offset);
+                let take = end.min(last).saturating_sub(first.max(self.offset));
                 out.push(Slice { chunk, skip, take });
             }
             if last >= end {
