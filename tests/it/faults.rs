@@ -420,3 +420,86 @@ async fn a_job_longer_than_its_invocation_finishes_through_continuations() {
     let status = assert_invariants(&system, &job, &ids, &FIVE, Duration::from_secs(10)).await;
     assert_eq!(status["status"], "finished", "{status}");
 }
+
+/// `DATABASE_URL` with an `application_name` of its own, so a test can find (and break) only its
+/// worker's connections.
+fn database_url_named(name: &str) -> String {
+    let url = trace_integration::required("DATABASE_URL");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={name}")
+}
+
+/// Terminates the server processes of the connections named `name`; how many.
+async fn terminate_connections(name: &str) -> i64 {
+    let conn = trace_integration::pg_pool().get().await.expect("connect");
+    let row = conn
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .expect("terminate");
+    row.get(0)
+}
+
+/// The database kills the worker's connections mid-fetch, again and again for 3 s: each read fails,
+/// the run retries within its delivery (back-off, from its last checkpoint) and the job finishes on
+/// its first attempt, equal to the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connections_killed_mid_fetch_are_retried_within_the_delivery() {
+    let mut system = System::start(Options {
+        env: env(&[("TRACE_CHECKPOINT_SECONDS", "1"), ("TRACE_DB_ID_BATCH_SIZE", "100")]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    let name = format!("fault-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    system.spawn_worker("light", &[("DATABASE_URL", &database_url_named(&name))]);
+    let ids = ids(30_000);
+    let job = submit_five(&system, &ids).await;
+    wait_running(&system, &job).await;
+    let mut killed = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        killed += terminate_connections(&name).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(killed > 0, "no connection of the worker was found to kill");
+    let status = assert_invariants(&system, &job, &ids, &FIVE, Duration::from_secs(300)).await;
+    assert_eq!(
+        (status["status"].as_str(), status["attempt"].as_u64()),
+        (Some("finished"), Some(1)),
+        "{status}"
+    );
+}
+
+/// A table locked for 6 s while the worker reads it, with a 1 s statement timeout: each read times out
+/// (instead of hanging), the run retries within its delivery, and the job finishes once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_table_times_out_and_is_retried_until_it_is_free() {
+    let mut system = System::start(Options {
+        env: env(&[("TRACE_DB_STATEMENT_TIMEOUT_SECONDS", "1"), ("TRACE_ASYNC_CID_THRESHOLD", "1")]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    let pool = trace_integration::pg_pool();
+    let mut locker = pool.get().await.expect("connect");
+    let tx = locker.transaction().await.expect("begin");
+    tx.batch_execute("LOCK TABLE holds IN ACCESS EXCLUSIVE MODE").await.expect("lock");
+    system.spawn_worker("light", &[]);
+    let ids = ids(2_000);
+    let (code, accepted) = system.submit(&json!({ "container_ids": ids, "domains": ["holds"] })).await;
+    assert_eq!(code, 202, "{accepted}");
+    let job = accepted["job_id"].as_str().expect("job_id").to_owned();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_, status) = system.get_status(&format!("/api/trace/job/{job}")).await;
+    assert_ne!(status["status"], "finished", "read through a lock: {status}");
+    tx.rollback().await.expect("unlock");
+    let status = assert_invariants(&system, &job, &ids, &[Domain::Holds], Duration::from_secs(120)).await;
+    assert_eq!(
+        (status["status"].as_str(), status["attempt"].as_u64()),
+        (Some("finished"), Some(1)),
+        "{status}"
+    );
+}

@@ -166,6 +166,9 @@ pub enum StoreError {
 pub trait ChunkStore: Send + Sync {
     /// Writes (or replaces) an object.
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+    /// Writes an object only if none is at `key` (S3's `If-None-Match: *`): `true` when written,
+    /// `false` when an object was already there (left as it was). Of concurrent writers one wins.
+    async fn put_new(&self, key: &str, body: Bytes) -> Result<bool, StoreError>;
     /// Reads a whole object.
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
     /// Reads bytes `range` of an object (clamped to its end).

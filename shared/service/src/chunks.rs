@@ -219,6 +219,9 @@ mod tests {
         async fn put(&self, _: &str, _: Bytes) -> Result<(), StoreError> {
             unimplemented!()
         }
+        async fn put_new(&self, _: &str, _: Bytes) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
         async fn get(&self, _: &str) -> Result<Bytes, StoreError> {
             unimplemented!()
         }

@@ -11,6 +11,23 @@ pub async fn run(s: &dyn ChunkStore) {
     s.put("jobs/a/input.json", Bytes::from_static(b"replaced")).await.expect("overwrite");
     assert_eq!(s.get("jobs/a/input.json").await.expect("get"), Bytes::from_static(b"replaced"));
 
+    // A create-only write: once, then refused without a change; of 8 concurrent ones exactly one wins.
+    assert!(s.put_new("jobs/a/manifest.json", Bytes::from_static(b"first")).await.expect("put_new"));
+    assert!(!s.put_new("jobs/a/manifest.json", Bytes::from_static(b"second")).await.expect("put_new"));
+    assert_eq!(s.get("jobs/a/manifest.json").await.expect("get"), Bytes::from_static(b"first"));
+    for round in 0..5 {
+        let key = format!("jobs/race/{round}.json");
+        let wins: Vec<bool> = stream::iter(0..8)
+            .map(|i| {
+                let key = key.clone();
+                async move { s.put_new(&key, Bytes::from(format!("writer {i}"))).await.expect("put_new") }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}: {wins:?}");
+    }
+
     // Binary and empty objects survive.
     let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     s.put("jobs/a/bin", Bytes::from(binary.clone())).await.expect("put binary");

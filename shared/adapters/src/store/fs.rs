@@ -89,6 +89,29 @@ impl ChunkStore for FsStore {
         tokio::fs::rename(&tmp, &path).await.map_err(|e| io("rename", e))
     }
 
+    async fn put_new(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let path = self.path(key);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| io("create_dir", e))?;
+        }
+        let tmp = path.with_file_name(format!(
+            "{}.tmp-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+            uuid::Uuid::new_v4().simple()
+        ));
+        tokio::fs::write(&tmp, &body).await.map_err(|e| io("write", e))?;
+        // A hard link fails if the name exists: of concurrent writers exactly one wins, and the object
+        // appears whole (as with `put`'s rename).
+        let linked = tokio::fs::hard_link(&tmp, &path).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io("link", e)),
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let mut file = self.open(key).await?;
         let mut buf = Vec::new();

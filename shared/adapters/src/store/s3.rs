@@ -41,6 +41,48 @@ fn sdk<E: ProvideErrorMetadata + std::error::Error + 'static>(
 }
 
 impl S3Store {
+    /// Puts an object; with `only_new`, only if none is at `key` (`If-None-Match: *`): whether it was
+    /// written.
+    async fn write(&self, key: &str, body: Bytes, only_new: bool) -> Result<bool, StoreError> {
+        check_key(key)?;
+        // The body's CRC-32, computed here and sent as a header: S3 still verifies the upload, and the
+        // SDK sends a plain body instead of wrapping it in `aws-chunked` framing with a trailing
+        // checksum (which every S3-compatible server must then unwrap). With that checksum the payload
+        // need not also be hashed into the signature (`UNSIGNED-PAYLOAD`: one SHA-256 pass over
+        // every byte saved; the headers are still signed).
+        let crc32 = aws_smithy_types::base64::encode(crc32fast::hash(&body).to_be_bytes());
+        // Chunks carry the headers a plain HTTP reader of a presigned URL needs: NDJSON, and gzip
+        // as a transfer detail that browsers and `curl --compressed` undo.
+        let (content_type, content_encoding) = match ChunkEncoding::of_key(key) {
+            Some(encoding) => ("application/x-ndjson", encoding.content_encoding()),
+            None if key.ends_with(".json") => ("application/json", None),
+            None => ("application/octet-stream", None),
+        };
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_content_encoding(content_encoding.map(str::to_owned))
+            .checksum_crc32(crc32)
+            .set_if_none_match(only_new.then(|| "*".to_owned()))
+            .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            // 412: an object is there. 409 (`ConditionalRequestConflict`): a concurrent write of the
+            // same key is in progress, which wins or has won.
+            Err(SdkError::ServiceError(e)) if only_new && matches!(e.raw().status().as_u16(), 412 | 409) => {
+                Ok(false)
+            }
+            Err(e) => Err(sdk("put_object", key, e)),
+        }
+    }
+
     /// The bucket `bucket` reached through `client`.
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
         S3Store { client, bucket: bucket.into() }
@@ -77,34 +119,11 @@ impl S3Store {
 #[async_trait]
 impl ChunkStore for S3Store {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        check_key(key)?;
-        // The body's CRC-32, computed here and sent as a header: S3 still verifies the upload, and the
-        // SDK sends a plain body instead of wrapping it in `aws-chunked` framing with a trailing
-        // checksum (which every S3-compatible server must then unwrap). With that checksum the payload
-        // need not also be hashed into the signature (`UNSIGNED-PAYLOAD`: one SHA-256 pass over
-        // every byte saved; the headers are still signed).
-        let crc32 = aws_smithy_types::base64::encode(crc32fast::hash(&body).to_be_bytes());
-        // Chunks carry the headers a plain HTTP reader of a presigned URL needs: NDJSON, and gzip
-        // as a transfer detail that browsers and `curl --compressed` undo.
-        let (content_type, content_encoding) = match ChunkEncoding::of_key(key) {
-            Some(encoding) => ("application/x-ndjson", encoding.content_encoding()),
-            None if key.ends_with(".json") => ("application/json", None),
-            None => ("application/octet-stream", None),
-        };
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .set_content_encoding(content_encoding.map(str::to_owned))
-            .checksum_crc32(crc32)
-            .body(ByteStream::from(body))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| sdk("put_object", key, e))
+        self.write(key, body, false).await.map(|_| ())
+    }
+
+    async fn put_new(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        self.write(key, body, true).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

@@ -36,7 +36,20 @@ pub(super) async fn write(
     let body = serde_json::to_vec(&manifest).map_err(|e| ShardError::BadInput(e.to_string()))?;
     let size = body.len() as u64;
     let store = &app.backends.store;
-    store.put(&layout::manifest_key(&meta.job_id), Bytes::from(body)).await?;
+    let key = layout::manifest_key(&meta.job_id);
+    // Create-only: a result once complete is never replaced. A manifest already there is another run's
+    // of this job (a duplicate, a zombie, or an earlier run that could not mark the job finished): the
+    // same result lets this run go on to the finish (whose compare-and-set decides); a different one
+    // means the job is not this run's.
+    if !store.put_new(&key, Bytes::from(body)).await? {
+        let existing: Manifest = serde_json::from_slice(&store.get(&key).await?)
+            .map_err(|e| ShardError::BadInput(format!("{key}: {e}")))?;
+        if (existing.checksum, existing.total_records) != (manifest.checksum, manifest.total_records) {
+            tracing::warn!("a different result of this job is already complete: leaving it");
+            return Err(LeaseLost::TakenOver.into());
+        }
+        tracing::info!("the same result is already complete (an earlier run's)");
+    }
     tracing::debug!("manifest stored");
     store.delete_prefix(&layout::checkpoint_prefix(&meta.job_id)).await?;
     if resumed {

@@ -882,4 +882,24 @@ mod tests {
         assert!(matches!(disposition, Disposition::Retry { .. }), "{disposition:?}");
         assert_eq!(down.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Queued);
     }
+
+    /// The manifest is written create-only: a run that finds a different complete result of its job
+    /// (another run's) leaves it as it is and does not finish the job with its own.
+    #[tokio::test]
+    async fn a_complete_result_is_never_replaced_by_another_run_s() {
+        let app = app(&[]).await;
+        let (job, delivery) = queued(&app, 20).await;
+        let other = layout::Manifest::new(job, trace_core::Profile::QueryTool, vec![], None, Utc::now());
+        let body = bytes::Bytes::from(serde_json::to_vec(&other).unwrap());
+        assert!(app.backends.store.put_new(&layout::manifest_key(&job), body.clone()).await.unwrap());
+        let (_, shutdown) = watch::channel(false);
+        let queue = app.backends.light.clone();
+        assert_eq!(handle_delivery(&app, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        assert_eq!(
+            app.backends.store.get(&layout::manifest_key(&job)).await.unwrap(),
+            body,
+            "left as it was"
+        );
+        assert_ne!(app.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Finished);
+    }
 }
