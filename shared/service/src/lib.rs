@@ -10,7 +10,8 @@
 //! - [`http`]: the axum routers and the one place errors become HTTP answers;
 //! - [`serve`]: run a router or the worker in Lambda or as a local process;
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines per job end and per request;
-//! - [`backfill`]: the scheduled backfill: jobs for the containers changed in a time window.
+//! - [`backfill`]: the scheduled backfill: jobs for the containers changed in a time window;
+//! - [`reaper`]: ends orphaned jobs (swept with each scheduled backfill run).
 //!
 //! Function binaries only parse their event, call into here and shape the answer.
 
@@ -24,6 +25,7 @@ pub mod http;
 pub mod inline;
 pub mod metrics;
 pub mod ratelimit;
+pub mod reaper;
 pub mod record;
 pub mod results;
 pub mod serve;

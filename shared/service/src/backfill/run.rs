@@ -132,6 +132,12 @@ impl Backfill {
     /// Queues the jobs of `window` that no run has queued yet. A batch that fails is reported and left
     /// unmarked; the run goes on with the others.
     pub async fn run(&self, window: Window) -> Result<Report, BackfillError> {
+        // The scheduled run is also the reaper's: orphaned jobs are ended first (a failure is logged;
+        // the backfill goes on).
+        match crate::reaper::sweep(&self.app).await {
+            Ok(reaped) => tracing::info!(?reaped, "reaper sweep"),
+            Err(e) => tracing::warn!(error = %e, "reaper sweep failed"),
+        }
         let now = Utc::now();
         if window.end > now {
             return Err(BackfillError::NotOver { window, now });

@@ -902,4 +902,38 @@ mod tests {
         );
         assert_ne!(app.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Finished);
     }
+
+    /// A worker that died on its message's last delivery leaves the job `started` with nothing to end
+    /// it (the message goes to the dead-letter queue): the reaper fails it with `JOB_ORPHANED` once its
+    /// lease has been expired for a few visibility timeouts, never a live one; the message coming back
+    /// after all (a redrive) queues the job again and it finishes.
+    #[tokio::test]
+    async fn the_reaper_fails_an_orphaned_job_and_a_redrive_still_runs_it() {
+        let app =
+            app(&[("TRACE_WORKER_VISIBILITY_SECONDS", "10"), ("TRACE_WORKER_HEARTBEAT_SECONDS", "2")]).await;
+        let (orphan, delivery) = queued(&app, 20).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        let Ok(Claim::Run(_)) = lease::claim(&app, &message).await else { panic!("claimed") };
+        let (live, live_delivery) = queued(&app, 3).await;
+        let live_message = ShardMessage::parse(&live_delivery.body).unwrap();
+        let Ok(Claim::Run(_)) = lease::claim(&app, &live_message).await else { panic!("claimed") };
+        // The first worker died: no renewal for 39 s (less than four visibility timeouts): not yet.
+        age_lease(&app, &orphan, chrono::Duration::seconds(39)).await;
+        let reaped = crate::reaper::sweep(&app).await.unwrap();
+        assert_eq!((reaped.looked_at, reaped.orphaned), (2, 0));
+        age_lease(&app, &orphan, chrono::Duration::seconds(41)).await;
+        let reaped = crate::reaper::sweep(&app).await.unwrap();
+        assert_eq!(reaped.orphaned, 1);
+        let meta = app.backends.jobs.get(&orphan).await.unwrap().unwrap();
+        assert_eq!(
+            (meta.status, meta.error.map(|e| e.code)),
+            (JobStatus::Failed, Some("JOB_ORPHANED".into()))
+        );
+        assert_eq!(app.backends.jobs.get(&live).await.unwrap().unwrap().status, JobStatus::Started);
+        // The message comes back after all: the job runs again and finishes.
+        let (_, shutdown) = watch::channel(false);
+        let queue = app.backends.light.clone();
+        assert_eq!(handle_delivery(&app, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        assert_eq!(app.backends.jobs.get(&orphan).await.unwrap().unwrap().status, JobStatus::Finished);
+    }
 }

@@ -154,9 +154,11 @@ async fn continue_run(
     }
 }
 
-/// The codes of a job failed on its last delivery, its message left for the dead-letter queue: a
-/// redrive of that message runs the job again.
-pub(super) const DEAD_LETTER_CODES: [&str; 3] = ["SOURCE_ERROR", "STORE_ERROR", "BACKEND_ERROR"];
+/// The codes of a job failed on its last delivery, its message left for the dead-letter queue (or
+/// failed by the [`reaper`](crate::reaper) when its worker died on that delivery): a redrive of that
+/// message runs the job again.
+pub(super) const DEAD_LETTER_CODES: [&str; 4] =
+    ["SOURCE_ERROR", "STORE_ERROR", "BACKEND_ERROR", "JOB_ORPHANED"];
 
 /// A transient failure: the job goes back to queued for a retry after [`backoff`], or, on the
 /// message's last allowed delivery, fails with `code`.
