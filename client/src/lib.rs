@@ -312,6 +312,18 @@ impl Client {
         self.json(Part::Status, Method::POST, &format!("/api/trace/job/{job}/retry")).await
     }
 
+    /// `GET /api/trace/admin/dlq`: the messages of both dead-letter queues (administrators only: 403
+    /// `ADMIN_ONLY` otherwise).
+    pub async fn dlq_list(&self) -> Result<trace_core::api::DeadLetters, ClientError> {
+        self.json(Part::Status, Method::GET, "/api/trace/admin/dlq").await
+    }
+
+    /// `POST /api/trace/admin/dlq/redrive`: every dead-lettered message back to its queue
+    /// (administrators only).
+    pub async fn dlq_redrive(&self) -> Result<trace_core::api::Redriven, ClientError> {
+        self.json(Part::Status, Method::POST, "/api/trace/admin/dlq/redrive").await
+    }
+
     /// `GET /api/trace/jobs?status=&limit=`: the newest jobs first (limit 1–200, server default 20).
     pub async fn jobs(&self, status: Option<JobStatus>, limit: Option<u32>) -> Result<JobList, ClientError> {
         let mut query = Vec::new();

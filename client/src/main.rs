@@ -75,6 +75,16 @@ struct Cli {
     command: Command,
 }
 
+/// What `trace dlq` does.
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// Print each dead-lettered message (queue, message id, job id, receive count, the job's status and
+    /// error code), one JSON line each.
+    List,
+    /// Move every dead-lettered message back to its queue; prints how many per queue.
+    Redrive,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Submit container ids (a file or stdin: one per line, or a JSON array).
@@ -100,6 +110,12 @@ enum Command {
     Retry {
         /// The job id.
         job: String,
+    },
+    /// The dead-letter queues (administrators' key): `list` prints each message (one JSON line each,
+    /// with its job's status), `redrive` moves them all back to their queues (a failed job runs again).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
     },
     /// List recent jobs, newest first (one JSON line each).
     Jobs {
@@ -611,6 +627,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Cancel { job } => print_json(&client.cancel(&job_id(&job)?).await?),
         Command::Retry { job } => print_json(&client.retry(&job_id(&job)?).await?),
+        Command::Dlq { action: DlqAction::List } => {
+            for message in client.dlq_list().await?.messages {
+                print_json(&message)?;
+            }
+            Ok(())
+        }
+        Command::Dlq { action: DlqAction::Redrive } => print_json(&client.dlq_redrive().await?),
         Command::Jobs { status, limit } => list_jobs(&client, status.as_deref(), limit).await,
         Command::Stream { job, out } => {
             let job = job_id(&job)?;

@@ -282,6 +282,8 @@ fn the_template_is_valid_and_matches_the_code() {
         ("ANY /api/trace/job/{id}", "StatusFunction"),
         ("POST /api/trace/job/{id}/retry", "StatusFunction"),
         ("GET /api/trace/jobs", "StatusFunction"),
+        ("GET /api/trace/admin/dlq", "StatusFunction"),
+        ("POST /api/trace/admin/dlq/redrive", "StatusFunction"),
         ("GET /api/trace/job/{id}/result", "ResultFunction"),
         ("GET /api/trace/job/{id}/chunks", "ResultFunction"),
     ];

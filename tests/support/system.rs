@@ -198,6 +198,8 @@ impl System {
             ("DATABASE_URL".into(), required("DATABASE_URL")),
             ("TRACE_HEAVY_QUEUE_URL".into(), heavy.clone()),
             ("TRACE_LIGHT_QUEUE_URL".into(), light.clone()),
+            ("TRACE_HEAVY_DLQ_URL".into(), heavy_dlq.clone()),
+            ("TRACE_LIGHT_DLQ_URL".into(), light_dlq.clone()),
             ("TRACE_BUCKET".into(), name.clone()),
             ("TRACE_RATE_LIMIT_REQUESTS".into(), "100000".into()),
             ("TRACE_SUBMIT_RATE_LIMIT_REQUESTS".into(), "100000".into()),

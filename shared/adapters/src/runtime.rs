@@ -62,7 +62,7 @@ impl BackendsFromConfig for Backends {
             }
             _ => config,
         };
-        let (heavy, light, store) = aws_backends(config).await;
+        let AwsBackends { heavy, light, heavy_dlq, light_dlq, store } = aws_backends(config).await;
         let redis = redis_backends(config).await?;
         let (source, changes) = database_backends(config).await?;
         tracing::info!(
@@ -75,6 +75,8 @@ impl BackendsFromConfig for Backends {
         Ok(Backends {
             heavy,
             light,
+            heavy_dlq,
+            light_dlq,
             store,
             jobs: redis.jobs,
             source,
@@ -95,8 +97,18 @@ async fn database_url_from_secret(config: &Config, id: &str) -> Result<String, B
     Ok(url)
 }
 
-/// The queues (heavy, light) and the chunk store: SQS and S3 when configured.
-async fn aws_backends(config: &Config) -> (Arc<dyn JobQueue>, Arc<dyn JobQueue>, Arc<dyn ChunkStore>) {
+/// The queues, their dead-letter queues and the chunk store.
+struct AwsBackends {
+    heavy: Arc<dyn JobQueue>,
+    light: Arc<dyn JobQueue>,
+    heavy_dlq: Option<Arc<dyn JobQueue>>,
+    light_dlq: Option<Arc<dyn JobQueue>>,
+    store: Arc<dyn ChunkStore>,
+}
+
+/// The queues (heavy, light) and the chunk store: SQS and S3 when configured. An in-process queue has
+/// an in-process dead-letter queue after `TRACE_MAX_RECEIVE_COUNT` receives, as SQS's redrive policy.
+async fn aws_backends(config: &Config) -> AwsBackends {
     let needs_aws =
         config.heavy_queue_url.is_some() || config.light_queue_url.is_some() || config.bucket.is_some();
     let sdk = if needs_aws {
@@ -104,17 +116,25 @@ async fn aws_backends(config: &Config) -> (Arc<dyn JobQueue>, Arc<dyn JobQueue>,
     } else {
         None
     };
-    let queue = |kind: QueueKind| -> Arc<dyn JobQueue> {
+    let sqs = |url: &str, sdk: &aws_config::SdkConfig| -> Arc<dyn JobQueue> {
+        Arc::new(SqsQueue::new(crate::aws::sqs_client(sdk), url))
+    };
+    let queue = |kind: QueueKind| -> (Arc<dyn JobQueue>, Option<Arc<dyn JobQueue>>) {
         match (config.queue_url(kind), &sdk) {
-            (Some(url), Some(sdk)) => Arc::new(SqsQueue::new(crate::aws::sqs_client(sdk), url)),
-            _ => Arc::new(MemoryQueue::new()),
+            (Some(url), Some(sdk)) => (sqs(url, sdk), config.dlq_url(kind).map(|dlq| sqs(dlq, sdk))),
+            _ => {
+                let dlq = MemoryQueue::new();
+                let main = MemoryQueue::with_dead_letter(dlq.clone(), config.max_receive_count);
+                (Arc::new(main), Some(Arc::new(dlq)))
+            }
         }
     };
     let store: Arc<dyn ChunkStore> = match (&config.bucket, &sdk) {
         (Some(bucket), Some(sdk)) => Arc::new(S3Store::new(crate::aws::s3_client(sdk), bucket)),
         _ => Arc::new(FsStore::new(&config.local_dir)),
     };
-    (queue(QueueKind::Heavy), queue(QueueKind::Light), store)
+    let ((heavy, heavy_dlq), (light, light_dlq)) = (queue(QueueKind::Heavy), queue(QueueKind::Light));
+    AwsBackends { heavy, light, heavy_dlq, light_dlq, store }
 }
 
 /// What lives in Redis when it is configured.

@@ -718,3 +718,36 @@ mod tests {
         assert_eq!(serde_json::to_string(&list).unwrap(), r#"{"jobs":[],"count":0}"#);
     }
 }
+
+/// One message of a dead-letter queue (`GET /api/trace/admin/dlq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// `heavy` or `light`: the queue it came from.
+    pub queue: String,
+    /// The message's id.
+    pub message_id: String,
+    /// Its job (absent: the message is not a job's, e.g. malformed).
+    pub job_id: Option<String>,
+    /// How many times it was received.
+    pub receive_count: u32,
+    /// Its job's status now, if the job is known.
+    pub job_status: Option<crate::job::JobStatus>,
+    /// The job's failure code, if it failed.
+    pub error_code: Option<String>,
+}
+
+/// `GET /api/trace/admin/dlq`: the messages of both dead-letter queues (at most `limit` each).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetters {
+    /// The messages.
+    pub messages: Vec<DeadLetter>,
+}
+
+/// `POST /api/trace/admin/dlq/redrive`: how many messages went back to their queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redriven {
+    /// Messages moved from the heavy dead-letter queue to the heavy queue.
+    pub heavy: u64,
+    /// Messages moved from the light dead-letter queue to the light queue.
+    pub light: u64,
+}

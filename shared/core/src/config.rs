@@ -97,6 +97,8 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_BACKFILL_WINDOW_SECONDS", "3600", "Length of a backfill window: a run covers [end - length, end), end = its scheduled time truncated to a multiple of the length, and queues jobs for the containers with a history row moved out in it.", "backfill"),
     var("TRACE_HEAVY_QUEUE_URL", "", "SQS URL of the heavy queue; unset = an in-process queue (local run).", "submit, worker, backfill"),
     var("TRACE_LIGHT_QUEUE_URL", "", "SQS URL of the light queue; unset = an in-process queue (local run).", "submit, worker, backfill"),
+    var("TRACE_HEAVY_DLQ_URL", "", "SQS URL of the heavy queue's dead-letter queue, for `GET /api/trace/admin/dlq` and its redrive; unset with TRACE_HEAVY_QUEUE_URL set: those routes skip the heavy queue (the local run has in-process ones).", "status"),
+    var("TRACE_LIGHT_DLQ_URL", "", "SQS URL of the light queue's dead-letter queue (as TRACE_HEAVY_DLQ_URL).", "status"),
     var("TRACE_BUCKET", "", "S3 bucket for job inputs and results; unset = a folder on disk (TRACE_LOCAL_DIR).", "submit, worker, stream, backfill"),
     var("TRACE_LOCAL_DIR", ".trace-local", "Folder of the on-disk chunk store when TRACE_BUCKET is unset.", "submit, worker, stream, backfill"),
     var("REDIS_URL", "", "Redis for job metadata and rate limits (redis:// or rediss://); unset = in memory (local run).", "submit, status, worker, stream, backfill"),
@@ -291,6 +293,10 @@ pub struct Config {
     pub heavy_queue_url: Option<String>,
     /// `TRACE_LIGHT_QUEUE_URL`.
     pub light_queue_url: Option<String>,
+    /// `TRACE_HEAVY_DLQ_URL`.
+    pub heavy_dlq_url: Option<String>,
+    /// `TRACE_LIGHT_DLQ_URL`.
+    pub light_dlq_url: Option<String>,
     /// `TRACE_BUCKET`.
     pub bucket: Option<String>,
     /// `TRACE_LOCAL_DIR`.
@@ -363,6 +369,8 @@ impl std::fmt::Debug for Config {
             .field("backfill_window", &self.backfill_window)
             .field("heavy_queue_url", &self.heavy_queue_url)
             .field("light_queue_url", &self.light_queue_url)
+            .field("heavy_dlq_url", &self.heavy_dlq_url)
+            .field("light_dlq_url", &self.light_dlq_url)
             .field("bucket", &self.bucket)
             .field("local_dir", &self.local_dir)
             .field("redis_url", &redacted(&self.redis_url))
@@ -874,6 +882,8 @@ impl Config {
             backfill_window: r.seconds("TRACE_BACKFILL_WINDOW_SECONDS")?,
             heavy_queue_url: r.optional("TRACE_HEAVY_QUEUE_URL", &["http://", "https://"], url)?,
             light_queue_url: r.optional("TRACE_LIGHT_QUEUE_URL", &["http://", "https://"], url)?,
+            heavy_dlq_url: r.optional("TRACE_HEAVY_DLQ_URL", &["http://", "https://"], url)?,
+            light_dlq_url: r.optional("TRACE_LIGHT_DLQ_URL", &["http://", "https://"], url)?,
             bucket,
             local_dir: r.text("TRACE_LOCAL_DIR"),
             redis_url: r.optional("REDIS_URL", &["redis://", "rediss://"], "a redis:// or rediss:// URL")?,
@@ -954,6 +964,14 @@ impl Config {
         match kind {
             QueueKind::Heavy => self.heavy_queue_url.as_deref(),
             QueueKind::Light => self.light_queue_url.as_deref(),
+        }
+    }
+
+    /// `TRACE_HEAVY_DLQ_URL` or `TRACE_LIGHT_DLQ_URL`.
+    pub fn dlq_url(&self, kind: QueueKind) -> Option<&str> {
+        match kind {
+            QueueKind::Heavy => self.heavy_dlq_url.as_deref(),
+            QueueKind::Light => self.light_dlq_url.as_deref(),
         }
     }
 }

@@ -128,6 +128,9 @@ pub enum TraceError {
     /// No route has that path (or that method).
     #[error("no such route")]
     NoSuchRoute,
+    /// A route for the service's administrators only (an admin API key).
+    #[error("this route is for administrators only")]
+    AdminOnly,
     /// A bug or an unexpected state. The text is for the log; the caller gets [`INTERNAL_MESSAGE`].
     #[error("{0}")]
     Internal(String),
@@ -179,6 +182,7 @@ impl TraceError {
             TraceError::Unauthorized(_) => "UNAUTHORIZED",
             TraceError::RateLimitUnavailable => "RATE_LIMIT_UNAVAILABLE",
             TraceError::NoSuchRoute => "NOT_FOUND",
+            TraceError::AdminOnly => "ADMIN_ONLY",
             TraceError::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             TraceError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -203,6 +207,7 @@ impl TraceError {
             | TraceError::JobNotRetryable { .. } => 409,
             TraceError::TooManyRequests { .. } => 429,
             TraceError::Unauthorized(_) => 401,
+            TraceError::AdminOnly => 403,
             TraceError::Unavailable { .. } | TraceError::RateLimitUnavailable => 503,
             TraceError::Internal(_) => 500,
         }

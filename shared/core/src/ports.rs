@@ -370,6 +370,10 @@ pub struct Backends {
     pub heavy: Arc<dyn JobQueue>,
     /// The light queue.
     pub light: Arc<dyn JobQueue>,
+    /// The heavy queue's dead-letter queue, when this process is given it.
+    pub heavy_dlq: Option<Arc<dyn JobQueue>>,
+    /// The light queue's dead-letter queue, when this process is given it.
+    pub light_dlq: Option<Arc<dyn JobQueue>>,
     /// Inputs and results.
     pub store: Arc<dyn ChunkStore>,
     /// Job metadata.
@@ -398,6 +402,14 @@ impl Backends {
         match kind {
             QueueKind::Heavy => &self.heavy,
             QueueKind::Light => &self.light,
+        }
+    }
+
+    /// The dead-letter queue of `kind`'s queue, if this process has it.
+    pub fn dead_letters(&self, kind: QueueKind) -> Option<&Arc<dyn JobQueue>> {
+        match kind {
+            QueueKind::Heavy => self.heavy_dlq.as_ref(),
+            QueueKind::Light => self.light_dlq.as_ref(),
         }
     }
 }

@@ -128,7 +128,9 @@ pub fn router(app: App, parts: &[Part]) -> Router {
                 api = api
                     .route("/api/trace/job/{id}", get(status_handler).delete(cancel_handler.layer(counted())))
                     .route("/api/trace/job/{id}/retry", post(retry_handler.layer(counted())))
-                    .route("/api/trace/jobs", get(list_handler.layer(counted())));
+                    .route("/api/trace/jobs", get(list_handler.layer(counted())))
+                    .route("/api/trace/admin/dlq", get(dlq_list_handler.layer(counted())))
+                    .route("/api/trace/admin/dlq/redrive", post(dlq_redrive_handler.layer(counted())));
             }
             Part::Stream => {
                 api = api
@@ -213,6 +215,22 @@ async fn cancel_handler(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(status::cancel(&app, &principal, &id).await?).into_response())
+}
+
+/// `GET /api/trace/admin/dlq`.
+async fn dlq_list_handler(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    Ok(Json(crate::dlq::list(&app, &principal).await?).into_response())
+}
+
+/// `POST /api/trace/admin/dlq/redrive`.
+async fn dlq_redrive_handler(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    Ok(Json(crate::dlq::redrive(&app, &principal).await?).into_response())
 }
 
 /// `POST /api/trace/job/{id}/retry`.
@@ -760,6 +778,9 @@ mod tests {
             ("GET", format!("/api/trace/job/{job}/result")),
             ("GET", format!("/api/trace/job/{job}/chunks")),
             ("GET", format!("/api/trace/job/{job}/chunks/holds/0")),
+            ("POST", format!("/api/trace/job/{job}/retry")),
+            ("GET", "/api/trace/admin/dlq".to_owned()),
+            ("POST", "/api/trace/admin/dlq/redrive".to_owned()),
         ];
         for (method, path) in &routes {
             for key in [None, Some("junk")] {

@@ -2,7 +2,8 @@
 //!
 //! - [`auth`]: who is calling (gateway context, API keys, JWT, SigV4, or open) before any handler;
 //! - [`submit`]: validate, admit, answer inline or enqueue a job;
-//! - [`status`]: job status, history, cancel;
+//! - [`status`]: job status, history, cancel, retry;
+//! - [`dlq`]: the dead-letter queues, listed and redriven (administrators);
 //! - [`results`]: the NDJSON stream and paginated pages of a finished job;
 //! - [`chunks`]: a finished job's result as chunk URLs (presigned object-store GETs);
 //! - [`worker`]: run one queue message (a shard of a job) into result chunks;
@@ -19,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod backfill;
 pub mod chunks;
+pub mod dlq;
 pub mod engine;
 pub mod gzip_stream;
 pub mod http;

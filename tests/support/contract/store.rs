@@ -27,6 +27,8 @@ pub async fn run(s: &dyn ChunkStore) {
             .await;
         assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}: {wins:?}");
     }
+    assert_eq!(s.delete_prefix("jobs/race/").await.expect("delete"), 5);
+    assert_eq!(s.delete_prefix("jobs/a/manifest.json").await.expect("delete"), 1);
 
     // Binary and empty objects survive.
     let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
