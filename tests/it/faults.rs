@@ -572,3 +572,123 @@ async fn trace_dlq_lists_and_redrives_a_failed_job_s_message() {
     let status = assert_invariants(&system, &job, &ids, &[Domain::History], Duration::from_secs(120)).await;
     assert_eq!(status["status"], "finished", "{status}");
 }
+
+/// A Redis of the test's own (no persistence: a restart comes back empty, as a failover without
+/// persistence does), which the test stops and starts.
+struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = trace_integration::system::free_port();
+        let dir = std::env::temp_dir().join(format!("trace-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut redis = PrivateRedis { port, dir, child: None };
+        redis.up();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server (empty) and waits until it answers.
+    fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by infra/local-stack.sh)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server: every connection drops at once.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Redis is killed mid-run (connections dropped) and comes back empty after `down`: the worker's
+/// calls fail, it retries within its delivery, puts the job it holds back from its lease (status reads
+/// rebuild it from the object store meanwhile) and finishes it, equal to the database.
+async fn redis_down_mid_run(down: Duration) {
+    let mut redis = PrivateRedis::start();
+    let mut system = System::start(Options {
+        env: vec![
+            ("REDIS_URL", redis.url()),
+            ("TRACE_DB_ID_BATCH_SIZE", "100".to_owned()),
+            ("TRACE_WORKER_HEARTBEAT_SECONDS", "2".to_owned()),
+            ("TRACE_WORKER_VISIBILITY_SECONDS", "20".to_owned()),
+            ("TRACE_REDIS_TIMEOUT_SECONDS", "2".to_owned()),
+            ("TRACE_CONNECT_TIMEOUT_SECONDS", "2".to_owned()),
+        ],
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    system.spawn_worker("light", &[]);
+    let ids = ids(30_000);
+    let job = submit_five(&system, &ids).await;
+    wait_running(&system, &job).await;
+    redis.kill();
+    tokio::time::sleep(down).await;
+    redis.up();
+    // Reads answer a clear 503 while the processes reconnect, then the job's status again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let (code, body) = system.get_status(&format!("/api/trace/job/{job}")).await;
+        match code {
+            200 if matches!(body["status"].as_str(), Some("finished" | "failed" | "cancelled")) => break,
+            200 => {}
+            503 => assert!(
+                matches!(body["code"].as_str(), Some("RATE_LIMIT_UNAVAILABLE" | "SERVICE_UNAVAILABLE")),
+                "{body}"
+            ),
+            _ => panic!("status answered {code}: {body}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "job {job} not over: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = assert_invariants(&system, &job, &ids, &FIVE, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+}
+
+/// Redis down 3 s mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_3_s_mid_run_and_back_empty() {
+    redis_down_mid_run(Duration::from_secs(3)).await;
+}
+
+/// Redis down 40 s mid-run (longer than a visibility timeout and than the first retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_40_s_mid_run_and_back_empty() {
+    redis_down_mid_run(Duration::from_secs(40)).await;
+}

@@ -9,8 +9,9 @@
 //! order, chunk boundaries and checksums (the source's reads are ordered:
 //! `ports::EventSource::open`).
 //!
-//! Stored as one object (`layout::checkpoint_key`), written with a single PUT: a line of JSON (the
-//! [`Checkpoint`]), then each domain's open records as a gzip member, in the order of `domains`.
+//! Stored as one object (`layout::checkpoint_key`), written with a single PUT: each domain's open
+//! records as a gzip member, in the order of `domains`, then a newline and the [`Checkpoint`] as one
+//! line of JSON (last, so the members are compressed straight into the object's buffer).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -125,30 +126,30 @@ impl Checkpoint {
     /// The stored object: this checkpoint with `open`, each domain's open NDJSON in the order of
     /// `domains` (their sizes and checksums are filled in here).
     pub fn encode(mut self, open: &[&[u8]]) -> Vec<u8> {
-        let members: Vec<Vec<u8>> = open.iter().map(|ndjson| layout::gzip(ndjson)).collect();
-        for ((d, ndjson), member) in self.domains.iter_mut().zip(open).zip(&members) {
+        let mut out = Vec::new();
+        for (d, ndjson) in self.domains.iter_mut().zip(open) {
+            let stored = layout::gzip_append(ndjson, &mut out);
             d.open = OpenChunk {
                 records: d.open.records,
                 bytes: ndjson.len() as u64,
                 crc32: crc32fast::hash(ndjson),
-                stored_bytes: member.len() as u64,
+                stored_bytes: stored as u64,
             };
         }
-        let mut out = serde_json::to_vec(&self).unwrap_or_default();
         out.push(b'\n');
-        for member in members {
-            out.extend_from_slice(&member);
-        }
+        // Compact JSON holds no newline: the object's last newline ends the members.
+        out.extend_from_slice(&serde_json::to_vec(&self).unwrap_or_default());
         out
     }
 
     /// A stored checkpoint object: the checkpoint and each domain's open NDJSON, checked.
     pub fn decode(stored: &[u8]) -> Result<(Checkpoint, Vec<Vec<u8>>), BadCheckpoint> {
         let bad = |why: String| BadCheckpoint(why);
-        let line_end = stored.iter().position(|b| *b == b'\n').ok_or_else(|| bad("no header line".into()))?;
+        let line_start =
+            stored.iter().rposition(|b| *b == b'\n').ok_or_else(|| bad("no header line".into()))?;
         let checkpoint: Checkpoint =
-            serde_json::from_slice(&stored[..line_end]).map_err(|e| bad(format!("header: {e}")))?;
-        let mut rest = &stored[line_end + 1..];
+            serde_json::from_slice(&stored[line_start + 1..]).map_err(|e| bad(format!("header: {e}")))?;
+        let mut rest = &stored[..line_start];
         let mut open = Vec::with_capacity(checkpoint.domains.len());
         for d in &checkpoint.domains {
             let n = usize::try_from(d.open.stored_bytes).map_err(|_| bad("size out of range".into()))?;
@@ -231,11 +232,14 @@ mod tests {
         assert_eq!(back.domains[0].open.bytes, open[0].len() as u64);
         assert_eq!(back.records(), 6);
         assert_eq!(Checkpoint { domains: vec![], ..back.clone() }, Checkpoint { domains: vec![], ..cp });
-        let mut damaged = stored.clone();
-        let last = damaged.len() - 10;
-        damaged[last] ^= 0xff;
-        assert!(Checkpoint::decode(&damaged).is_err());
+        let line = stored.iter().rposition(|b| *b == b'\n').unwrap();
+        for at in [0, line / 2, line - 1] {
+            let mut damaged = stored.clone();
+            damaged[at] ^= 0xff;
+            assert!(Checkpoint::decode(&damaged).is_err(), "a changed byte at {at}");
+        }
         assert!(Checkpoint::decode(&stored[..stored.len() - 1]).is_err());
+        assert!(Checkpoint::decode(&stored[1..]).is_err());
         assert!(Checkpoint::decode(b"{}").is_err());
     }
 

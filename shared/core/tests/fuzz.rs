@@ -290,10 +290,10 @@ fn fuzz_ndjson_lines() {
 fn fuzz_stored_checkpoints() {
     fuzz("stored checkpoints", prop::collection::vec(any::<u8>(), 0..600), |bytes| {
         let _ = Checkpoint::decode(&bytes);
-        // A valid header line followed by garbage.
-        let mut framed = br#"{"job_id":"7d5f2d1e-8d3f-4a37-9d2a-5b8c3c1a9e10","shard":0,"ids_from":0,"ids_to":10,"ids_done":0,"id_batch_size":5,"chunk_records":3,"encoding":"gzip","domains":[{"domain":"holds","chunks":[],"open":{"records":1,"bytes":4,"crc32":0,"stored_bytes":9}}],"ran_for_ms":0,"attempt":1,"saved_at":"2026-12-01T00:00:00Z"}"#.to_vec();
+        // Garbage followed by a valid header line.
+        let mut framed = bytes.clone();
         framed.push(b'\n');
-        framed.extend_from_slice(&bytes);
+        framed.extend_from_slice(br#"{"job_id":"7d5f2d1e-8d3f-4a37-9d2a-5b8c3c1a9e10","shard":0,"ids_from":0,"ids_to":10,"ids_done":0,"id_batch_size":5,"chunk_records":3,"encoding":"gzip","domains":[{"domain":"holds","chunks":[],"open":{"records":1,"bytes":4,"crc32":0,"stored_bytes":9}}],"ran_for_ms":0,"attempt":1,"saved_at":"2026-12-01T00:00:00Z"}"#);
         let _ = Checkpoint::decode(&framed);
         Ok(())
     });

@@ -199,6 +199,14 @@ impl Lease {
             }
             CasOutcome::Conflict(found) => *found,
         };
+        if found.status == JobStatus::Started
+            && found.attempt == self.meta.attempt
+            && found.owner == self.meta.owner
+        {
+            // Our own lease, put or taken back a moment ago by this run's other writer (the heartbeat
+            // and the run both found the job lost, and the other one won the race to restore it).
+            return Ok(());
+        }
         if found.status == JobStatus::Queued && found.attempt < self.meta.attempt {
             let outcome = app.backends.jobs.compare_and_set(found.guard(), wanted).await?;
             if outcome == CasOutcome::Applied {
