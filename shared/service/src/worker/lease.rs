@@ -199,21 +199,23 @@ impl Lease {
             }
             CasOutcome::Conflict(found) => *found,
         };
-        if found.status == JobStatus::Started
-            && found.attempt == self.meta.attempt
-            && found.owner == self.meta.owner
-        {
-            // Our own lease, put or taken back a moment ago by this run's other writer (the heartbeat
-            // and the run both found the job lost, and the other one won the race to restore it).
+        // Our own lease, put or taken back a moment ago by this run's other writer (the heartbeat and
+        // the run both found the job lost, and the other one won the race to restore it).
+        let ours = |m: &JobMeta| {
+            m.status == JobStatus::Started && m.attempt == self.meta.attempt && m.owner == self.meta.owner
+        };
+        if ours(&found) {
             return Ok(());
         }
         if found.status == JobStatus::Queued && found.attempt < self.meta.attempt {
-            let outcome = app.backends.jobs.compare_and_set(found.guard(), wanted).await?;
-            if outcome == CasOutcome::Applied {
-                tracing::warn!("the job store had lost the running job (rebuilt as queued): taken back");
-                return Ok(());
-            }
-            return Err(LeaseLost::from_outcome(outcome).unwrap_or(LeaseLost::TakenOver).into());
+            return match app.backends.jobs.compare_and_set(found.guard(), wanted).await? {
+                CasOutcome::Applied => {
+                    tracing::warn!("the job store had lost the running job (rebuilt as queued): taken back");
+                    Ok(())
+                }
+                CasOutcome::Conflict(now) if ours(&now) => Ok(()),
+                other => Err(LeaseLost::from_outcome(other).unwrap_or(LeaseLost::TakenOver).into()),
+            };
         }
         let why = LeaseLost::from_outcome(CasOutcome::Conflict(Box::new(found)));
         Err(why.unwrap_or(LeaseLost::TakenOver).into())
