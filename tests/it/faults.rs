@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 use trace_core::layout::{self, Manifest};
 use trace_core::ports::{ChunkStore, JobQueue};
@@ -691,4 +692,81 @@ async fn redis_down_3_s_mid_run_and_back_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_40_s_mid_run_and_back_empty() {
     redis_down_mid_run(Duration::from_secs(40)).await;
+}
+
+/// The S3/SQS emulator behind a fault proxy answering 503 to 30% of SendMessage calls and of chunk
+/// PUTs, and to the first three manifest PUTs, while 1,000 jobs are submitted at once (32 in flight):
+/// each submit answers 202 or a clear 503 (`SERVICE_UNAVAILABLE`, its job marked failed with
+/// `QUEUE_SEND_FAILED` when the SDK's retries all failed), every accepted job finishes, and none is
+/// left queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_submits_while_s3_and_sqs_answer_503_lose_no_job() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use trace_integration::fault_proxy::FaultProxy;
+    let (sends, puts, manifests) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let proxy = FaultProxy::start(&trace_integration::required("AWS_ENDPOINT_URL"), move |seen| {
+        if seen.target == Some("AmazonSQS.SendMessage") {
+            return sends.fetch_add(1, Ordering::SeqCst) % 10 < 3;
+        }
+        if seen.method == axum::http::Method::PUT && seen.path.contains("/result/") {
+            return puts.fetch_add(1, Ordering::SeqCst) % 10 < 3;
+        }
+        if seen.method == axum::http::Method::PUT && seen.path.ends_with("/manifest.json") {
+            return manifests.fetch_add(1, Ordering::SeqCst) < 3;
+        }
+        false
+    })
+    .await;
+    let mut system = System::start(Options {
+        env: vec![("AWS_ENDPOINT_URL", proxy.url.clone()), ("TRACE_ASYNC_CID_THRESHOLD", "1".to_owned())],
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    system.spawn_worker("light", &[]);
+    system.spawn_worker("light", &[]);
+    let answers: Vec<(u64, u16, Value)> = futures::stream::iter(1..=1_000u64)
+        .map(|i| {
+            let system = &system;
+            async move {
+                // Two ids: above the async threshold of 1, a job.
+                let ids = [trace_dataset::container_id(2 * i - 1), trace_dataset::container_id(2 * i)];
+                let body = json!({ "container_ids": ids, "domains": ["holds", "history"] });
+                let (code, answer) = system.submit(&body).await;
+                (i, code, answer)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (i, code, body) in &answers {
+        match code {
+            202 => accepted.push((*i, body["job_id"].as_str().expect("job_id").to_owned())),
+            503 => {
+                assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{body}");
+                refused += 1;
+            }
+            _ => panic!("a submit answered {code}: {body}"),
+        }
+    }
+    eprintln!("{} accepted, {refused} refused; the proxy failed {} requests", accepted.len(), proxy.failed());
+    assert!(proxy.failed() > 300, "the proxy injected {} faults", proxy.failed());
+    for (_, job) in &accepted {
+        let status = system.wait_terminal(job, Duration::from_secs(600)).await;
+        assert_eq!(status["status"], "finished", "{status}");
+    }
+    let (_, queued) = system.get_status("/api/trace/jobs?status=queued&limit=200").await;
+    assert_eq!(queued["count"], 0, "jobs left queued: {queued}");
+    let (_, failed) = system.get_status("/api/trace/jobs?status=failed&limit=200").await;
+    let failed = failed["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failed.len(), refused, "a refused submit's job is failed, no other");
+    assert!(failed.iter().all(|j| j["error_code"] == "QUEUE_SEND_FAILED"), "{failed:?}");
+    // A few accepted jobs' results, against the database.
+    for (i, job) in accepted.iter().take(5) {
+        let ids = vec![trace_dataset::container_id(2 * i - 1), trace_dataset::container_id(2 * i)];
+        assert_invariants(&system, job, &ids, &[Domain::Holds, Domain::History], Duration::from_secs(10))
+            .await;
+    }
 }

@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod contract;
 pub mod database;
+pub mod fault_proxy;
 pub mod lambda;
 pub mod system;
 
