@@ -770,3 +770,41 @@ async fn a_thousand_submits_while_s3_and_sqs_answer_503_lose_no_job() {
             .await;
     }
 }
+
+/// The S3/SQS emulator stops answering for `down` mid-run (a fault proxy holds every request, as a
+/// SIGSTOP of the emulator would): the calls wait or time out (`TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS`) and
+/// are retried; the job finishes, equal to the database.
+async fn object_store_and_queue_stopped_mid_run(down: Duration) {
+    use trace_integration::fault_proxy::FaultProxy;
+    let proxy = FaultProxy::start(&trace_integration::required("AWS_ENDPOINT_URL"), |_| false).await;
+    let mut system = System::start(Options {
+        env: vec![
+            ("AWS_ENDPOINT_URL", proxy.url.clone()),
+            ("TRACE_DB_ID_BATCH_SIZE", "100".to_owned()),
+            ("TRACE_AWS_ATTEMPT_TIMEOUT_SECONDS", "10".to_owned()),
+        ],
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    system.spawn_worker("light", &[]);
+    let ids = ids(30_000);
+    let job = submit_five(&system, &ids).await;
+    wait_running(&system, &job).await;
+    proxy.stop_for(down);
+    tokio::time::sleep(down).await;
+    let status = assert_invariants(&system, &job, &ids, &FIVE, Duration::from_secs(400)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+}
+
+/// The S3/SQS emulator stopped 10 s mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_and_queue_stopped_10_s_mid_run() {
+    object_store_and_queue_stopped_mid_run(Duration::from_secs(10)).await;
+}
+
+/// The S3/SQS emulator stopped 90 s mid-run (longer than the SDK's attempts: the run's own retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_and_queue_stopped_90_s_mid_run() {
+    object_store_and_queue_stopped_mid_run(Duration::from_secs(90)).await;
+}

@@ -30,6 +30,8 @@ struct Shared {
     rule: Box<Rule>,
     failed: AtomicU64,
     forwarded: AtomicU64,
+    /// Until when requests are held unanswered (a stopped server, as SIGSTOP makes it).
+    paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// The running proxy; stops when dropped.
@@ -60,6 +62,7 @@ impl FaultProxy {
             rule: Box::new(rule),
             failed: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            paused_until: std::sync::Mutex::new(None),
         });
         let router = Router::new().fallback(forward).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
@@ -68,6 +71,13 @@ impl FaultProxy {
             let _ = axum::serve(listener, router).await;
         });
         FaultProxy { url, shared, server }
+    }
+
+    /// Holds every request (accepted, unanswered) for `how_long` from now, as a server stopped with
+    /// SIGSTOP does; then they go on.
+    pub fn stop_for(&self, how_long: std::time::Duration) {
+        *self.shared.paused_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(tokio::time::Instant::now() + how_long);
     }
 
     /// Requests answered 503 so far.
@@ -82,6 +92,10 @@ impl FaultProxy {
 }
 
 async fn forward(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Response {
+    let until = *shared.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(until) = until {
+        tokio::time::sleep_until(until).await;
+    }
     let (parts, body) = request.into_parts();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     let seen = Seen { method: &parts.method, path: parts.uri.path(), target };
