@@ -23,6 +23,23 @@ fn io(op: &'static str, e: std::io::Error) -> StoreError {
 }
 
 impl FsStore {
+    /// Writes `body` beside the object at `key` (a temporary name in its folder, made if missing);
+    /// (that file, the object's path): `put` renames it over the object, `put_new` links it.
+    async fn write_aside(&self, key: &str, body: &[u8]) -> Result<(PathBuf, PathBuf), StoreError> {
+        check_key(key)?;
+        let path = self.path(key);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| io("create_dir", e))?;
+        }
+        let tmp = path.with_file_name(format!(
+            "{}.tmp-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+            uuid::Uuid::new_v4().simple()
+        ));
+        tokio::fs::write(&tmp, body).await.map_err(|e| io("write", e))?;
+        Ok((tmp, path))
+    }
+
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FsStore { root: root.into() }
@@ -75,32 +92,12 @@ impl FsStore {
 #[async_trait]
 impl ChunkStore for FsStore {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        check_key(key)?;
-        let path = self.path(key);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io("create_dir", e))?;
-        }
-        let tmp = path.with_file_name(format!(
-            "{}.tmp-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
-            uuid::Uuid::new_v4().simple()
-        ));
-        tokio::fs::write(&tmp, &body).await.map_err(|e| io("write", e))?;
+        let (tmp, path) = self.write_aside(key, &body).await?;
         tokio::fs::rename(&tmp, &path).await.map_err(|e| io("rename", e))
     }
 
     async fn put_new(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        check_key(key)?;
-        let path = self.path(key);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io("create_dir", e))?;
-        }
-        let tmp = path.with_file_name(format!(
-            "{}.tmp-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
-            uuid::Uuid::new_v4().simple()
-        ));
-        tokio::fs::write(&tmp, &body).await.map_err(|e| io("write", e))?;
+        let (tmp, path) = self.write_aside(key, &body).await?;
         // A hard link fails if the name exists: of concurrent writers exactly one wins, and the object
         // appears whole (as with `put`'s rename).
         let linked = tokio::fs::hard_link(&tmp, &path).await;

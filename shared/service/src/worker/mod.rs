@@ -236,11 +236,12 @@ async fn run_shard(
     let lease = Lease::new(&meta);
     let heartbeat = lease::keep_alive(app, queue, delivery, &lease);
     let mut delays = retry_delays(app);
-    let (mut records, mut stored, mut again);
-    (stored, again) = (Stored::default(), false);
+    let mut records;
+    let (mut stored, mut again) = (Stored::default(), false);
     let outcome = loop {
         let run = write_result(app, message, &lease, shutdown.clone(), invocation_ends, again).await;
-        (records, stored) = (run.records, stored + run.stored);
+        records = run.records;
+        stored = stored + run.stored;
         let error = match run.outcome {
             Err(e) if e.is_transient() => e,
             other => break other,
