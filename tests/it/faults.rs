@@ -261,9 +261,10 @@ async fn submit_five(system: &System, ids: &[String]) -> String {
     accepted["job_id"].as_str().expect("job_id").to_owned()
 }
 
-/// Each domain's stored chunks, in result order: (file name, records, NDJSON bytes, CRC-32, the stored
-/// object's bytes).
-async fn stored_chunks(system: &System, job: &str) -> Vec<(Domain, String, u64, u64, u32, bytes::Bytes)> {
+/// Each domain's stored chunks, in result order: (place in the result — shard, chunk — records, NDJSON
+/// bytes, CRC-32, the stored object's bytes). Not the attempt their keys name: a resumed run keeps
+/// the chunks earlier attempts stored and names its own.
+async fn stored_chunks(system: &System, job: &str) -> Vec<(Domain, (u32, u32), u64, u64, u32, bytes::Bytes)> {
     let job_id = job.parse().expect("job id");
     let manifest: Manifest =
         serde_json::from_slice(&system.store.get(&layout::manifest_key(&job_id)).await.expect("manifest"))
@@ -271,9 +272,9 @@ async fn stored_chunks(system: &System, job: &str) -> Vec<(Domain, String, u64, 
     let mut out = Vec::new();
     for d in &manifest.domains {
         for c in &d.chunks {
-            let name = c.key.rsplit('/').next().expect("name").to_owned();
+            let slot = layout::chunk_slot(&c.key).expect("a chunk key");
             let body = system.store.get(&c.key).await.expect("chunk");
-            out.push((d.domain, name, c.records, c.bytes, c.crc32, body));
+            out.push((d.domain, (slot.shard, slot.chunk), c.records, c.bytes, c.crc32, body));
         }
     }
     out
@@ -362,7 +363,7 @@ async fn a_job_killed_three_times_resumes_from_its_checkpoints_byte_identical() 
     let (ours, theirs) = (stored_chunks(&system, &job).await, stored_chunks(&once, &reference).await);
     assert_eq!(ours.len(), theirs.len(), "chunk count");
     for (a, b) in ours.iter().zip(&theirs) {
-        assert!(a == b, "chunk {:?} {} differs from the uninterrupted run's {:?} {}", a.0, a.1, b.0, b.1);
+        assert!(a == b, "chunk {:?} {:?} differs from the uninterrupted run's {:?} {:?}", a.0, a.1, b.0, b.1);
     }
     let read = rows_read(&system, &job);
     eprintln!(

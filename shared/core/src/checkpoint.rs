@@ -111,10 +111,10 @@ impl Checkpoint {
             && self.domains.iter().map(|d| d.domain).eq(message.domains.iter().copied())
             && self.domains.iter().all(|d| {
                 d.open.records < self.chunk_records
-                    && d.chunks
-                        .iter()
-                        .enumerate()
-                        .all(|(i, c)| layout::chunk_number(&c.key) == Some(i as u32))
+                    && d.chunks.iter().enumerate().all(|(i, c)| {
+                        layout::chunk_slot(&c.key)
+                            .is_some_and(|s| (s.shard, s.chunk) == (self.shard, i as u32))
+                    })
             })
     }
 
@@ -183,12 +183,12 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::chunk_key;
+    use crate::layout::{chunk_key, ChunkSlot};
     use crate::profile::Profile;
 
     fn entry(job: &JobId, domain: Domain, n: u32, records: u64) -> ChunkEntry {
         ChunkEntry {
-            key: chunk_key(job, domain, 0, n, ChunkEncoding::Gzip),
+            key: chunk_key(job, domain, ChunkSlot { shard: 0, chunk: n, attempt: 1 }, ChunkEncoding::Gzip),
             records,
             bytes: records * 10,
             crc32: n,
@@ -261,7 +261,12 @@ mod tests {
         assert!(!Checkpoint { ids_done: 15, ..cp.clone() }.fits(&message, layout));
         assert!(Checkpoint { ids_done: 30, ..cp.clone() }.fits(&message, layout));
         let mut gap = cp;
-        gap.domains[0].chunks[0].key = chunk_key(&job, Domain::History, 0, 1, ChunkEncoding::Gzip);
+        gap.domains[0].chunks[0].key = chunk_key(
+            &job,
+            Domain::History,
+            ChunkSlot { shard: 0, chunk: 1, attempt: 1 },
+            ChunkEncoding::Gzip,
+        );
         assert!(!gap.fits(&message, layout));
     }
 }

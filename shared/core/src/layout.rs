@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! jobs/{job_id}/input.json                                  the job's container ids
-//! jobs/{job_id}/result/{domain}/{shard:04}-{chunk:06}.ndjson[.gz|.lz4]
+//! jobs/{job_id}/result/{domain}/{shard:04}-{chunk:06}-a{attempt:03}.ndjson[.gz|.lz4]
 //!                                                           result chunks, one record per line
 //! jobs/{job_id}/checkpoint/{shard:04}.json                  a running shard's progress (`checkpoint`)
 //! jobs/{job_id}/manifest.json                               written last: its presence = result complete
 //! ```
 //! Chunk keys sort in result order (shard, then chunk) so a job split into shards run by several
-//! workers lays its chunks out side by side. Each chunk holds up to `TRACE_CHUNK_RECORDS` records,
+//! workers lays its chunks out side by side. A chunk's key names the attempt that wrote it: a run taken
+//! over (a zombie that wakes later) writes only keys of its own attempt, which its successor's manifest
+//! never lists, so it cannot change a result it no longer owns (its strays are swept when the manifest
+//! is written, and expire with the job). Each chunk holds up to `TRACE_CHUNK_RECORDS` records,
 //! stored gzip-compressed, LZ4-compressed or plain (`TRACE_CHUNK_ENCODING`; the manifest records which, and
 //! the size and CRC-32 of the NDJSON itself, so a reader checks what it finally serves).
 
@@ -55,15 +58,37 @@ pub fn domain_prefix(job: &JobId, domain: Domain) -> String {
     format!("{}{domain}/", result_prefix(job))
 }
 
-/// One chunk's key.
-pub fn chunk_key(job: &JobId, domain: Domain, shard: u32, chunk: u32, encoding: ChunkEncoding) -> String {
-    format!("{}{shard:04}-{chunk:06}{}", domain_prefix(job, domain), encoding.extension())
+/// Where one chunk lives: its place in the result and the attempt that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSlot {
+    /// The shard.
+    pub shard: u32,
+    /// The chunk's number within its shard and domain.
+    pub chunk: u32,
+    /// The job attempt that wrote it.
+    pub attempt: u32,
 }
 
-/// The chunk number of a chunk key (`…/{shard:04}-{chunk:06}.ndjson…`).
-pub fn chunk_number(key: &str) -> Option<u32> {
+/// One chunk's key.
+pub fn chunk_key(job: &JobId, domain: Domain, slot: ChunkSlot, encoding: ChunkEncoding) -> String {
+    let ChunkSlot { shard, chunk, attempt } = slot;
+    format!("{}{shard:04}-{chunk:06}-a{attempt:03}{}", domain_prefix(job, domain), encoding.extension())
+}
+
+/// The slot a chunk key names (`…/{shard:04}-{chunk:06}-a{attempt:03}.ndjson…`).
+pub fn chunk_slot(key: &str) -> Option<ChunkSlot> {
     let name = key.rsplit('/').next()?;
-    name.split_once('-')?.1.split('.').next()?.parse().ok()
+    let stem = name.split('.').next()?;
+    let mut parts = stem.split('-');
+    let shard = parts.next()?.parse().ok()?;
+    let chunk = parts.next()?.parse().ok()?;
+    let attempt = parts.next()?.strip_prefix('a')?.parse().ok()?;
+    parts.next().is_none().then_some(ChunkSlot { shard, chunk, attempt })
+}
+
+/// The chunk number of a chunk key.
+pub fn chunk_number(key: &str) -> Option<u32> {
+    chunk_slot(key).map(|s| s.chunk)
 }
 
 /// Why a stored chunk cannot be served.
@@ -237,6 +262,7 @@ pub struct ChunkBuilder {
     job: JobId,
     domain: Domain,
     shard: u32,
+    attempt: u32,
     batch_size: usize,
     encoding: ChunkEncoding,
     next_chunk: u32,
@@ -245,18 +271,25 @@ pub struct ChunkBuilder {
 }
 
 impl ChunkBuilder {
-    /// A builder for one domain of one shard.
+    /// A builder for one domain of one shard (attempt 1: see [`ChunkBuilder::by_attempt`]).
     pub fn new(job: JobId, domain: Domain, shard: u32, batch_size: usize, encoding: ChunkEncoding) -> Self {
         ChunkBuilder {
             job,
             domain,
             shard,
+            attempt: 1,
             batch_size: batch_size.max(1),
             encoding,
             next_chunk: 0,
             buf: Vec::new(),
             records: 0,
         }
+    }
+
+    /// The builder writing the chunks of job attempt `attempt` (named in their keys).
+    pub fn by_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 
     /// The builder numbering its chunks from `first` (a run resumed after `first` stored chunks).
@@ -322,7 +355,12 @@ impl ChunkBuilder {
             }
         };
         let entry = ChunkEntry {
-            key: chunk_key(&self.job, self.domain, self.shard, self.next_chunk, self.encoding),
+            key: chunk_key(
+                &self.job,
+                self.domain,
+                ChunkSlot { shard: self.shard, chunk: self.next_chunk, attempt: self.attempt },
+                self.encoding,
+            ),
             records: self.records as u64,
             bytes,
             crc32,
@@ -364,29 +402,52 @@ mod tests {
 
     const P: ChunkEncoding = ChunkEncoding::Plain;
 
+    fn slot(shard: u32, chunk: u32, attempt: u32) -> ChunkSlot {
+        ChunkSlot { shard, chunk, attempt }
+    }
+
     #[test]
-    fn keys_sort_in_result_order() {
+    fn keys_sort_in_result_order_and_name_their_slot() {
         let job = JobId::new();
         let mut keys = vec![
-            chunk_key(&job, Domain::History, 1, 0, P),
-            chunk_key(&job, Domain::History, 0, 10, P),
-            chunk_key(&job, Domain::History, 0, 2, P),
+            chunk_key(&job, Domain::History, slot(1, 0, 1), P),
+            chunk_key(&job, Domain::History, slot(0, 10, 2), P),
+            chunk_key(&job, Domain::History, slot(0, 2, 1), P),
         ];
         keys.sort();
         assert_eq!(
             keys,
             vec![
-                chunk_key(&job, Domain::History, 0, 2, P),
-                chunk_key(&job, Domain::History, 0, 10, P),
-                chunk_key(&job, Domain::History, 1, 0, P),
+                chunk_key(&job, Domain::History, slot(0, 2, 1), P),
+                chunk_key(&job, Domain::History, slot(0, 10, 2), P),
+                chunk_key(&job, Domain::History, slot(1, 0, 1), P),
             ]
         );
         assert!(keys[0].starts_with(&domain_prefix(&job, Domain::History)));
-        assert!(keys[0].ends_with("/history/0000-000002.ndjson"));
+        assert!(keys[0].ends_with("/history/0000-000002-a001.ndjson"));
         assert_eq!(input_key(&job), format!("jobs/{job}/input.json"));
-        assert!(
-            chunk_key(&job, Domain::Jobs, 0, 7, ChunkEncoding::Lz4).ends_with("/jobs/0000-000007.ndjson.lz4")
-        );
+        let lz4 = chunk_key(&job, Domain::Jobs, slot(3, 7, 12), ChunkEncoding::Lz4);
+        assert!(lz4.ends_with("/jobs/0003-000007-a012.ndjson.lz4"), "{lz4}");
+        assert_eq!(chunk_slot(&lz4), Some(slot(3, 7, 12)));
+        assert_eq!(chunk_number(&lz4), Some(7));
+        for junk in [
+            "",
+            "a/b",
+            "0000-000001.ndjson",
+            "0000-x-a001.ndjson",
+            "0000-000001-001.ndjson",
+            "0-1-a1-2.ndjson",
+        ] {
+            assert_eq!(chunk_slot(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_builder_names_its_attempt_in_its_chunks_keys() {
+        let job = JobId::new();
+        let mut b = ChunkBuilder::new(job, Domain::Holds, 2, 1, P).by_attempt(4).numbered_from(9);
+        let sealed = b.push_record(|o| o.extend_from_slice(b"{}")).expect("a chunk of one record");
+        assert_eq!(chunk_slot(&sealed.entry.key), Some(slot(2, 9, 4)));
     }
 
     #[test]
@@ -400,7 +461,7 @@ mod tests {
                 continue;
             }
             let sealed = sealed.unwrap();
-            assert!(sealed.entry.key.ends_with("/holds/0000-000000.ndjson.gz"));
+            assert!(sealed.entry.key.ends_with("/holds/0000-000000-a001.ndjson.gz"));
             assert_eq!(&sealed.body[..3], &[0x1f, 0x8b, 8], "gzip magic and deflate method");
             assert_eq!(sealed.entry.stored_bytes, Some(sealed.body.len() as u64));
             let ndjson = sealed.entry.decode(sealed.body.clone()).unwrap();
@@ -430,10 +491,10 @@ mod tests {
         assert_eq!(first.entry.records, 2);
         assert_eq!(first.entry.crc32, crc32fast::hash(&first.body));
         assert_eq!(first.entry.decode(first.body.clone()).unwrap(), first.body);
-        assert!(first.entry.key.ends_with("0000-000000.ndjson"));
+        assert!(first.entry.key.ends_with("0000-000000-a001.ndjson"));
         b.push_record(|o| o.extend_from_slice(b"{}"));
         let rest = b.finish().unwrap();
-        assert!(rest.entry.key.ends_with("0000-000001.ndjson"));
+        assert!(rest.entry.key.ends_with("0000-000001-a001.ndjson"));
         assert_eq!(rest.entry.records, 1);
         assert!(b.finish().is_none());
     }

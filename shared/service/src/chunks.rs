@@ -263,7 +263,12 @@ mod tests {
                 let n = chunks / Domain::BASE.len() + usize::from(d < chunks % Domain::BASE.len());
                 let chunks: Vec<ChunkEntry> = (0..n)
                     .map(|i| ChunkEntry {
-                        key: trace_core::layout::chunk_key(&job, domain, 0, i as u32, ChunkEncoding::Gzip),
+                        key: trace_core::layout::chunk_key(
+                            &job,
+                            domain,
+                            trace_core::layout::ChunkSlot { shard: 0, chunk: i as u32, attempt: 1 },
+                            ChunkEncoding::Gzip,
+                        ),
                         records: 25_000,
                         bytes: 4_250_000,
                         crc32: 0xdead_beef,

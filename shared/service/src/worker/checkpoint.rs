@@ -1,6 +1,8 @@
 //! Step 2's first part: where the shard's earlier runs got to. A run starts from the shard's last
-//! [`Checkpoint`] when it fits (see [`Checkpoint::fits`]); without one, an attempt after the first
-//! clears what earlier attempts left and starts from the first id. The checkpoints themselves are
+//! [`Checkpoint`] when it fits (see [`Checkpoint::fits`]); without one, from the first id. What earlier
+//! attempts stored stays where it is until the manifest is written: their chunks' keys name their
+//! attempt, so they cannot be mistaken for this run's, and the manifest's write sweeps the ones it
+//! does not list (other shards' chunks are never touched). The checkpoints themselves are
 //! stored by the [`ChunkWriter`](super::chunks::ChunkWriter) between two id batches.
 
 use trace_core::checkpoint::{Checkpoint, Layout};
@@ -34,9 +36,8 @@ fn layout(app: &App) -> Layout {
     }
 }
 
-/// The checkpoint `message`'s run resumes from, if one fits. Without one, what an earlier attempt
-/// (or an earlier run of this one: `again`) may have left (chunks, an unfit checkpoint) is cleared
-/// first.
+/// The checkpoint `message`'s run resumes from, if one fits. An unfit one (or an earlier run of this
+/// one's, `again`, that starts over) is removed.
 pub(super) async fn load(
     app: &App,
     meta: &JobMeta,
@@ -73,9 +74,7 @@ pub(super) async fn load(
             "resuming from the checkpoint"
         ),
         None if again || meta.attempt > 1 || message.continuation > 0 => {
-            // A previous attempt may have left chunks: start from a clean slate.
-            store.delete_prefix(&layout::result_prefix(&meta.job_id)).await?;
-            store.delete_prefix(&layout::checkpoint_prefix(&meta.job_id)).await?;
+            store.delete_prefix(&key).await?;
         }
         None => {}
     }

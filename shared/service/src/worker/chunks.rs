@@ -106,7 +106,9 @@ impl<'a> ChunkWriter<'a> {
             .domains
             .iter()
             .map(|d| {
-                (*d, ChunkBuilder::new(job, *d, message.shard, config.chunk_records, config.chunk_encoding))
+                let builder =
+                    ChunkBuilder::new(job, *d, message.shard, config.chunk_records, config.chunk_encoding);
+                (*d, builder.by_attempt(lease.meta().attempt))
             })
             .collect();
         let mut entries = BTreeMap::new();

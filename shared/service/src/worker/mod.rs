@@ -450,6 +450,62 @@ mod tests {
         assert!(!app.backends.store.list(&layout::result_prefix(&job)).await.unwrap().is_empty());
     }
 
+    /// A worker paused past its lease (a zombie) that wakes after another run finished the job and
+    /// stores a chunk (with other bytes: the database changed meanwhile) cannot touch the result: its
+    /// chunk's key names its own attempt, which the manifest does not list, and when it learns it lost
+    /// the job it removes that stray. The stored objects are again exactly the manifest's.
+    #[tokio::test]
+    async fn a_zombie_s_late_chunk_never_changes_the_result_and_is_swept() {
+        let app = app(&[]).await;
+        let (job, delivery) = queued(&app, 30).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        let Ok(Claim::Run(claimed)) = lease::claim(&app, &message).await else { panic!("claimed") };
+        let zombie = Lease::new(&claimed);
+        age_lease(&app, &job, chrono::Duration::hours(1)).await;
+        let queue = app.backends.light.clone();
+        let (_, shutdown) = watch::channel(false);
+        assert_eq!(handle_delivery(&app, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        let store = &app.backends.store;
+        let manifest = store.get(&layout::manifest_key(&job)).await.unwrap();
+        let listed = |m: &layout::Manifest| -> Vec<String> {
+            m.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect()
+        };
+        let parsed: layout::Manifest = serde_json::from_slice(&manifest).unwrap();
+        let mut keys = listed(&parsed);
+        assert!(keys.iter().all(|k| layout::chunk_slot(k).is_some_and(|s| s.attempt == 2)), "{keys:?}");
+        let served = store.get(&keys[0]).await.unwrap();
+
+        // The zombie wakes and stores its version of the first chunk of the first domain.
+        let domain = message.domains[0];
+        let mut builder = layout::ChunkBuilder::new(job, domain, 0, 1, app.config.chunk_encoding)
+            .by_attempt(zombie.meta().attempt);
+        let late = builder.push_record(|o| o.extend_from_slice(b"{\"changed\":true}")).unwrap();
+        assert_ne!(late.entry.key, keys[0]);
+        store.put(&late.entry.key, late.body).await.unwrap();
+        // Its next write learns the job is not its own; it stops and settles.
+        let lost = zombie.publish(&app, zombie.progress()).await;
+        assert!(matches!(lost, Err(ShardError::LeaseLost(LeaseLost::TakenOver))));
+        let settled = settle::record_outcome(
+            &app,
+            &queue,
+            &delivery,
+            &message,
+            &zombie,
+            lost.map(|_| 0),
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(settled.outcome, crate::metrics::Outcome::TakenOver);
+
+        assert_eq!(store.get(&layout::manifest_key(&job)).await.unwrap(), manifest);
+        assert_eq!(store.get(&keys[0]).await.unwrap(), served);
+        let mut stored: Vec<String> =
+            store.list(&layout::result_prefix(&job)).await.unwrap().into_iter().map(|o| o.key).collect();
+        stored.sort();
+        keys.sort();
+        assert_eq!(stored, keys, "the stored chunks are exactly the manifest's");
+    }
+
     /// The claim takes a `started` job over exactly when its lease is a visibility timeout old (less
     /// the clock slack), and progress written meanwhile does not keep a dead worker's lease alive.
     #[tokio::test]
@@ -723,7 +779,9 @@ mod tests {
     }
 
     /// The result's chunks as stored, without the job id: (domain, file name, records, bytes, CRC-32).
-    async fn chunk_list(app: &App, job: &JobId) -> Vec<(Domain, String, u64, u64, u32)> {
+    /// The manifest's chunks: (domain, (shard, chunk), records, bytes, CRC-32) — their places in the
+    /// result, not the attempts that wrote them.
+    async fn chunk_list(app: &App, job: &JobId) -> Vec<(Domain, (u32, u32), u64, u64, u32)> {
         let manifest: layout::Manifest =
             serde_json::from_slice(&app.backends.store.get(&layout::manifest_key(job)).await.unwrap())
                 .unwrap();
@@ -746,8 +804,8 @@ mod tests {
             .iter()
             .flat_map(|d| {
                 d.chunks.iter().map(|c| {
-                    let name = c.key.rsplit('/').next().unwrap().to_owned();
-                    (d.domain, name, c.records, c.bytes, c.crc32)
+                    let slot = layout::chunk_slot(&c.key).expect("a chunk key");
+                    (d.domain, (slot.shard, slot.chunk), c.records, c.bytes, c.crc32)
                 })
             })
             .collect()

@@ -75,6 +75,7 @@ pub(super) async fn record_outcome(
         // Drop the duplicate: the job is another worker's now.
         ShardError::LeaseLost(LeaseLost::TakenOver) => {
             tracing::warn!("job taken over by another worker: stopping");
+            remove_own_strays(app, job_id, lease.meta().attempt).await;
             Settled::new(Disposition::Delete, Outcome::TakenOver, None)
         }
         ShardError::LeaseLost(LeaseLost::Cancelled) => {
@@ -234,6 +235,37 @@ async fn transition(app: &App, meta: &JobMeta, to: JobStatus, error: Option<JobE
         Err(e) => {
             tracing::error!(to = %to, error = %e, "could not record the job's status");
             Recorded::Unreachable
+        }
+    }
+}
+
+/// A run that lost its job has stopped writing: the chunks of its own `attempt` that the job's
+/// complete result does not list are removed (a zombie's late writes). Without a manifest yet, the
+/// new owner's manifest write sweeps them instead. Never touches a listed chunk or another attempt's;
+/// a failure is logged, not returned (strays are never served, and expire with the job).
+async fn remove_own_strays(app: &App, job: &JobId, attempt: u32) {
+    let store = &app.backends.store;
+    let manifest: layout::Manifest = match store.get(&layout::manifest_key(job)).await {
+        Ok(body) => match serde_json::from_slice(&body) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "unreadable manifest: strays left"),
+        },
+        Err(trace_core::ports::StoreError::NotFound(_)) => return,
+        Err(e) => return tracing::warn!(error = %e, "could not read the manifest: strays left"),
+    };
+    let listed: std::collections::HashSet<&str> =
+        manifest.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.as_str())).collect();
+    let stored = match store.list(&layout::result_prefix(job)).await {
+        Ok(stored) => stored,
+        Err(e) => return tracing::warn!(error = %e, "could not list the result: strays left"),
+    };
+    for object in stored {
+        let ours = layout::chunk_slot(&object.key).is_some_and(|s| s.attempt == attempt);
+        if ours && !listed.contains(object.key.as_str()) {
+            tracing::info!(key = object.key, "removing a chunk this run stored after it lost the job");
+            if let Err(e) = store.delete_prefix(&object.key).await {
+                tracing::warn!(key = object.key, error = %e, "could not remove a stray chunk");
+            }
         }
     }
 }
