@@ -809,3 +809,210 @@ async fn object_store_and_queue_stopped_10_s_mid_run() {
 async fn object_store_and_queue_stopped_90_s_mid_run() {
     object_store_and_queue_stopped_mid_run(Duration::from_secs(90)).await;
 }
+
+/// Redis stalls (`CLIENT PAUSE 3000 ALL` on a private server) while 200 jobs are submitted, 16 at a
+/// time, with a 1 s Redis timeout: each submit answers 202 or a clear 503; a job whose create timed
+/// out (and which the paused server may still apply afterwards) is recorded failed with
+/// `JOB_STORE_ERROR`, never left queued without a message; every accepted job finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_during_submits_leaves_no_job_queued() {
+    let redis = PrivateRedis::start();
+    let mut system = System::start(Options {
+        env: vec![
+            ("REDIS_URL", redis.url()),
+            ("TRACE_ASYNC_CID_THRESHOLD", "1".to_owned()),
+            ("TRACE_REDIS_TIMEOUT_SECONDS", "1".to_owned()),
+        ],
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    system.spawn_worker("light", &[]);
+    let url = redis.url();
+    let pause = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let client = redis::Client::open(url).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(3000)
+            .arg("ALL")
+            .query_async(&mut conn)
+            .await
+            .expect("pause");
+    });
+    let answers: Vec<(u64, u16, Value)> = futures::stream::iter(1..=200u64)
+        .map(|i| {
+            let system = &system;
+            async move {
+                let ids = [trace_dataset::container_id(2 * i - 1), trace_dataset::container_id(2 * i)];
+                let (code, answer) =
+                    system.submit(&json!({ "container_ids": ids, "domains": ["holds"] })).await;
+                (i, code, answer)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    pause.await.expect("pause task");
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for (i, code, body) in &answers {
+        match code {
+            202 => accepted.push((*i, body["job_id"].as_str().expect("job_id").to_owned())),
+            503 => {
+                let code = body["code"].as_str().unwrap_or_default();
+                assert!(matches!(code, "SERVICE_UNAVAILABLE" | "RATE_LIMIT_UNAVAILABLE"), "{body}");
+                refused += 1;
+            }
+            _ => panic!("a submit answered {code}: {body}"),
+        }
+    }
+    eprintln!("{} accepted, {refused} refused while Redis was paused", accepted.len());
+    assert!(refused > 0, "the pause refused no submit: it did not reach the submits");
+    assert!(!accepted.is_empty(), "no submit accepted");
+    for (_, job) in &accepted {
+        let status = system.wait_terminal(job, Duration::from_secs(300)).await;
+        assert_eq!(status["status"], "finished", "{status}");
+    }
+    // A refused submit's job, if the paused server created it after all, is failed: none is queued.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, queued) = system.get_status("/api/trace/jobs?status=queued&limit=200").await;
+        if queued["count"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobs left queued: {queued}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, failed) = system.get_status("/api/trace/jobs?status=failed&limit=200").await;
+    let failed = failed["jobs"].as_array().cloned().unwrap_or_default();
+    eprintln!("{} jobs created by refused submits, recorded failed", failed.len());
+    assert!(failed.len() <= refused, "{} failed jobs for {refused} refused submits", failed.len());
+    assert!(failed.iter().all(|j| j["error_code"] == "JOB_STORE_ERROR"), "{failed:?}");
+    for (i, job) in accepted.iter().take(5) {
+        let ids = vec![trace_dataset::container_id(2 * i - 1), trace_dataset::container_id(2 * i)];
+        assert_invariants(&system, job, &ids, &[Domain::Holds], Duration::from_secs(10)).await;
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The result's stored chunk keys and the manifest's, sorted.
+async fn stored_and_listed(system: &System, job: &str) -> (Vec<String>, Vec<String>) {
+    let job_id = job.parse().expect("job id");
+    let manifest: Manifest =
+        serde_json::from_slice(&system.store.get(&layout::manifest_key(&job_id)).await.expect("manifest"))
+            .expect("manifest JSON");
+    let mut listed: Vec<String> =
+        manifest.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect();
+    let mut stored: Vec<String> = system
+        .store
+        .list(&layout::result_prefix(&job_id))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    listed.sort();
+    stored.sort();
+    (stored, listed)
+}
+
+/// A worker stopped (SIGSTOP) mid-run past its lease: the next delivery takes the job over (attempt 2)
+/// from the checkpoint and finishes it; the stopped worker, continued (SIGCONT) afterwards, is a zombie
+/// whose writes land on keys of its own attempt, and when it learns it lost the job it stops and
+/// removes them: the result stays the new owner's, equal to the database, the stored chunks exactly
+/// the manifest's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_past_its_lease_wakes_as_a_zombie_and_changes_nothing() {
+    let mut system = System::start(Options {
+        env: env(&[
+            ("TRACE_WORKER_VISIBILITY_SECONDS", "6"),
+            ("TRACE_WORKER_HEARTBEAT_SECONDS", "2"),
+            ("TRACE_CHECKPOINT_SECONDS", "1"),
+            ("TRACE_DB_ID_BATCH_SIZE", "100"),
+            ("TRACE_CHUNK_RECORDS", "5000"),
+        ]),
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    let zombie = system.spawn_worker("light", &[]);
+    let ids = ids(30_000);
+    let job = submit_five(&system, &ids).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let (status, done) = ids_done(&system, &job).await;
+        if status == "started" && done >= 6_000 {
+            break;
+        }
+        assert_ne!(status, "finished", "finished before the stop");
+        assert!(std::time::Instant::now() < deadline, "never reached 6,000 ids: {status} {done}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(zombie, "STOP");
+    system.spawn_worker("light", &[]);
+    let status = system.wait_terminal(&job, Duration::from_secs(300)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+    assert!(status["attempt"].as_u64() >= Some(2), "not taken over: {status}");
+    let before = stored_and_listed(&system, &job).await;
+    signal(zombie, "CONT");
+    // The zombie runs on until its next lease check, then removes what it wrote meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (stored, listed) = stored_and_listed(&system, &job).await;
+        assert_eq!(listed, before.1, "the manifest changed");
+        if stored == listed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strays left: {:?}",
+            stored.iter().filter(|k| !listed.contains(k)).collect::<Vec<_>>()
+        );
+    }
+    let status = assert_invariants(&system, &job, &ids, &FIVE, Duration::from_secs(10)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+}
+
+/// The database stops answering for 20 s mid-run (a TCP proxy in front of it holds every byte and
+/// every new connection, as a SIGSTOP of the server would): the open fetch waits, new connections time
+/// out and are retried within the delivery, and the job finishes on its first attempt, equal to the
+/// database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_stopped_20_s_mid_run() {
+    use trace_integration::tcp_proxy::TcpProxy;
+    let url = reqwest::Url::parse(&trace_integration::required("DATABASE_URL")).expect("DATABASE_URL");
+    let upstream = (url.host_str().expect("host"), url.port().unwrap_or(5432));
+    let upstream = tokio::net::lookup_host(upstream).await.expect("resolve").next().expect("an address");
+    let proxy = TcpProxy::start(upstream).await;
+    let mut proxied = url.clone();
+    proxied.set_port(Some(proxy.addr.port())).expect("port");
+    let mut system = System::start(Options {
+        env: vec![
+            ("DATABASE_URL", proxied.to_string()),
+            ("TRACE_DB_ID_BATCH_SIZE", "100".to_owned()),
+            ("TRACE_CONNECT_TIMEOUT_SECONDS", "2".to_owned()),
+        ],
+        no_workers: true,
+        ..Default::default()
+    })
+    .await;
+    system.spawn_worker("light", &[]);
+    let ids = ids(30_000);
+    let job = submit_five(&system, &ids).await;
+    wait_running(&system, &job).await;
+    proxy.stop_for(Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let status = assert_invariants(&system, &job, &ids, &FIVE, Duration::from_secs(300)).await;
+    assert_eq!(status["status"], "finished", "{status}");
+    assert_eq!(status["attempt"], 1, "retried within its delivery: {status}");
+}

@@ -14,6 +14,7 @@ pub mod database;
 pub mod fault_proxy;
 pub mod lambda;
 pub mod system;
+pub mod tcp_proxy;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -82,11 +82,13 @@ pub async fn enqueue(
         .put(&layout::input_key(&job_id), Bytes::from(input))
         .await
         .map_err(|e| TraceError::unavailable("the result store", e))?;
-    backends
-        .jobs
-        .create(&meta, app.config.job_ttl)
-        .await
-        .map_err(|e| TraceError::unavailable("the job store", e))?;
+    if let Err(e) = backends.jobs.create(&meta, app.config.job_ttl).await {
+        // A stalled job store may still apply the create after the caller was told it failed: the
+        // job is recorded failed (beside its input, then in the job store: the same connection
+        // applies it after the create) so that it can never stay queued without a message.
+        fail_unqueued(app, &meta, "JOB_STORE_ERROR", e.to_string()).await;
+        return Err(TraceError::unavailable("the job store", e));
+    }
     send_or_fail(app, &meta).await?;
     tracing::info!(job_id = %job_id, cid_count, queue = queue.as_str(), profile = %request.profile, owner = %owner.hash(), "job queued");
     Ok(Accepted::queued(job_id, queue).with_stream_base(app.config.stream_base_url.as_deref()))
@@ -102,15 +104,21 @@ pub(crate) async fn send_or_fail(app: &App, meta: &JobMeta) -> Result<(), TraceE
     else {
         return Ok(());
     };
-    let error = JobError { code: "QUEUE_SEND_FAILED".into(), message: e.to_string() };
+    fail_unqueued(app, meta, "QUEUE_SEND_FAILED", e.to_string()).await;
+    Err(TraceError::unavailable("the job queue", e))
+}
+
+/// Marks the job `meta`, which could not be queued, failed with `code`: in the object store (where a
+/// status read or the reaper finds it) and in the job store if it answers.
+async fn fail_unqueued(app: &App, meta: &JobMeta, code: &str, cause: String) {
+    let error = JobError { code: code.into(), message: cause };
     if let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(error)) {
         crate::record::save_outcome(app, &failed).await;
         if let Err(e) = app.backends.jobs.compare_and_set(meta.guard(), &failed).await {
-            tracing::error!(job_id = %id, error = %e, "could not mark the job failed after a queue error");
+            tracing::error!(job_id = %meta.job_id, code, error = %e, "could not mark the unqueued job failed");
         }
     }
-    tracing::warn!(job_id = %id, "the job could not be queued: it is marked failed");
-    Err(TraceError::unavailable("the job queue", e))
+    tracing::warn!(job_id = %meta.job_id, code, "the job could not be queued: it is marked failed");
 }
 
 #[cfg(test)]
@@ -153,5 +161,32 @@ mod tests {
         let remote = accepted(&[("TRACE_STREAM_BASE_URL", base)]).await;
         assert_eq!(remote.stream_url, format!("{base}/api/trace/job/{}/stream", remote.job_id));
         assert_eq!(remote.status_url, format!("/api/trace/job/{}", remote.job_id));
+    }
+
+    /// A submit whose job store is down answers 503 and leaves its job failed (`JOB_STORE_ERROR`)
+    /// beside its input, where status and the reaper find it: a create the stalled store applies
+    /// later can never leave the job queued without a message.
+    #[tokio::test]
+    async fn a_job_the_job_store_could_not_create_is_recorded_failed() {
+        let app = crate::testing::app(&[("TRACE_ASYNC_CID_THRESHOLD", "1")]).await;
+        let app = crate::testing::jobs_down(&app);
+        let body = br#"{"container_ids":["CID-0000001","CID-0000002"]}"#;
+        let err = submit(&app, &trace_core::Principal::local(), body).await.unwrap_err();
+        assert_eq!(err.code(), "SERVICE_UNAVAILABLE", "{err}");
+        let stored = app.backends.store.list("jobs/").await.unwrap();
+        let outcome = stored.iter().find(|o| o.key.ends_with("/outcome.json")).expect("an outcome");
+        let ended: JobMeta =
+            serde_json::from_slice(&app.backends.store.get(&outcome.key).await.unwrap()).unwrap();
+        assert_eq!(ended.status, JobStatus::Failed);
+        assert_eq!(ended.error.map(|e| e.code), Some("JOB_STORE_ERROR".to_owned()));
+        assert_eq!(
+            app.backends
+                .light
+                .receive(10, std::time::Duration::ZERO, std::time::Duration::from_secs(30))
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
     }
 }

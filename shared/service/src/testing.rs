@@ -93,6 +93,74 @@ pub(crate) fn jobs_down(app: &App) -> App {
     App::new((*app.config).clone(), backends)
 }
 
+/// A job store whose first compare-and-set to `finished` applies but loses its reply (a Redis that
+/// stalled past the client's timeout and then ran the command); otherwise `inner`.
+pub(crate) struct LostFinishReply {
+    inner: std::sync::Arc<dyn trace_core::ports::JobStore>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl trace_core::ports::JobStore for LostFinishReply {
+    async fn create(
+        &self,
+        meta: &trace_core::job::JobMeta,
+        ttl: std::time::Duration,
+    ) -> Result<(), trace_core::ports::JobStoreError> {
+        self.inner.create(meta, ttl).await
+    }
+    async fn get(
+        &self,
+        id: &trace_core::JobId,
+    ) -> Result<Option<trace_core::job::JobMeta>, trace_core::ports::JobStoreError> {
+        self.inner.get(id).await
+    }
+    async fn compare_and_set(
+        &self,
+        guard: trace_core::job::Guard,
+        next: &trace_core::job::JobMeta,
+    ) -> Result<trace_core::ports::CasOutcome, trace_core::ports::JobStoreError> {
+        let outcome = self.inner.compare_and_set(guard, next).await?;
+        let finish = next.status == trace_core::job::JobStatus::Finished;
+        if finish && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(trace_core::ports::BackendError::new("redis", "compare_and_set", "timed out").into());
+        }
+        Ok(outcome)
+    }
+    async fn update_progress(
+        &self,
+        id: &trace_core::JobId,
+        guard: trace_core::job::Guard,
+        progress: &trace_core::job::Progress,
+        heartbeat: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<trace_core::ports::CasOutcome, trace_core::ports::JobStoreError> {
+        self.inner.update_progress(id, guard, progress, heartbeat).await
+    }
+    async fn list_recent(
+        &self,
+        owner: Option<&str>,
+        status: Option<trace_core::job::JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<trace_core::job::JobMeta>, trace_core::ports::JobStoreError> {
+        self.inner.list_recent(owner, status, limit).await
+    }
+    async fn refresh_ttl(
+        &self,
+        id: &trace_core::JobId,
+        ttl: std::time::Duration,
+    ) -> Result<bool, trace_core::ports::JobStoreError> {
+        self.inner.refresh_ttl(id, ttl).await
+    }
+}
+
+/// The same app whose job store loses the reply of the first finish (see [`LostFinishReply`]).
+pub(crate) fn finish_reply_lost(app: &App) -> App {
+    let mut backends = app.backends.clone();
+    backends.jobs =
+        std::sync::Arc::new(LostFinishReply { inner: app.backends.jobs.clone(), lost: Default::default() });
+    App::new((*app.config).clone(), backends)
+}
+
 /// An event source that waits `delay` before each query and counts the rows it hands out.
 pub(crate) struct SlowSource {
     pub(crate) inner: std::sync::Arc<dyn trace_core::ports::EventSource>,

@@ -10,6 +10,7 @@ use chrono::Utc;
 use trace_core::aggregation::MsdAggregation;
 use trace_core::job::{JobMeta, JobStatus, Progress};
 use trace_core::layout::{self, DomainManifest, Manifest};
+use trace_core::ports::CasOutcome;
 use trace_core::Profile;
 
 use super::lease::{Lease, LeaseLost};
@@ -67,13 +68,31 @@ pub(super) async fn write(
 }
 
 /// `started → finished` with the run's final `progress`, unless the job was cancelled or taken over
-/// meanwhile.
+/// meanwhile. The result is complete by now, so a job store that fails is retried here (back-off,
+/// within the retry window) rather than by running the job again; a reply lost after the write
+/// applied shows as the job finished by this very attempt, which is success.
 pub(super) async fn mark_finished(app: &App, lease: &Lease, progress: &Progress) -> Result<(), ShardError> {
     let done = JobMeta { progress: progress.clone(), ..lease.meta().clone() };
     let finished =
         done.transitioned(JobStatus::Finished, Utc::now(), None).map_err(|_| LeaseLost::TakenOver)?;
-    let outcome = app.backends.jobs.compare_and_set(lease.meta().guard(), &finished).await?;
-    lease.held_after(app, outcome, &finished).await?;
+    let mut delays = super::retry_delays(app);
+    let outcome = loop {
+        match app.backends.jobs.compare_and_set(lease.meta().guard(), &finished).await {
+            Ok(outcome) => break outcome,
+            Err(e) => {
+                let Some(delay) = delays.next() else { return Err(e.into()) };
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "could not mark the job finished: retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    let own_finish = matches!(&outcome, CasOutcome::Conflict(found)
+        if found.status == JobStatus::Finished && found.attempt == finished.attempt);
+    if own_finish {
+        tracing::info!("the job store had applied this run's finish before its reply was lost");
+    } else {
+        lease.held_after(app, outcome, &finished).await?;
+    }
     // The metadata lives as long as the result just written: the time to live starts now.
     if let Err(e) = app.backends.jobs.refresh_ttl(&finished.job_id, app.config.job_ttl).await {
         tracing::warn!(error = %e, "could not refresh the finished job's time to live");

@@ -223,7 +223,7 @@ async fn run_shard(
             continue;
         }
         if delivery.receive_count >= app.config.max_receive_count {
-            settle::fail_unclaimed(app, &message.job_id, "BACKEND_ERROR", error.to_string()).await;
+            settle::fail_unclaimed(app, &message.job_id, "JOB_STORE_ERROR", error.to_string()).await;
             // Left undeleted: the queue moves it to the dead-letter queue.
             return Disposition::Retry { after: Duration::ZERO };
         }
@@ -358,7 +358,7 @@ impl Run {
 
 /// The waits between retries of a failing backend within one delivery: exponential from 1 s to 15 s,
 /// with jitter, for at most `TRACE_RETRY_WINDOW_SECONDS` in all.
-fn retry_delays(app: &App) -> backon::ExponentialBackoff {
+pub(super) fn retry_delays(app: &App) -> backon::ExponentialBackoff {
     use backon::BackoffBuilder;
     backon::ExponentialBuilder::default()
         .with_jitter()
@@ -504,6 +504,33 @@ mod tests {
         stored.sort();
         keys.sort();
         assert_eq!(stored, keys, "the stored chunks are exactly the manifest's");
+    }
+
+    /// The finish's reply is lost after the job store applied it (a stall past the client's timeout):
+    /// the run retries only the finish, finds the job finished by its own attempt, and reports it
+    /// finished — it neither runs the job again nor takes the finish for another worker's.
+    #[tokio::test]
+    async fn a_finish_whose_reply_was_lost_is_not_run_again() {
+        let base = app(&[("TRACE_RETRY_WINDOW_SECONDS", "5")]).await;
+        let (app, rows) =
+            crate::testing::slow_source(&crate::testing::finish_reply_lost(&base), Duration::ZERO);
+        let (job, delivery) = queued(&app, 30).await;
+        let queue = app.backends.light.clone();
+        let (_, shutdown) = watch::channel(false);
+        assert_eq!(handle_delivery(&app, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 1));
+
+        let (plain, plain_rows) = crate::testing::slow_source(&base, Duration::ZERO);
+        let (_, delivery) = queued(&plain, 30).await;
+        let (_, shutdown) = watch::channel(false);
+        let queue = plain.backends.light.clone();
+        assert_eq!(handle_delivery(&plain, &queue, &delivery, shutdown, None).await, Disposition::Delete);
+        let (read, once) = (
+            rows.load(std::sync::atomic::Ordering::Relaxed),
+            plain_rows.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        assert_eq!(read, once, "the job was read again");
     }
 
     /// The claim takes a `started` job over exactly when its lease is a visibility timeout old (less
@@ -751,7 +778,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(2_100)).await;
         let info = crate::status::status(&app, &me, &job.to_string()).await.unwrap();
-        assert_eq!((info.status, info.error_code.as_deref()), (JobStatus::Failed, Some("BACKEND_ERROR")));
+        assert_eq!((info.status, info.error_code.as_deref()), (JobStatus::Failed, Some("JOB_STORE_ERROR")));
         assert_eq!(app.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Failed);
     }
 

@@ -119,7 +119,7 @@ pub(super) async fn record_outcome(
         // Retry, until the last allowed delivery.
         e @ ShardError::Source(_) => retry_or_fail(app, delivery, lease, "SOURCE_ERROR", e).await,
         e @ ShardError::Store(_) => retry_or_fail(app, delivery, lease, "STORE_ERROR", e).await,
-        e @ ShardError::Jobs(_) => retry_or_fail(app, delivery, lease, "BACKEND_ERROR", e).await,
+        e @ ShardError::Jobs(_) => retry_or_fail(app, delivery, lease, "JOB_STORE_ERROR", e).await,
     }
 }
 
@@ -159,7 +159,7 @@ async fn continue_run(
 /// failed by the [`reaper`](crate::reaper) when its worker died on that delivery): a redrive of that
 /// message runs the job again.
 pub(super) const DEAD_LETTER_CODES: [&str; 4] =
-    ["SOURCE_ERROR", "STORE_ERROR", "BACKEND_ERROR", "JOB_ORPHANED"];
+    ["SOURCE_ERROR", "STORE_ERROR", "JOB_STORE_ERROR", "JOB_ORPHANED"];
 
 /// A transient failure: the job goes back to queued for a retry after [`backoff`], or, on the
 /// message's last allowed delivery, fails with `code`.
