@@ -209,10 +209,7 @@ async fn run_shard(
                 tracing::info!(why, receives = delivery.receive_count, "nothing to do for this message");
                 return Disposition::Delete;
             }
-            Ok(Claim::Busy) => {
-                tracing::info!("job is running in another worker: message left for later");
-                return Disposition::Retry { after: app.config.worker_visibility };
-            }
+            Ok(Claim::Busy) => return busy(app, queue, delivery, message).await,
             Err(e) => e,
         };
         // The job store is down: wait for it within the retry window, the message kept invisible.
@@ -285,6 +282,41 @@ async fn run_shard(
         .emit();
     }
     settled.disposition
+}
+
+/// A live lease holds the job (this message is a duplicate of the one its run holds): the message
+/// comes back after a visibility timeout. Each return counts as a receive, so a message one return
+/// short of its queue's dead-letter limit is replaced by a fresh copy (receive count 0) instead: a job
+/// that runs long never sends a duplicate of its message to the dead-letter queue, and never spends
+/// the job's attempts (only a claim that takes a job over counts one).
+async fn busy(
+    app: &App,
+    queue: &Arc<dyn JobQueue>,
+    delivery: &Delivery,
+    message: &ShardMessage,
+) -> Disposition {
+    let later = Disposition::Retry { after: app.config.worker_visibility };
+    if delivery.receive_count.saturating_add(1) < app.config.max_receive_count {
+        tracing::info!(
+            receives = delivery.receive_count,
+            "job is running in another worker: message left for later"
+        );
+        return later;
+    }
+    let (job, shard) = (message.job_id.to_string(), message.shard.to_string());
+    match queue.send(&delivery.body, &[("job_id", &job), ("shard", &shard)]).await {
+        Ok(_) => {
+            tracing::info!(
+                receives = delivery.receive_count,
+                "job is running in another worker: message replaced by a fresh copy"
+            );
+            Disposition::Delete
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "job is running in another worker; could not renew its message");
+            later
+        }
+    }
 }
 
 /// Steps 2–4 before the run's [`Deadline`]: finds the checkpoint, reads the shard's ids, writes their
@@ -531,6 +563,29 @@ mod tests {
             plain_rows.load(std::sync::atomic::Ordering::Relaxed),
         );
         assert_eq!(read, once, "the job was read again");
+    }
+
+    /// A duplicate of a running job's message comes back after a visibility timeout; one return short
+    /// of the dead-letter limit it is replaced by a fresh copy instead, so a long run never sends it to
+    /// the dead-letter queue.
+    #[tokio::test]
+    async fn a_busy_job_s_duplicate_message_never_reaches_the_dead_letter_queue() {
+        let app = app(&[("TRACE_MAX_RECEIVE_COUNT", "5")]).await;
+        let (_, delivery) = queued(&app, 30).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        let Ok(Claim::Run(_)) = lease::claim(&app, &message).await else { panic!("claimed") };
+        let queue = app.backends.light.clone();
+        let dup = |receive_count| Delivery { receive_count, ..delivery.clone() };
+        for receives in 1..=3 {
+            let (_, shutdown) = watch::channel(false);
+            let disposition = handle_delivery(&app, &queue, &dup(receives), shutdown, None).await;
+            assert_eq!(disposition, Disposition::Retry { after: app.config.worker_visibility });
+        }
+        let (_, shutdown) = watch::channel(false);
+        assert_eq!(handle_delivery(&app, &queue, &dup(4), shutdown, None).await, Disposition::Delete);
+        let copy = queue.receive(1, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+        assert_eq!(copy.len(), 1, "a fresh copy");
+        assert_eq!((copy[0].body.as_str(), copy[0].receive_count), (delivery.body.as_str(), 1));
     }
 
     /// The claim takes a `started` job over exactly when its lease is a visibility timeout old (less
