@@ -205,6 +205,10 @@ impl System {
             ("TRACE_SUBMIT_RATE_LIMIT_REQUESTS".into(), "100000".into()),
             ("TRACE_WORKER_VISIBILITY_SECONDS".into(), "30".into()),
             ("TRACE_WORKER_HEARTBEAT_SECONDS".into(), "5".into()),
+            // One worker runs a job whole unless a test splits it (`TRACE_MAX_SHARDS`): most tests
+            // exercise the run of one shard (its lease, checkpoints, faults); the sharding tests
+            // (`sharding::*`) set their own.
+            ("TRACE_MAX_SHARDS".into(), "1".into()),
             ("TRACE_AUTH".into(), "keys".into()),
             (
                 "TRACE_API_KEYS".into(),

@@ -48,6 +48,18 @@ pub fn route(request: &TraceRequest, limits: &Limits) -> QueueKind {
     }
 }
 
+/// How many shards a job of `cid_count` ids on `queue` is split into: one per `shard_min_ids` ids
+/// (a job at or below it runs whole), at most `max_shards` and at most the queue's worker concurrency
+/// (more shards than workers would only wait for one another).
+pub fn shards(cid_count: usize, queue: QueueKind, limits: &Limits) -> u32 {
+    let workers = match queue {
+        QueueKind::Heavy => limits.heavy_worker_concurrency,
+        QueueKind::Light => limits.light_worker_concurrency,
+    };
+    let wanted = cid_count.div_ceil(limits.shard_min_ids.max(1)).max(1);
+    wanted.min(limits.max_shards).min(workers).clamp(1, u32::MAX as usize) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +99,27 @@ mod tests {
         );
         assert_eq!(admit(&request(10, Profile::MidSectionDefect), &l).unwrap(), Admission::Inline);
         assert_eq!(route(&request(10, Profile::MidSectionDefect), &l), QueueKind::Heavy);
+    }
+
+    #[test]
+    fn a_job_is_split_by_its_size_within_the_shard_and_worker_bounds() {
+        let limits = Limits {
+            shard_min_ids: 25_000,
+            max_shards: 8,
+            heavy_worker_concurrency: 6,
+            light_worker_concurrency: 3,
+            ..Limits::default()
+        };
+        assert_eq!(shards(0, QueueKind::Light, &limits), 1);
+        assert_eq!(shards(25_000, QueueKind::Light, &limits), 1);
+        assert_eq!(shards(25_001, QueueKind::Light, &limits), 2);
+        assert_eq!(shards(114_000, QueueKind::Light, &limits), 3, "the light workers bound it");
+        assert_eq!(shards(114_000, QueueKind::Heavy, &limits), 5);
+        assert_eq!(shards(1_000_000, QueueKind::Heavy, &limits), 6, "the heavy workers bound it");
+        assert_eq!(
+            shards(1_000_000, QueueKind::Heavy, &Limits { heavy_worker_concurrency: 100, ..limits.clone() }),
+            8
+        );
+        assert_eq!(shards(1_000_000, QueueKind::Heavy, &Limits { max_shards: 1, ..limits }), 1);
     }
 }

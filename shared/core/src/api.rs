@@ -113,6 +113,16 @@ pub struct JobInfo {
     pub error_code: Option<String>,
     /// Worker attempts.
     pub attempt: u32,
+    /// Shards the job is split into, each run by its own worker (1: run whole).
+    #[serde(default = "one")]
+    pub shards: u32,
+    /// Shards finished so far, for a job split into shards (its progress sums theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards_done: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl JobInfo {
@@ -140,7 +150,18 @@ impl JobInfo {
             error,
             error_code,
             attempt: meta.attempt,
+            shards: meta.shards,
+            shards_done: (meta.shards > 1 && meta.status == JobStatus::Finished).then_some(meta.shards),
         }
+    }
+
+    /// The answer for a job split into shards that has not ended, with its shards' progress summed
+    /// and the number of them finished.
+    pub fn with_shards(mut self, progress: Progress, domains: &[Domain], done: u32) -> Self {
+        self.progress = progress.describe(self.status, domains);
+        self.progress_detail = progress;
+        self.shards_done = Some(done);
+        self
     }
 }
 

@@ -58,6 +58,10 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_EVENTS_CID_LIMIT", "50000", "Most unique container ids a non-MSD request may have (413 CID_LIMIT_EXCEEDED above; MSD bypasses it).", "submit, backfill"),
     var("TRACE_ASYNC_CID_THRESHOLD", "20000", "Requests with more ids than this become async jobs (202); at or below they run inline.", "submit"),
     var("TRACE_HEAVY_CID_THRESHOLD", "40000", "Jobs with more ids than this, and every MSD job, go to the heavy queue; others to the light one.", "submit, backfill"),
+    var("TRACE_SHARD_MIN_IDS", "25000", "A job with more ids than this is split by submit into shards of contiguous id ranges, at least this many ids each, run by workers in parallel and reduced into one result (identical to a single run's); at or below it one worker runs it whole.", "submit"),
+    var("TRACE_MAX_SHARDS", "8", "Most shards of one job (also bounded by its queue's worker concurrency). 1 never splits a job.", "submit"),
+    var("TRACE_HEAVY_WORKER_CONCURRENCY", "2", "Most heavy workers at once (the template's HeavyWorkerConcurrency): a heavy job has at most this many shards.", "submit"),
+    var("TRACE_LIGHT_WORKER_CONCURRENCY", "4", "Most light workers at once (the template's LightWorkerConcurrency): a light job has at most this many shards.", "submit"),
     var("TRACE_MAX_BODY_BYTES", "8388608", "Largest request body accepted (413 PAYLOAD_TOO_LARGE above).", "submit"),
     var("TRACE_INLINE_MAX_BYTES", "5800000", "Byte budget of an inline answer, counted as Lambda's buffered response carries it (the JSON body as an escaped string: each quote counts twice; the limit is 6,291,556 bytes); a larger answer turns the request into a job (202).", "submit"),
     var("TRACE_INLINE_LAMBDA_CLAMP", "true", "In Lambda, cap TRACE_INLINE_MAX_BYTES at Lambda's buffered limit minus the response envelope (6,291,556 - 4,096 = 6,287,460 bytes), so that a budget set too high turns a large answer into a job instead of an invocation that fails; false keeps the value as configured.", "submit"),
@@ -175,6 +179,14 @@ pub struct Limits {
     pub heavy_cid_threshold: usize,
     /// `TRACE_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
+    /// `TRACE_SHARD_MIN_IDS`.
+    pub shard_min_ids: usize,
+    /// `TRACE_MAX_SHARDS`.
+    pub max_shards: usize,
+    /// `TRACE_HEAVY_WORKER_CONCURRENCY`.
+    pub heavy_worker_concurrency: usize,
+    /// `TRACE_LIGHT_WORKER_CONCURRENCY`.
+    pub light_worker_concurrency: usize,
     /// `TRACE_INLINE_MAX_BYTES`, in Lambda at most [`LAMBDA_BUFFERED_LIMIT_BYTES`] minus
     /// [`LAMBDA_RESPONSE_ENVELOPE_BYTES`] (unless `TRACE_INLINE_LAMBDA_CLAMP=false`).
     pub inline_max_bytes: usize,
@@ -653,6 +665,10 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
             async_cid_threshold: self.count("TRACE_ASYNC_CID_THRESHOLD")?,
             heavy_cid_threshold: self.count("TRACE_HEAVY_CID_THRESHOLD")?,
             max_body_bytes: self.count("TRACE_MAX_BODY_BYTES")?,
+            shard_min_ids: self.count("TRACE_SHARD_MIN_IDS")?,
+            max_shards: self.count("TRACE_MAX_SHARDS")?,
+            heavy_worker_concurrency: self.count("TRACE_HEAVY_WORKER_CONCURRENCY")?,
+            light_worker_concurrency: self.count("TRACE_LIGHT_WORKER_CONCURRENCY")?,
             inline_max_bytes: self.count("TRACE_INLINE_MAX_BYTES")?,
         })
     }

@@ -84,6 +84,13 @@ impl JobId {
     pub fn new() -> Self {
         JobId(Uuid::new_v4())
     }
+
+    /// The id of shard `shard` of this job (the record of its lease in the job store): a name-based
+    /// UUID (v5) of the job's id and the shard number, so every worker derives the same one and it
+    /// never equals a job's (random, v4) id.
+    pub fn shard(&self, shard: u32) -> JobId {
+        JobId(Uuid::new_v5(&self.0, &shard.to_be_bytes()))
+    }
 }
 
 impl Default for JobId {

@@ -196,6 +196,22 @@ pub struct JobMeta {
     /// The owner's tenant, when its authorizer names one.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// On the record of one shard of a job split across workers (see [`JobMeta::shard_record`]): that
+    /// job. The shard's lease, attempts and progress are its own; its input, chunks and result are
+    /// the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+    /// How many shards the job is split into, each run by its own worker (1: run whole).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub shards: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// The state a change was computed from: a store applies the change only if the job still has it.
@@ -243,7 +259,40 @@ impl JobMeta {
             heartbeat_at: None,
             owner: String::new(),
             tenant: None,
+            parent: None,
+            shards: 1,
         }
+    }
+
+    /// This job split into `shards` shards.
+    pub fn split_into(mut self, shards: u32) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// The queued record of shard `shard` (of `cid_count` ids) of this job: the job's owner, queue,
+    /// profile and domains, its own id ([`JobId::shard`]), attempts and progress.
+    pub fn shard_record(&self, shard: u32, cid_count: u64) -> JobMeta {
+        JobMeta {
+            job_id: self.job_id.shard(shard),
+            cid_count,
+            status: JobStatus::Queued,
+            progress: Progress::start(cid_count),
+            started_at: None,
+            completed_at: None,
+            error: None,
+            attempt: 0,
+            heartbeat_at: None,
+            parent: Some(self.job_id),
+            shards: 1,
+            ..self.clone()
+        }
+    }
+
+    /// The job whose input and result this record's runs read and write: its parent for a shard's
+    /// record, else itself.
+    pub fn result_id(&self) -> JobId {
+        self.parent.unwrap_or(self.job_id)
     }
 
     /// This job, owned by `principal` (and of its tenant).

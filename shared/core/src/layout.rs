@@ -5,6 +5,7 @@
 //! jobs/{job_id}/result/{domain}/{shard:04}-{chunk:06}-a{attempt:03}.ndjson[.gz|.lz4]
 //!                                                           result chunks, one record per line
 //! jobs/{job_id}/checkpoint/{shard:04}.json                  a running shard's progress (`checkpoint`)
+//! jobs/{job_id}/shards/{shard:04}.json                      a finished shard's chunks (a job split into shards)
 //! jobs/{job_id}/manifest.json                               written last: its presence = result complete
 //! ```
 //! Chunk keys sort in result order (shard, then chunk) so a job split into shards run by several
@@ -41,6 +42,30 @@ pub fn checkpoint_prefix(job: &JobId) -> String {
 /// One shard's checkpoint.
 pub fn checkpoint_key(job: &JobId, shard: u32) -> String {
     format!("{}{shard:04}.json", checkpoint_prefix(job))
+}
+
+/// The folder of a sharded job's finished shards.
+pub fn shards_prefix(job: &JobId) -> String {
+    format!("jobs/{job}/shards/")
+}
+
+/// The record of one finished shard ([`ShardDone`]).
+pub fn shard_done_key(job: &JobId, shard: u32) -> String {
+    format!("{}{shard:04}.json", shards_prefix(job))
+}
+
+/// What a finished shard of a job split into shards leaves for the reduce: its chunks per domain (in
+/// result order) and its part of the MSD aggregation. Written create-only, before the shard is marked
+/// finished; the reduce writes the job's manifest from all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardDone {
+    /// The shard.
+    pub shard: u32,
+    /// Its chunks, per domain in result order.
+    pub domains: Vec<DomainManifest>,
+    /// Its part of the MSD aggregation (mergeable sums), for the MSD profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<crate::aggregation::MsdPartial>,
 }
 
 /// The manifest object.

@@ -2,7 +2,7 @@
 //!
 //! SQS messages are small (256 KiB): a message carries references only; the ids are in the object
 //! store (`layout::input_key`). A job is split into `shards` messages over disjoint ranges of its
-//! input ids; today submit sends one shard per job.
+//! input ids (`TRACE_SHARD_MIN_IDS`, `TRACE_MAX_SHARDS`), each run by its own worker under its own lease.
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,37 @@ impl ShardMessage {
             profile,
             domains,
             continuation: 0,
+        }
+    }
+
+    /// The `shards` messages of a job of `cid_count` ids split into contiguous id ranges of sizes
+    /// differing by at most one, in result order. One shard is [`ShardMessage::whole`].
+    pub fn split(
+        job_id: JobId,
+        profile: Profile,
+        domains: Vec<Domain>,
+        cid_count: u64,
+        shards: u32,
+    ) -> Vec<Self> {
+        let n = u64::from(shards.max(1));
+        (0..n)
+            .map(|i| ShardMessage {
+                shard: i as u32,
+                shards: n as u32,
+                ids_from: cid_count * i / n,
+                ids_to: cid_count * (i + 1) / n,
+                ..ShardMessage::whole(job_id, profile, domains.clone(), cid_count)
+            })
+            .collect()
+    }
+
+    /// The job store's record of this message's lease: the job's own for a whole job, the shard's
+    /// ([`JobId::shard`]) for a job split into shards.
+    pub fn lease_id(&self) -> JobId {
+        if self.shards > 1 {
+            self.job_id.shard(self.shard)
+        } else {
+            self.job_id
         }
     }
 

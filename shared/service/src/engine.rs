@@ -89,12 +89,14 @@ pub async fn read_into<S: RecordSink + ?Sized>(
     id_batch_size: usize,
     sink: &mut S,
 ) -> Result<Option<MsdAggregation>, S::Error> {
-    read_from(source, ids, profile, domains, id_batch_size, 0, sink).await
+    let aggregator = read_from(source, ids, profile, domains, id_batch_size, 0, sink).await?;
+    Ok(aggregator.map(MsdAggregator::finish))
 }
 
 /// Like [`read_into`], from id `first` on (a run resumed from a checkpoint; a multiple of
-/// `id_batch_size`, else rounded down to one). The MSD profile always reads from the first id (its
-/// aggregation needs every row).
+/// `id_batch_size`, else rounded down to one), returning the MSD aggregator itself (a shard of a job
+/// hands on its mergeable partial). The MSD profile always reads from the first id (its aggregation
+/// needs every row).
 pub async fn read_from<S: RecordSink + ?Sized>(
     source: Arc<dyn EventSource>,
     ids: Arc<dyn Ids>,
@@ -103,7 +105,7 @@ pub async fn read_from<S: RecordSink + ?Sized>(
     id_batch_size: usize,
     first: u64,
     sink: &mut S,
-) -> Result<Option<MsdAggregation>, S::Error> {
+) -> Result<Option<MsdAggregator>, S::Error> {
     let first = if profile.is_msd() { 0 } else { first };
     let mut aggregator =
         profile.is_msd().then(|| MsdAggregator::with_inputs(MsdInputs::for_request(domains)));
@@ -164,7 +166,7 @@ pub async fn read_from<S: RecordSink + ?Sized>(
     {
         return Err(SourceError::Backend(BackendError::new("engine", "read ahead", e)).into());
     }
-    Ok(aggregator.map(MsdAggregator::finish))
+    Ok(aggregator)
 }
 
 /// The reading task; aborted when dropped (the run was dropped or failed).

@@ -31,6 +31,7 @@ pub mod reaper;
 pub mod record;
 pub mod results;
 pub mod serve;
+pub mod sharding;
 pub mod status;
 pub mod submit;
 pub mod worker;

@@ -4,6 +4,7 @@
 
 use chrono::Utc;
 use trace_core::job::{JobMeta, JobStatus};
+use trace_core::message::ShardMessage;
 use trace_core::ports::{CasOutcome, JobStoreError};
 use trace_core::{JobId, Principal, TraceError};
 
@@ -49,6 +50,12 @@ pub async fn load(app: &App, principal: &Principal, id: &str) -> Result<JobMeta,
 /// line with its outcome in the object store first.
 pub async fn status(app: &App, principal: &Principal, id: &str) -> Result<StatusBody, TraceError> {
     let meta = crate::record::reconcile_stale(app, load(app, principal, id).await?).await;
+    if meta.shards > 1 && !meta.status.is_terminal() {
+        let shards = crate::sharding::shard_records(app, &meta).await.map_err(job_store_unavailable)?;
+        let (progress, done) = crate::sharding::summed(&meta, &shards);
+        let domains = meta.domains.clone();
+        return Ok(StatusBody::of(meta, Utc::now()).with_shards(progress, &domains, done));
+    }
     Ok(StatusBody::of(meta, Utc::now()))
 }
 
@@ -138,7 +145,27 @@ pub async fn retry(app: &App, principal: &Principal, id: &str) -> Result<StatusB
         CasOutcome::Conflict(now) => return Err(TraceError::JobNotRetryable { status: now.status }),
         CasOutcome::Missing => return Err(TraceError::JobNotFound(meta.job_id.to_string())),
     }
-    crate::submit::send_or_fail(app, &queued).await?;
+    if queued.shards > 1 {
+        // Only the shards that failed (or whose record was lost) run again; finished ones stay.
+        let mut messages = crate::sharding::shards_to_retry(app, &queued)
+            .await
+            .map_err(|e| TraceError::unavailable("the job's shards", e))?;
+        if messages.is_empty() {
+            // Every shard is done: one message, whose claim finds its shard finished and reduces.
+            messages = ShardMessage::split(
+                job,
+                queued.profile,
+                queued.domains.clone(),
+                queued.cid_count,
+                queued.shards,
+            );
+            messages.truncate(1);
+        }
+        crate::submit::send_messages_or_fail(app, &queued, &messages).await?;
+        tracing::info!(job_id = %job, shards = messages.len(), "failed shards queued again");
+    } else {
+        crate::submit::send_or_fail(app, &queued).await?;
+    }
     tracing::info!(job_id = %job, attempt = queued.attempt, "failed job queued again");
     Ok(StatusBody::of(queued, Utc::now()))
 }

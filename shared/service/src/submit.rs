@@ -65,8 +65,10 @@ pub async fn enqueue(
     let backends = &app.backends;
     let job_id = JobId::new();
     let cid_count = request.cid_count() as u64;
+    let shards = admission::shards(request.cid_count(), queue, &app.config.limits);
     let meta = JobMeta::new(job_id, request.profile, cid_count, request.domains.clone(), queue, Utc::now())
-        .owned_by(owner);
+        .owned_by(owner)
+        .split_into(shards);
     // The input carries the job's metadata too: the job store's copy can be rebuilt from it.
     let input = JobInput {
         job_id,
@@ -90,22 +92,39 @@ pub async fn enqueue(
         return Err(TraceError::unavailable("the job store", e));
     }
     send_or_fail(app, &meta).await?;
-    tracing::info!(job_id = %job_id, cid_count, queue = queue.as_str(), profile = %request.profile, owner = %owner.hash(), "job queued");
+    tracing::info!(job_id = %job_id, cid_count, shards, queue = queue.as_str(), profile = %request.profile, owner = %owner.hash(), "job queued");
     Ok(Accepted::queued(job_id, queue).with_stream_base(app.config.stream_base_url.as_deref()))
 }
 
-/// Sends the one shard message of the queued job `meta` on its queue. If it cannot be sent, the job
-/// is marked failed (`QUEUE_SEND_FAILED`, also recorded beside its input), never left queued.
+/// Sends the shard messages of the queued job `meta` on its queue (one per shard). If one cannot be
+/// sent, the job is marked failed (`QUEUE_SEND_FAILED`, also recorded beside its input), never left
+/// queued (a shard already sent finds the job failed and drops its message).
 pub(crate) async fn send_or_fail(app: &App, meta: &JobMeta) -> Result<(), TraceError> {
-    let message = ShardMessage::whole(meta.job_id, meta.profile, meta.domains.clone(), meta.cid_count);
+    let messages =
+        ShardMessage::split(meta.job_id, meta.profile, meta.domains.clone(), meta.cid_count, meta.shards);
+    send_messages_or_fail(app, meta, &messages).await
+}
+
+/// Sends `messages` of the queued job `meta`; as [`send_or_fail`].
+pub(crate) async fn send_messages_or_fail(
+    app: &App,
+    meta: &JobMeta,
+    messages: &[ShardMessage],
+) -> Result<(), TraceError> {
     let id = meta.job_id.to_string();
-    let Err(e) =
-        app.backends.queue(meta.queue).send(&message.to_body(), &[("job_id", &id), ("shard", "0")]).await
-    else {
-        return Ok(());
-    };
-    fail_unqueued(app, meta, "QUEUE_SEND_FAILED", e.to_string()).await;
-    Err(TraceError::unavailable("the job queue", e))
+    for message in messages {
+        let shard = message.shard.to_string();
+        let sent = app
+            .backends
+            .queue(meta.queue)
+            .send(&message.to_body(), &[("job_id", &id), ("shard", &shard)])
+            .await;
+        if let Err(e) = sent {
+            fail_unqueued(app, meta, "QUEUE_SEND_FAILED", e.to_string()).await;
+            return Err(TraceError::unavailable("the job queue", e));
+        }
+    }
+    Ok(())
 }
 
 /// Marks the job `meta`, which could not be queued, failed with `code`: in the object store (where a

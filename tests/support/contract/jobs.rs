@@ -207,10 +207,23 @@ pub async fn the_history_of_an_owner_shows_only_its_jobs(s: &dyn JobStore) {
     }
     let cancelled = a2.transitioned(JobStatus::Cancelled, Utc::now(), None).expect("allowed");
     assert_eq!(s.compare_and_set(a2.guard(), &cancelled).await.expect("cas"), CasOutcome::Applied);
+    // A job split into shards: its shards' records read back as written, and are never listed.
+    let a3 = owned_job(20, &alice).split_into(3);
+    s.create(&a3, TTL).await.expect("create");
+    let shard = a3.shard_record(2, 8_000);
+    s.create(&shard, TTL).await.expect("create a shard's record");
+    let read = s.get(&a3.job_id.shard(2)).await.expect("get").expect("the shard's record");
+    assert_eq!((read.parent, read.cid_count, read.owner.as_str()), (Some(a3.job_id), 8_000, alice.id()));
+    assert_eq!(s.get(&a3.job_id).await.expect("get").expect("the job").shards, 3);
+    let mine = ids(s.list_recent(Some(alice.id()), None, 10).await.expect("list"));
+    assert_eq!(mine, [a3.job_id, a2.job_id, a1.job_id], "shard records are not jobs of the history");
+    assert!(ids(s.list_recent(None, None, 100).await.expect("list")).iter().all(|id| *id != shard.job_id));
+    s.compare_and_set(a3.guard(), &a3.transitioned(JobStatus::Cancelled, Utc::now(), None).expect("allowed"))
+        .await
+        .expect("cas");
 
-    assert_eq!(ids(s.list_recent(Some(alice.id()), None, 10).await.expect("list")), [a2.job_id, a1.job_id]);
     assert_eq!(ids(s.list_recent(Some(bob.id()), None, 10).await.expect("list")), [b2.job_id, b1.job_id]);
-    assert_eq!(ids(s.list_recent(Some(alice.id()), None, 1).await.expect("list")), [a2.job_id]);
+    assert_eq!(ids(s.list_recent(Some(alice.id()), None, 1).await.expect("list")), [a3.job_id]);
     assert_eq!(
         ids(s.list_recent(Some(alice.id()), Some(JobStatus::Queued), 10).await.expect("list")),
         [a1.job_id]

@@ -93,6 +93,7 @@ impl JobStore for MemoryJobStore {
             let mut all: Vec<JobMeta> = jobs
                 .values()
                 .map(|(m, _)| m)
+                .filter(|m| m.parent.is_none())
                 .filter(|m| owner.is_none_or(|o| m.owner == o))
                 .filter(|m| status.is_none_or(|s| m.status == s))
                 .cloned()

@@ -245,8 +245,10 @@ impl JobStore for RedisJobStore {
                 };
                 match Self::decode(&job, map)? {
                     None => expired.push(id.clone()),
+                    // A shard's record is its job's business, not a job of the history.
                     Some(meta)
-                        if owner.is_none_or(|o| meta.owner == o)
+                        if meta.parent.is_none()
+                            && owner.is_none_or(|o| meta.owner == o)
                             && status.is_none_or(|s| meta.status == s)
                             && out.len() < limit =>
                     {

@@ -45,7 +45,7 @@ pub(super) async fn load(
     again: bool,
 ) -> Result<Option<Found>, ShardError> {
     let store = &app.backends.store;
-    let key = layout::checkpoint_key(&meta.job_id, message.shard);
+    let key = layout::checkpoint_key(&meta.result_id(), message.shard);
     let found = match store.get(&key).await {
         // The MSD aggregation needs every row: its runs always start from the first id.
         Ok(_) if message.profile.is_msd() => None,

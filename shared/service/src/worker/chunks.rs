@@ -14,7 +14,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use trace_core::aggregation::MsdAggregation;
+use trace_core::aggregation::MsdAggregator;
 use trace_core::checkpoint::{Checkpoint, DomainCheckpoint, OpenChunk};
 use trace_core::ids::IdList;
 use trace_core::job::Progress;
@@ -101,7 +101,7 @@ impl<'a> ChunkWriter<'a> {
         continue_at: Option<Instant>,
     ) -> Self {
         let config = &app.config;
-        let job = lease.meta().job_id;
+        let job = lease.meta().result_id();
         let mut builders: BTreeMap<Domain, ChunkBuilder> = message
             .domains
             .iter()
@@ -186,7 +186,7 @@ impl<'a> ChunkWriter<'a> {
             open.push(ndjson);
         }
         let checkpoint = Checkpoint {
-            job_id: meta.job_id,
+            job_id: meta.result_id(),
             shard: self.message.shard,
             ids_from: self.message.ids_from,
             ids_to: self.message.ids_to,
@@ -201,7 +201,7 @@ impl<'a> ChunkWriter<'a> {
         };
         let body = checkpoint.encode(&open);
         let size = body.len() as u64;
-        let key = layout::checkpoint_key(&meta.job_id, self.message.shard);
+        let key = layout::checkpoint_key(&meta.result_id(), self.message.shard);
         self.app.backends.store.put(&key, Bytes::from(body)).await?;
         tracing::debug!(ids_done = self.ids_done, bytes = size, "checkpoint stored");
         self.checkpointed = Instant::now();
@@ -221,8 +221,8 @@ impl<'a> ChunkWriter<'a> {
         &self.progress
     }
 
-    /// Reads `ids` of `message`'s domains into chunks; the MSD aggregation for the MSD profile.
-    pub(super) async fn write(&mut self, ids: IdList) -> Result<Option<MsdAggregation>, ShardError> {
+    /// Reads `ids` of `message`'s domains into chunks; the MSD aggregator for the MSD profile.
+    pub(super) async fn write(&mut self, ids: IdList) -> Result<Option<MsdAggregator>, ShardError> {
         let message = self.message;
         let (source, id_batch_size) = (self.app.backends.source.clone(), self.app.config.id_batch_size);
         let first = self.resumed_at.unwrap_or(0);

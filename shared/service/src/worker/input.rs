@@ -15,7 +15,7 @@ pub(super) async fn read_shard_ids(
     meta: &JobMeta,
     message: &ShardMessage,
 ) -> Result<IdList, ShardError> {
-    let input = match app.backends.store.get(&layout::input_key(&meta.job_id)).await {
+    let input = match app.backends.store.get(&layout::input_key(&meta.result_id())).await {
         Ok(b) => b,
         Err(StoreError::NotFound(k)) => return Err(ShardError::BadInput(format!("{k} is missing"))),
         Err(e) => return Err(e.into()),

@@ -34,20 +34,30 @@ pub(super) enum Claim {
     Busy,
 }
 
+/// Why the message of a finished job (or shard) is dropped.
+pub(super) const FINISHED: &str = "job already finished";
+
 /// `queued → started`, or a takeover of a `started` job whose worker stopped beating. A job that
 /// failed on its last delivery (a backend down throughout) whose message comes again — redriven from
 /// the dead-letter queue, where that delivery left it — is queued again and claimed: a redrive is a
 /// retry. (The receive count cannot tell a redriven message: the queue may keep its count.)
 pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, RestoreError> {
     let jobs = &app.backends.jobs;
+    let mut redriven = false;
     for _ in 0..3 {
-        // A job the job store lost is rebuilt from the object store (`record`), not dropped.
-        let Some(meta) = record::get_or_restore(app, &message.job_id, record::Asker::Message).await? else {
+        // A job the job store lost is rebuilt from the object store (`record`), not dropped; a shard
+        // of a job split into shards has a record of its own (`sharding`).
+        let meta = if message.shards > 1 {
+            crate::sharding::shard_record(app, message).await?
+        } else {
+            record::get_or_restore(app, &message.job_id, record::Asker::Message).await?
+        };
+        let Some(meta) = meta else {
             return Ok(Claim::Duplicate("job unknown or expired"));
         };
         let stale = |m: &JobMeta| lease_expired(m, app.config.worker_visibility, app.config.worker_heartbeat);
         match meta.status {
-            JobStatus::Finished => return Ok(Claim::Duplicate("job already finished")),
+            JobStatus::Finished => return Ok(Claim::Duplicate(FINISHED)),
             JobStatus::Failed if !redrivable(&meta) => return Ok(Claim::Duplicate("job already failed")),
             JobStatus::Failed => {
                 let Ok(queued) = meta.requeued() else { return Ok(Claim::Duplicate("transition refused")) };
@@ -55,6 +65,7 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
                 app.backends.store.delete_prefix(&trace_core::layout::outcome_key(&meta.job_id)).await?;
                 if jobs.compare_and_set(meta.guard(), &queued).await? == CasOutcome::Applied {
                     tracing::warn!(error = ?meta.error, "a failed job's message came again (redriven): retrying it");
+                    redriven = true;
                 }
             }
             JobStatus::Cancelled => return Ok(Claim::Duplicate("job cancelled")),
@@ -67,6 +78,9 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
                     tracing::warn!(previous_attempt = meta.attempt, "taking over a job whose worker stopped");
                 }
                 if jobs.compare_and_set(meta.guard(), &next).await? == CasOutcome::Applied {
+                    if let Some(job) = next.parent {
+                        crate::sharding::job_running(app, &job, redriven).await;
+                    }
                     return Ok(Claim::Run(Box::new(next)));
                 }
             }
@@ -78,7 +92,7 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
 /// Whether a failed job's message runs it again: it failed on its last delivery with a backend's
 /// error (the codes of `settle::retry_or_fail`), so its message went to the dead-letter queue.
 fn redrivable(meta: &JobMeta) -> bool {
-    meta.error.as_ref().is_some_and(|e| super::settle::DEAD_LETTER_CODES.contains(&e.code.as_str()))
+    crate::sharding::redrivable(meta)
 }
 
 /// Slack for the clocks of two machines: a lease counts as expired this long before its renewal is a
@@ -176,6 +190,13 @@ impl Lease {
         self.held_after(app, outcome, &renewed).await
     }
 
+    /// For a shard of a job split into shards: whether a caller cancelled the job (the cancel
+    /// changes the job's record, not the shards'). False when it cannot tell.
+    pub(super) async fn job_cancelled(&self, app: &App) -> bool {
+        let Some(job) = self.meta.parent else { return false };
+        matches!(app.backends.jobs.get(&job).await, Ok(Some(m)) if m.status == JobStatus::Cancelled)
+    }
+
     /// Whether the job is still ours after a compare-and-set of it that wanted the job to become
     /// `wanted`. A job the job store lost while this run held it is put back as `wanted`: missing,
     /// or rebuilt meanwhile as queued from the object store (see [`record`]) with an attempt before
@@ -240,6 +261,9 @@ pub(super) fn keep_alive(
                 tick.tick().await;
                 match lease.renew(&app).await {
                     // A running job never expires: its time to live starts again with each renewal.
+                    Ok(()) if lease.job_cancelled(&app).await => {
+                        let _ = lease.lost.set(LeaseLost::Cancelled);
+                    }
                     Ok(()) => {
                         if let Err(e) =
                             app.backends.jobs.refresh_ttl(&lease.meta.job_id, app.config.job_ttl).await

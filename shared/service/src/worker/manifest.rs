@@ -33,11 +33,11 @@ pub(super) async fn write(
     let listed: BTreeSet<String> =
         domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect();
     let aggregation = aggregation.map(|a| serde_json::to_value(a).unwrap_or_default());
-    let manifest = Manifest::new(meta.job_id, profile, domains, aggregation, Utc::now());
+    let manifest = Manifest::new(meta.result_id(), profile, domains, aggregation, Utc::now());
     let body = serde_json::to_vec(&manifest).map_err(|e| ShardError::BadInput(e.to_string()))?;
     let size = body.len() as u64;
     let store = &app.backends.store;
-    let key = layout::manifest_key(&meta.job_id);
+    let key = layout::manifest_key(&meta.result_id());
     // Create-only: a result once complete is never replaced. A manifest already there is another run's
     // of this job (a duplicate, a zombie, or an earlier run that could not mark the job finished): the
     // same result lets this run go on to the finish (whose compare-and-set decides); a different one
@@ -52,9 +52,9 @@ pub(super) async fn write(
         tracing::info!("the same result is already complete (an earlier run's)");
     }
     tracing::debug!("manifest stored");
-    store.delete_prefix(&layout::checkpoint_prefix(&meta.job_id)).await?;
+    store.delete_prefix(&layout::checkpoint_prefix(&meta.result_id())).await?;
     if resumed {
-        for stray in store.list(&layout::result_prefix(&meta.job_id)).await? {
+        for stray in store.list(&layout::result_prefix(&meta.result_id())).await? {
             if !listed.contains(&stray.key) {
                 tracing::info!(
                     key = stray.key,

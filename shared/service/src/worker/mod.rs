@@ -26,19 +26,23 @@ mod input;
 mod lease;
 mod manifest;
 mod settle;
+#[cfg(test)]
+mod shard_tests;
+mod shards;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use trace_core::aggregation::MsdAggregator;
 use trace_core::message::ShardMessage;
 use trace_core::ports::{Delivery, JobQueue, JobStoreError, SourceError, StoreError};
 use trace_core::QueueKind;
 use tracing::Instrument;
 
 pub use lease::LeaseLost;
-pub use settle::{settle_message, Disposition};
+pub use settle::{settle_message, Disposition, DEAD_LETTER_CODES};
 
 use crate::metrics::JobEnd;
 use crate::App;
@@ -207,6 +211,13 @@ async fn run_shard(
             Ok(Claim::Run(meta)) => break *meta,
             Ok(Claim::Duplicate(why)) => {
                 tracing::info!(why, receives = delivery.receive_count, "nothing to do for this message");
+                // A shard whose run stopped after its finish, before the reduce: the reduce again.
+                if message.shards > 1 && why == lease::FINISHED {
+                    if let Err(e) = shards::reduce(app, message).await {
+                        tracing::warn!(error = %e, "could not reduce the shards: message left for a retry");
+                        return Disposition::Retry { after: settle::backoff(delivery) };
+                    }
+                }
                 return Disposition::Delete;
             }
             Ok(Claim::Busy) => return busy(app, queue, delivery, message).await,
@@ -220,7 +231,7 @@ async fn run_shard(
             continue;
         }
         if delivery.receive_count >= app.config.max_receive_count {
-            settle::fail_unclaimed(app, &message.job_id, "JOB_STORE_ERROR", error.to_string()).await;
+            settle::fail_unclaimed(app, message, "JOB_STORE_ERROR", error.to_string()).await;
             // Left undeleted: the queue moves it to the dead-letter queue.
             return Disposition::Retry { after: Duration::ZERO };
         }
@@ -350,7 +361,14 @@ async fn write_result(
         tracing::debug!("every row read");
         let domains = chunks.finish(&message.domains).await?;
         tracing::debug!("every chunk stored");
+        if message.shards > 1 {
+            let partial = aggregation.map(|a| a.partial());
+            let progress = chunks.progress().clone();
+            manifest_size = Some(shards::finish(app, lease, message, domains, partial, &progress).await?);
+            return Ok(progress.records_written);
+        }
         let resumed = again || chunks.resumed() || lease.meta().attempt > 1 || message.continuation > 0;
+        let aggregation = aggregation.map(MsdAggregator::finish);
         manifest_size =
             Some(manifest::write(app, lease, message.profile, domains, aggregation, resumed).await?);
         manifest::mark_finished(app, lease, chunks.progress()).await?;

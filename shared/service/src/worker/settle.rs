@@ -70,7 +70,7 @@ pub(super) async fn record_outcome(
         }
         Err(error) => error,
     };
-    let job_id = &lease.meta().job_id;
+    let job_id = &lease.meta().result_id();
     match error {
         // Drop the duplicate: the job is another worker's now.
         ShardError::LeaseLost(LeaseLost::TakenOver) => {
@@ -158,8 +158,7 @@ async fn continue_run(
 /// The codes of a job failed on its last delivery, its message left for the dead-letter queue (or
 /// failed by the [`reaper`](crate::reaper) when its worker died on that delivery): a redrive of that
 /// message runs the job again.
-pub(super) const DEAD_LETTER_CODES: [&str; 4] =
-    ["SOURCE_ERROR", "STORE_ERROR", "JOB_STORE_ERROR", "JOB_ORPHANED"];
+pub const DEAD_LETTER_CODES: [&str; 4] = ["SOURCE_ERROR", "STORE_ERROR", "JOB_STORE_ERROR", "JOB_ORPHANED"];
 
 /// A transient failure: the job goes back to queued for a retry after [`backoff`], or, on the
 /// message's last allowed delivery, fails with `code`.
@@ -187,9 +186,15 @@ async fn retry_or_fail(
 /// with `code` all the same, in the object store first (`outcome.json`, which status reads find on a
 /// job left stale) and in the job store if it answers, so its message reaching the dead-letter queue
 /// never leaves it `queued` or `started`. A redrive of that message runs it again.
-pub(super) async fn fail_unclaimed(app: &App, job: &JobId, code: &'static str, message: String) {
+pub(super) async fn fail_unclaimed(app: &App, shard: &ShardMessage, code: &'static str, message: String) {
+    let job = &shard.lease_id();
     let meta = match app.backends.jobs.get(job).await {
         Ok(Some(meta)) => Some(meta),
+        _ if shard.shards > 1 => record::rebuild(app, &shard.job_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|j| j.shard_record(shard.shard, shard.ids_to.saturating_sub(shard.ids_from))),
         _ => record::rebuild(app, job).await.ok().flatten(),
     };
     let Some(meta) = meta.filter(|m| !m.status.is_terminal()) else { return };
@@ -199,6 +204,9 @@ pub(super) async fn fail_unclaimed(app: &App, job: &JobId, code: &'static str, m
     record::save_outcome(app, &failed).await;
     if let Err(e) = app.backends.jobs.compare_and_set(meta.guard(), &failed).await {
         tracing::warn!(error = %e, "the job store is down: the failure is recorded in the object store");
+    }
+    if shard.shards > 1 {
+        crate::sharding::job_failed(app, &shard.job_id, failed.error.clone()).await;
     }
     tracing::error!(code, "could not claim the job on its last delivery: job failed");
 }
@@ -225,6 +233,10 @@ async fn transition(app: &App, meta: &JobMeta, to: JobStatus, error: Option<JobE
         Ok(CasOutcome::Applied) => {
             if next.status.is_terminal() {
                 record::save_outcome(app, &next).await;
+            }
+            // A shard that failed for good fails its job (a cancelled one was cancelled by it).
+            if let (JobStatus::Failed, Some(job)) = (next.status, next.parent) {
+                crate::sharding::job_failed(app, &job, next.error.clone()).await;
             }
             Recorded::Applied
         }
