@@ -11,7 +11,7 @@
 //! run, and a status read does the same for the job it reads.
 
 use chrono::Utc;
-use trace_core::job::{JobError, JobStatus};
+use trace_core::job::{JobError, JobMeta, JobStatus};
 use trace_core::ports::{CasOutcome, JobStoreError};
 
 use crate::{record, App};
@@ -46,25 +46,49 @@ pub async fn sweep(app: &App) -> Result<Reaped, JobStoreError> {
                 done.reconciled += 1;
                 continue;
             }
-            let renewed = meta.heartbeat_at.or(meta.started_at).unwrap_or(meta.created_at);
-            let idle = (Utc::now() - renewed).to_std().unwrap_or_default();
-            if meta.status != JobStatus::Started || idle < orphan_after {
+            if meta.status != JobStatus::Started {
                 continue;
             }
-            let error = JobError {
-                code: "JOB_ORPHANED".into(),
-                message: format!(
-                    "no worker has held the job for {} s (its last one stopped without an outcome)",
-                    idle.as_secs()
-                ),
-            };
-            let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(error)) else { continue };
-            if app.backends.jobs.compare_and_set(meta.guard(), &failed).await? == CasOutcome::Applied {
-                record::save_outcome(app, &failed).await;
-                tracing::warn!(job_id = %meta.job_id, idle_s = idle.as_secs(), "orphaned job failed");
-                done.orphaned += 1;
+            // A job split into shards holds no lease itself: its shards' records do.
+            let leased =
+                if meta.shards > 1 { crate::sharding::shard_records(app, &meta).await? } else { vec![meta] };
+            for leased in leased {
+                if fail_if_orphaned(app, &leased, orphan_after).await? {
+                    done.orphaned += 1;
+                }
             }
         }
     }
     Ok(done)
+}
+
+/// Fails `meta` with `JOB_ORPHANED` if it is `started` and its lease has been idle `orphan_after`
+/// (a shard's job with it); whether it did.
+async fn fail_if_orphaned(
+    app: &App,
+    meta: &JobMeta,
+    orphan_after: std::time::Duration,
+) -> Result<bool, JobStoreError> {
+    let renewed = meta.heartbeat_at.or(meta.started_at).unwrap_or(meta.created_at);
+    let idle = (Utc::now() - renewed).to_std().unwrap_or_default();
+    if meta.status != JobStatus::Started || idle < orphan_after {
+        return Ok(false);
+    }
+    let error = JobError {
+        code: "JOB_ORPHANED".into(),
+        message: format!(
+            "no worker has held the job for {} s (its last one stopped without an outcome)",
+            idle.as_secs()
+        ),
+    };
+    let Ok(failed) = meta.transitioned(JobStatus::Failed, Utc::now(), Some(error)) else { return Ok(false) };
+    if app.backends.jobs.compare_and_set(meta.guard(), &failed).await? != CasOutcome::Applied {
+        return Ok(false);
+    }
+    record::save_outcome(app, &failed).await;
+    tracing::warn!(job_id = %meta.job_id, idle_s = idle.as_secs(), "orphaned job failed");
+    if let Some(job) = meta.parent {
+        crate::sharding::job_failed(app, &job, failed.error.clone()).await;
+    }
+    Ok(true)
 }

@@ -232,3 +232,34 @@ async fn a_cancel_stops_every_shard() {
     assert!(app.backends.jobs.get(&job.shard(1)).await.unwrap().is_none(), "shard 1 never ran");
     assert!(app.backends.store.list(&layout::result_prefix(&job)).await.unwrap().is_empty());
 }
+
+/// The reaper never fails a job split into shards for its own (absent) heartbeat, only for a shard
+/// whose lease has long expired: then the shard and the job fail with `JOB_ORPHANED`.
+#[tokio::test]
+async fn the_reaper_judges_a_sharded_job_by_its_shards_leases() {
+    let app = app(&SMALL).await;
+    let (job, mut deliveries) = submitted(&app, 300, &["history"], "query_tool").await;
+    deliveries.sort_by_key(shard_of);
+    let message = ShardMessage::parse(&deliveries[1].body).unwrap();
+    let Ok(Claim::Run(_)) = lease::claim(&app, &message).await else { panic!("claimed") };
+    // The job started an hour ago (as far as its own record says); its shard's lease is fresh.
+    let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+    let old = trace_core::job::JobMeta {
+        started_at: Some(Utc::now() - chrono::Duration::hours(1)),
+        ..meta.clone()
+    };
+    app.backends.jobs.compare_and_set(meta.guard(), &old).await.unwrap();
+    assert_eq!(crate::reaper::sweep(&app).await.unwrap().orphaned, 0);
+    assert_eq!(app.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Started);
+    // The shard's worker died an hour ago.
+    let shard = message.lease_id();
+    let record = app.backends.jobs.get(&shard).await.unwrap().unwrap();
+    let renewed = Some(Utc::now() - chrono::Duration::hours(1));
+    app.backends.jobs.update_progress(&shard, record.guard(), &record.progress, renewed).await.unwrap();
+    assert_eq!(crate::reaper::sweep(&app).await.unwrap().orphaned, 1);
+    let failed = app.backends.jobs.get(&job).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.error.map(|e| e.code)),
+        (JobStatus::Failed, Some("JOB_ORPHANED".to_owned()))
+    );
+}
