@@ -7,10 +7,11 @@
 //! and CRC-32 of the NDJSON) and delivers the chunks in order, between the `meta`, `domain_start`,
 //! `domain_end`, `aggregation` and `complete` lines the stream route sends. Two ways to take them:
 //!
-//! - [`Client::read_chunk_pieces`]: each chunk as a [`RecordsBlock`], its NDJSON unparsed, which
-//!   writes the stream's own `records` lines ([`RecordsBlock::write_lines`], the rule of
-//!   [`write_records_lines`] with the list's `stream_batch_size`) byte for byte, or hands out the
-//!   records as they are stored. Nothing is parsed: the reader goes at the speed of gzip and the
+//! - [`Client::read_chunk_pieces`]: the chunks re-cut into blocks of whole lines
+//!   ([`LineAligner`], as the stream route does: a line holds `stream_batch_size` records wherever the
+//!   chunks end), each a [`RecordsBlock`], its NDJSON unparsed, which writes the stream's own
+//!   `records` lines ([`RecordsBlock::write_lines`], the rule of [`write_records_lines`]) byte for
+//!   byte, or hands out the records as they are stored. Nothing is parsed: the reader goes at the speed of gzip and the
 //!   network (the benchmark's end-to-end read, `trace stream` to NDJSON);
 //! - [`Client::read_chunks`] / [`Client::read_chunk_list`]: the same as typed [`StreamLine`]s, line
 //!   for line (each block parsed in its reading task, so parsing uses every core).
@@ -29,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use trace_core::api::{ChunkLink, ChunkList};
-use trace_core::ndjson::{chunk_lines, write_records_lines, StreamLine};
+use trace_core::ndjson::{chunk_lines, write_records_lines, AlignedBlock, LineAligner, StreamLine};
 use trace_core::{Domain, JobId};
 
 use crate::stream::{LineStream, Resume};
@@ -389,7 +390,47 @@ fn pieces(
             *failed = matches!(out, Some(Err(_)));
             futures::future::ready(out)
         })
+        // Blocks of whole lines, wherever the chunks end (the stream route's rule: `LineAligner`).
+        .scan(LineAligner::new(batch_size), move |aligner, item| {
+            let out: Vec<Result<Piece, ClientError>> = match item {
+                Ok(Piece::Records(block)) => aligner
+                    .push(block.ndjson.clone(), block.records)
+                    .map(|b| Ok(Piece::Records(aligned(&block, b, batch_size))))
+                    .into_iter()
+                    .collect(),
+                Ok(Piece::Line(line @ StreamLine::DomainEnd { domain, .. })) => {
+                    let last = aligner.finish().map(|b| {
+                        let block = RecordsBlock {
+                            domain,
+                            index: 0,
+                            first_batch: 0,
+                            records: 0,
+                            ndjson: Bytes::new(),
+                            batch_size,
+                        };
+                        Ok(Piece::Records(aligned(&block, b, batch_size)))
+                    });
+                    *aligner = LineAligner::new(batch_size);
+                    last.into_iter().chain([Ok(Piece::Line(line))]).collect()
+                }
+                other => vec![other],
+            };
+            futures::future::ready(Some(stream::iter(out)))
+        })
+        .flatten()
         .boxed()
+}
+
+/// The block of whole lines `b` cut from the chunk `block` (and those before it).
+fn aligned(block: &RecordsBlock, b: AlignedBlock, batch_size: u64) -> RecordsBlock {
+    RecordsBlock {
+        domain: block.domain,
+        index: block.index,
+        first_batch: b.first_batch,
+        records: b.records,
+        ndjson: b.ndjson,
+        batch_size,
+    }
 }
 
 /// One chunk read and checked, with retries.

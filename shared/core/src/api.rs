@@ -526,8 +526,9 @@ pub struct ChunkList {
     pub total_records: u64,
     /// The manifest's overall checksum.
     pub checksum: u32,
-    /// Most records per `records` line of the stream (`TRACE_STREAM_BATCH_SIZE`): a reader splits each
-    /// chunk with [`chunk_lines`](crate::ndjson::chunk_lines) to give the stream's very lines.
+    /// Records per `records` line of the stream (`TRACE_STREAM_BATCH_SIZE`; a domain's last line may
+    /// hold fewer): a reader re-cuts the chunks with [`LineAligner`](crate::ndjson::LineAligner) to
+    /// give the stream's very lines.
     pub stream_batch_size: u64,
     /// When the URLs stop working (Unix seconds).
     pub expires_at: i64,

@@ -111,6 +111,97 @@ fn write_records_prefix(out: &mut Vec<u8>, domain: Domain, batch: u64, count: u6
     out.extend_from_slice(b",\"data\":[");
 }
 
+/// A run of a domain's records that starts on a `records` line boundary: what
+/// [`LineAligner`] hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlignedBlock {
+    /// The number of its first `records` line in the domain.
+    pub first_batch: u64,
+    /// Its records, one per line (newline-terminated).
+    pub ndjson: bytes::Bytes,
+    /// How many.
+    pub records: u64,
+}
+
+/// Re-cuts a domain's chunks, in result order, into blocks of whole `records` lines: a line holds
+/// `batch_size` records wherever the chunks' boundaries fall (a job split into shards has a partial
+/// chunk at the end of each shard), and only the domain's last line holds fewer. The records of a
+/// line not yet complete wait for the next chunk (fewer than `batch_size`); [`LineAligner::finish`]
+/// hands out the last. Each block then becomes its lines by [`write_records_lines`]. Chunks whose
+/// sizes are multiples of `batch_size` pass through without a copy.
+#[derive(Debug)]
+pub struct LineAligner {
+    batch_size: u64,
+    carry: Vec<u8>,
+    carry_records: u64,
+    emitted: u64,
+}
+
+impl LineAligner {
+    /// An aligner for lines of `batch_size` records (at least 1).
+    pub fn new(batch_size: u64) -> Self {
+        LineAligner { batch_size: batch_size.max(1), carry: Vec::new(), carry_records: 0, emitted: 0 }
+    }
+
+    /// The block of whole lines the next chunk (`ndjson`, `records` newline-terminated records)
+    /// completes, records waiting from earlier chunks first; None while no line is complete.
+    pub fn push(&mut self, ndjson: bytes::Bytes, records: u64) -> Option<AlignedBlock> {
+        let total = self.carry_records.saturating_add(records);
+        let whole = total - total % self.batch_size;
+        if whole == 0 {
+            self.carry.extend_from_slice(&ndjson);
+            self.carry_records = total;
+            return None;
+        }
+        // The carry holds fewer than a line, so the block takes at least one record of this chunk.
+        let take = whole - self.carry_records;
+        let cut = if take >= records {
+            ndjson.len()
+        } else {
+            newline_positions(&ndjson)
+                .nth(usize::try_from(take - 1).unwrap_or(usize::MAX))
+                .map_or(ndjson.len(), |i| i + 1)
+        };
+        let block = if self.carry.is_empty() {
+            ndjson.slice(..cut)
+        } else {
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(&ndjson[..cut]);
+            bytes::Bytes::from(joined)
+        };
+        self.carry = ndjson[cut..].to_vec();
+        self.carry_records = records.saturating_sub(take);
+        let first_batch = self.emitted / self.batch_size;
+        self.emitted += whole;
+        Some(AlignedBlock { first_batch, ndjson: block, records: whole })
+    }
+
+    /// The domain's last, partial line's records, if any.
+    pub fn finish(&mut self) -> Option<AlignedBlock> {
+        if self.carry_records == 0 {
+            return None;
+        }
+        let block = AlignedBlock {
+            first_batch: self.emitted / self.batch_size,
+            ndjson: bytes::Bytes::from(std::mem::take(&mut self.carry)),
+            records: self.carry_records,
+        };
+        self.emitted += self.carry_records;
+        self.carry_records = 0;
+        Some(block)
+    }
+}
+
+/// The exact size in bytes of the `records` lines of a whole domain of `records` records and
+/// `ndjson_bytes` bytes of NDJSON, as [`LineAligner`] and [`write_records_lines`] write them (none for
+/// an empty domain).
+pub fn domain_lines_len(domain: Domain, records: u64, ndjson_bytes: u64, batch_size: u64) -> u64 {
+    if records == 0 {
+        return 0;
+    }
+    records_lines_len(domain, 0, records, ndjson_bytes, batch_size)
+}
+
 /// The one rule for how a stored chunk becomes `records` lines: lines of at most `batch_size`
 /// records (`TRACE_STREAM_BATCH_SIZE`), in order; an empty chunk is one empty line. The stream route and
 /// the client reading chunk URLs both follow it, so both give the same lines whatever the chunks' size.
@@ -182,6 +273,44 @@ pub fn records_lines_len(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lines of a domain's records cut into chunks of `sizes`, through a [`LineAligner`].
+    fn aligned_lines(records: &[String], sizes: &[usize], batch_size: u64) -> Vec<u8> {
+        let mut aligner = LineAligner::new(batch_size);
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &size in sizes {
+            let chunk: String = records[at..at + size].iter().map(|r| format!("{r}\n")).collect();
+            at += size;
+            if let Some(b) = aligner.push(bytes::Bytes::from(chunk), size as u64) {
+                write_records_lines(&mut out, Domain::History, b.first_batch, &b.ndjson, batch_size);
+            }
+        }
+        if let Some(b) = aligner.finish() {
+            write_records_lines(&mut out, Domain::History, b.first_batch, &b.ndjson, batch_size);
+        }
+        out
+    }
+
+    #[test]
+    fn lines_do_not_depend_on_where_the_chunks_end() {
+        let records: Vec<String> = (0..103).map(|i| format!("{{\"n\":{i}}}")).collect();
+        for batch_size in [1u64, 5, 10, 25, 200] {
+            let whole = aligned_lines(&records, &[103], batch_size);
+            let total = (records.iter().map(|r| r.len() + 1).sum::<usize>()) as u64;
+            assert_eq!(whole.len() as u64, domain_lines_len(Domain::History, 103, total, batch_size));
+            for sizes in
+                [vec![50, 53], vec![25, 25, 25, 28], vec![1; 103], vec![7, 0, 96], vec![100, 3], vec![3, 100]]
+            {
+                assert_eq!(
+                    aligned_lines(&records, &sizes, batch_size),
+                    whole,
+                    "chunks {sizes:?}, lines of {batch_size}"
+                );
+            }
+        }
+        assert_eq!(domain_lines_len(Domain::History, 0, 0, 5), 0);
+    }
 
     #[test]
     fn records_line_from_raw_chunk_parses_as_typed_line() {

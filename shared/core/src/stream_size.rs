@@ -4,7 +4,7 @@
 
 use crate::encoding::ChunkEncoding;
 use crate::layout::{ChunkEntry, DomainManifest, Manifest};
-use crate::ndjson::{chunk_lines, records_lines_len, StreamLine};
+use crate::ndjson::{chunk_lines, domain_lines_len, records_lines_len, StreamLine};
 
 /// gzip of the stream (zlib-rs, fast level, a full flush after each piece) against the stored gzip chunks
 /// (libdeflate level 1, one member per chunk) holding the same records: the stream's compressed
@@ -41,7 +41,10 @@ fn frame_lines_len(m: &Manifest) -> u64 {
     total + line_len(&StreamLine::Complete { total_records: m.total_records })
 }
 
-/// Each chunk of a domain with the batch number of its first `records` line and the size of its lines.
+/// Each chunk of a domain with the size of its lines were it cut into lines on its own (batch numbers
+/// counted as if each chunk began a line): never below its share of the domain's lines, which
+/// [`LineAligner`](crate::ndjson::LineAligner) cuts across chunk boundaries — what the gzip
+/// estimate, an upper bound, counts.
 fn chunk_line_lens(d: &DomainManifest, batch_size: u64) -> impl Iterator<Item = (&ChunkEntry, u64)> + '_ {
     let mut batch = 0;
     d.chunks.iter().map(move |c| {
@@ -55,8 +58,11 @@ fn chunk_line_lens(d: &DomainManifest, batch_size: u64) -> impl Iterator<Item = 
 /// records: `meta`, per domain `domain_start`, `records`…, `domain_end`, `aggregation` (when the manifest has
 /// one), `complete` — what the stream route sends when every chunk reads back.
 pub fn plain_len(m: &Manifest, batch_size: u64) -> u64 {
-    let records: u64 =
-        m.domains.iter().flat_map(|d| chunk_line_lens(d, batch_size)).map(|(_, len)| len).sum();
+    let records: u64 = m
+        .domains
+        .iter()
+        .map(|d| domain_lines_len(d.domain, d.records, d.chunks.iter().map(|c| c.bytes).sum(), batch_size))
+        .sum();
     frame_lines_len(m) + records
 }
 
@@ -83,7 +89,7 @@ pub fn gzip_estimate(m: &Manifest, batch_size: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::layout::ChunkBuilder;
-    use crate::ndjson::write_records_lines;
+    use crate::ndjson::{write_records_lines, LineAligner};
     use crate::{Domain, JobId, Profile};
 
     /// A manifest of `domains` with `records` records each, stored in chunks of `chunk_records`, and the
@@ -121,9 +127,15 @@ mod tests {
         StreamLine::Meta { job_id: m.job_id, profile: m.profile, domains }.write_to(&mut out);
         for (d, chunks) in m.domains.iter().zip(bodies) {
             StreamLine::DomainStart { domain: d.domain, total: d.records }.write_to(&mut out);
-            let mut batch = 0;
-            for body in chunks {
-                batch += write_records_lines(&mut out, d.domain, batch, body, batch_size).1;
+            let mut aligner = LineAligner::new(batch_size);
+            let mut blocks: Vec<_> = chunks
+                .iter()
+                .zip(&d.chunks)
+                .filter_map(|(body, c)| aligner.push(bytes::Bytes::from(body.clone()), c.records))
+                .collect();
+            blocks.extend(aligner.finish());
+            for b in blocks {
+                write_records_lines(&mut out, d.domain, b.first_batch, &b.ndjson, batch_size);
             }
             StreamLine::DomainEnd { domain: d.domain, count: d.records }.write_to(&mut out);
         }
@@ -137,7 +149,7 @@ mod tests {
     #[test]
     fn the_plain_size_is_the_size_of_the_stream() {
         for (records, chunk_records, aggregation) in
-            [(0, 10, false), (1, 10, true), (57, 10, false), (250, 100, true)]
+            [(0, 10, false), (1, 10, true), (57, 10, false), (250, 100, true), (250, 37, false)]
         {
             let (m, bodies) = manifest(records, chunk_records, aggregation);
             for batch_size in [1u64, 3, 10, 64, 5000] {

@@ -9,7 +9,7 @@ use futures::stream::{self, Stream, StreamExt};
 use trace_core::api::{DomainPage, EventsAnswer, RenderedRecords, ResultPage};
 use trace_core::config::StreamCompression;
 use trace_core::layout::{self, ChunkCorrupt, ChunkEntry, Manifest};
-use trace_core::ndjson::{write_records_lines, StreamLine};
+use trace_core::ndjson::{write_records_lines, LineAligner, StreamLine};
 use trace_core::paging::PageQuery;
 use trace_core::ports::StoreError;
 use trace_core::stream_size;
@@ -116,8 +116,8 @@ fn line(l: &StreamLine) -> Bytes {
 enum Step {
     Meta,
     DomainStart(usize),
-    /// Domain, chunk, the next `records` line's batch number.
-    Chunk(usize, usize, u64),
+    /// Domain, chunk.
+    Chunk(usize, usize),
     DomainEnd(usize),
     Aggregation,
     Complete,
@@ -271,10 +271,13 @@ impl Sender {
     }
 }
 
-/// The plain NDJSON of the stream, in pieces: one line, or the `records` lines of one chunk (read when
-/// the previous piece has been taken).
+/// The plain NDJSON of the stream, in pieces: one line, or the `records` lines one chunk completes
+/// (read when the previous piece has been taken). Lines hold `TRACE_STREAM_BATCH_SIZE` records
+/// wherever the chunks end ([`LineAligner`]): a job split into shards streams the very lines of the
+/// same job run whole.
 fn lines(app: App, manifest: Manifest) -> impl Stream<Item = Bytes> + Send + 'static {
-    stream::unfold((Step::Meta, app, manifest), |(step, app, m)| async move {
+    let aligner = LineAligner::new(app.config.stream_batch_size as u64);
+    stream::unfold((Step::Meta, app, manifest, aligner), |(step, app, m, mut aligner)| async move {
         let (out, next) = match step {
             Step::Done => return None,
             Step::Meta => {
@@ -286,26 +289,44 @@ fn lines(app: App, manifest: Manifest) -> impl Stream<Item = Bytes> + Send + 'st
             }
             Step::DomainStart(d) if d >= m.domains.len() => {
                 let next = if m.aggregation.is_some() { Step::Aggregation } else { Step::Complete };
-                return Some((Bytes::new(), (next, app, m)));
+                return Some((Bytes::new(), (next, app, m, aligner)));
             }
             Step::DomainStart(d) => {
                 let dm = &m.domains[d];
-                (
-                    line(&StreamLine::DomainStart { domain: dm.domain, total: dm.records }),
-                    Step::Chunk(d, 0, 0),
-                )
+                aligner = LineAligner::new(app.config.stream_batch_size as u64);
+                (line(&StreamLine::DomainStart { domain: dm.domain, total: dm.records }), Step::Chunk(d, 0))
             }
-            Step::Chunk(d, c, _) if c >= m.domains[d].chunks.len() => {
-                return Some((Bytes::new(), (Step::DomainEnd(d), app, m)));
+            Step::Chunk(d, c) if c >= m.domains[d].chunks.len() => {
+                // The domain's last line, if its records do not fill one.
+                let mut out = Vec::new();
+                if let Some(block) = aligner.finish() {
+                    let batch_size = app.config.stream_batch_size as u64;
+                    write_records_lines(
+                        &mut out,
+                        m.domains[d].domain,
+                        block.first_batch,
+                        &block.ndjson,
+                        batch_size,
+                    );
+                }
+                return Some((Bytes::from(out), (Step::DomainEnd(d), app, m, aligner)));
             }
-            Step::Chunk(d, c, batch) => {
+            Step::Chunk(d, c) => {
                 let dm = &m.domains[d];
                 match read_chunk(&app, &dm.chunks[c]).await {
                     Ok(body) => {
                         let mut out = Vec::new();
-                        let batch_size = app.config.stream_batch_size as u64;
-                        let (_, lines) = write_records_lines(&mut out, dm.domain, batch, &body, batch_size);
-                        (Bytes::from(out), Step::Chunk(d, c + 1, batch + lines))
+                        if let Some(block) = aligner.push(body, dm.chunks[c].records) {
+                            let batch_size = app.config.stream_batch_size as u64;
+                            write_records_lines(
+                                &mut out,
+                                dm.domain,
+                                block.first_batch,
+                                &block.ndjson,
+                                batch_size,
+                            );
+                        }
+                        (Bytes::from(out), Step::Chunk(d, c + 1))
                     }
                     Err(e) => {
                         let (code, message) = (e.code().to_owned(), e.to_string());
@@ -327,7 +348,7 @@ fn lines(app: App, manifest: Manifest) -> impl Stream<Item = Bytes> + Send + 'st
             }
             Step::Complete => (line(&StreamLine::Complete { total_records: m.total_records }), Step::Done),
         };
-        Some((out, (next, app, m)))
+        Some((out, (next, app, m, aligner)))
     })
 }
 
