@@ -23,7 +23,7 @@ use trace_integration::system::{Options, System};
 /// The invariants of every fault: the job is terminal within `within` (its status is returned); if
 /// finished, its stream equals the database with no duplicate and its manifest lists exactly the
 /// chunks stored; its message is in the light queue's dead-letter queue only if it failed.
-async fn assert_invariants(
+pub(crate) async fn assert_invariants(
     system: &System,
     job: &str,
     ids: &[String],
@@ -251,10 +251,11 @@ async fn a_dlq_redrive_runs_the_failed_job_again() {
 }
 
 /// The five domains of the checkpoint tests (not MSD: its runs always start from the first id).
-const FIVE: [Domain; 5] = [Domain::History, Domain::Materials, Domain::Rejects, Domain::Holds, Domain::Jobs];
+pub(crate) const FIVE: [Domain; 5] =
+    [Domain::History, Domain::Materials, Domain::Rejects, Domain::Holds, Domain::Jobs];
 
 /// Submits a job of `ids` over [`FIVE`]; its id.
-async fn submit_five(system: &System, ids: &[String]) -> String {
+pub(crate) async fn submit_five(system: &System, ids: &[String]) -> String {
     let domains: Vec<&str> = FIVE.iter().map(|d| d.as_str()).collect();
     let (code, accepted) = system.submit(&json!({ "container_ids": ids, "domains": domains })).await;
     assert_eq!(code, 202, "{accepted}");

@@ -149,7 +149,7 @@ async fn the_cid_limit_refuses_non_msd_and_msd_bypasses_it_with_a_correct_aggreg
 }
 
 /// The MSD aggregation of a job (its `aggregation` line's `data`) equals the SQL oracle's.
-async fn assert_aggregation_matches_sql(agg: &Value, ids: &[String]) {
+pub(crate) async fn assert_aggregation_matches_sql(agg: &Value, ids: &[String]) {
     let (groups, lots) = msd_by_sql(&pg_pool(), ids).await;
     assert_eq!(agg["group_count"].as_u64(), Some(groups.len() as u64));
     assert_eq!(agg["total_reject_qty"].as_i64(), Some(groups.values().map(|g| g.0).sum::<i64>()));

@@ -19,6 +19,7 @@ mod ownership;
 mod queue_contract;
 mod ratelimit_contract;
 mod secrets;
+mod sharding;
 mod source_contract;
 mod store_contract;
 mod template;
