@@ -25,6 +25,9 @@
 //!   the aggregation reads those two only), then backward (`upstream_history` + `materials`, the default;
 //!   the aggregation also reads `rejects`);
 //! - **codecs**: the chunk encodings compared on `--small` ids' records (ratio, writer CPU, reader speed);
+//! - **scale**: the `--ids` job split across `--workers` (1, 2, 4, 8) worker processes behind a latency
+//!   model of the network (a proxy: 1.5 ms round trips, 50 MB/s per connection) in front of PostgreSQL and
+//!   the object store: wall time, speed-up, rows/s, peak RSS per worker (`scale.rs`);
 //! - **e2e**: submit to the last record at the client for `--ids` ids through the chunk URLs and through
 //!   the stream with Lambda's streaming limits modelled, and the AWS cost of the job, this design and the
 //!   seed's.
@@ -34,6 +37,7 @@ mod cost;
 mod e2e;
 mod measure;
 mod processes;
+mod scale;
 mod status_load;
 mod system;
 mod table;
@@ -68,6 +72,9 @@ pub struct Args {
     /// Don't load the dataset: the stack already holds it.
     #[arg(long)]
     skip_seed: bool,
+    /// Worker processes of the scale part's runs, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "N,..", default_values_t = [1usize, 2, 4, 8])]
+    workers: Vec<usize>,
     /// The parts to run, comma-separated; every part when not given.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "PARTS")]
     only: Vec<Part>,
@@ -90,6 +97,8 @@ pub enum Part {
     Codecs,
     /// Submit to the last record at the client, and the AWS cost of one job, now and in the seed's design.
     E2e,
+    /// The `--ids` job split across `--workers` worker processes, the network modelled.
+    Scale,
 }
 
 impl Args {
@@ -190,6 +199,9 @@ async fn run_parts(bench: &Bench, args: &Args, results: &mut Map<String, Value>)
             eprintln!("end to end, {} design: {run}", design.name);
             results.insert(format!("e2e_{}_{}", design.name, args.ids), run);
         }
+    }
+    if args.runs(Part::Scale) {
+        results.insert(format!("scale_{}", args.ids), bench.scale(args.ids, &args.workers).await?);
     }
     if args.runs(Part::Msd) {
         for trace in Trace::MSD {

@@ -94,6 +94,20 @@ pub fn print_table(r: &Map<String, Value>, a: &Args) {
             );
         }
     }
+    if a.runs(Part::Scale) {
+        let runs = r.get(&format!("scale_{}", a.ids), "runs");
+        for run in runs.as_array().into_iter().flatten() {
+            println!(
+                "| scale, {} ids, {} workers (1.5 ms round trips, 50 MB/s a connection) | {} s, {}× one worker, {} rows/s, peak RSS per worker ≤ {} MiB (target {WORKER_PEAK_RSS_TARGET_MIB}) |",
+                a.ids,
+                run["workers"],
+                f(&run["seconds"]),
+                f(&run["speed_up"]),
+                f(&run["rows_per_s"]),
+                f(&run["max_peak_rss_mib"]),
+            );
+        }
+    }
     if a.runs(Part::Msd) {
         for trace in Trace::MSD {
             msd_row(&r, &trace, a.ids);

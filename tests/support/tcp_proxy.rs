@@ -1,8 +1,12 @@
-//! A TCP proxy in front of a server (PostgreSQL, Redis) that can stop forwarding for a while, as a
-//! server stopped with SIGSTOP behaves: connections stay open and new ones are accepted by the
-//! kernel, but no byte moves in either direction until it resumes. The processes under test are given
-//! the proxy's address instead of the server's; the server itself (shared by the suite's parallel
-//! tests) is never touched.
+//! A TCP proxy in front of a server (PostgreSQL, Redis, the S3/SQS emulator) that can stop forwarding
+//! for a while, as a server stopped with SIGSTOP behaves: connections stay open and new ones are
+//! accepted by the kernel, but no byte moves in either direction until it resumes. The processes under
+//! test are given the proxy's address instead of the server's; the server itself (shared by the
+//! suite's parallel tests) is never touched.
+//!
+//! It also models a network ([`Shape`]): each direction of a connection is a delay line (every byte
+//! arrives `one_way` after it was sent, without slowing the bytes behind it) with a bandwidth cap per
+//! connection — the benchmark's latency model of a database and an object store in another host.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,6 +15,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+
+/// The network a proxy models: a one-way delay (half a round trip) and a bandwidth cap per connection
+/// and direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Delay of every byte, each way.
+    pub one_way: Duration,
+    /// Most bytes per second each way of one connection (None: no cap).
+    pub bytes_per_second: Option<u64>,
+}
 
 /// The running proxy; stops accepting when dropped (open connections end with their peers).
 pub struct TcpProxy {
@@ -37,29 +51,56 @@ async fn while_stopped(paused_until: &Mutex<Option<Instant>>) {
     }
 }
 
-/// Copies `from` to `to`, holding every read while the proxy is stopped.
+/// Copies `from` to `to` through a delay line of `shape`, holding every byte while the proxy is
+/// stopped.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     paused_until: Arc<Mutex<Option<Instant>>>,
+    shape: Shape,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        while_stopped(&paused_until).await;
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
+    // Bounded: a slow receiver slows the sender, as a TCP window does.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(64);
+    let reading = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if tx.send((Instant::now() + shape.one_way, buf[..n].to_vec())).await.is_err() {
+                break;
+            }
         }
-    }
-    let _ = to.shutdown().await;
+    };
+    let writing = async move {
+        let mut free_at = Instant::now();
+        while let Some((due, data)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            while_stopped(&paused_until).await;
+            if let Some(rate) = shape.bytes_per_second.filter(|r| *r > 0) {
+                // The link sends one piece after the other at `rate`.
+                free_at =
+                    free_at.max(Instant::now()) + Duration::from_secs_f64(data.len() as f64 / rate as f64);
+                tokio::time::sleep_until(free_at).await;
+            }
+            if to.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reading, writing);
 }
 
 impl TcpProxy {
-    /// A proxy to `upstream`, forwarding.
+    /// A proxy to `upstream`, forwarding at once.
     pub async fn start(upstream: SocketAddr) -> TcpProxy {
+        Self::start_shaped(upstream, Shape::default()).await
+    }
+
+    /// A proxy to `upstream` through the network `shape`.
+    pub async fn start_shaped(upstream: SocketAddr, shape: Shape) -> TcpProxy {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let paused_until: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -73,9 +114,11 @@ impl TcpProxy {
                     let Ok(server) = TcpStream::connect(upstream).await else { return };
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
+                    // The connection's set-up crosses the network too (a round trip).
+                    tokio::time::sleep(shape.one_way * 2).await;
                     tokio::join!(
-                        pump(client_read, server_write, paused.clone()),
-                        pump(server_read, client_write, paused)
+                        pump(client_read, server_write, paused.clone(), shape),
+                        pump(server_read, client_write, paused, shape)
                     );
                 });
             }

@@ -424,6 +424,67 @@ mod tests {
         assert_eq!(a.finish(), whole.finish());
     }
 
+    /// Containers, each with its reject rows (workcenter, reason, qty) and history rows (workcenter,
+    /// qty_in).
+    type Lots = Vec<(Vec<(u8, u8, i64)>, Vec<(u8, i64)>)>;
+
+    /// The aggregation of `lots[range]` read in id batches of `batch` containers.
+    fn aggregate(lots: &Lots, range: std::ops::Range<usize>, batch: usize) -> MsdAggregator {
+        let mut agg = MsdAggregator::new();
+        let ids: Vec<usize> = range.collect();
+        for part in ids.chunks(batch.max(1)) {
+            let names: Vec<String> = part.iter().map(|i| format!("C{i:04}")).collect();
+            let wc = |w: u8| format!("W{w}");
+            let rc = |r: u8| format!("R{r}");
+            let reject_rows: Vec<(String, String, String, i64)> = part
+                .iter()
+                .zip(&names)
+                .flat_map(|(i, c)| lots[*i].0.iter().map(move |(w, r, q)| (c.clone(), wc(*w), rc(*r), *q)))
+                .collect();
+            let history_rows: Vec<(String, String, i64)> = part
+                .iter()
+                .zip(&names)
+                .flat_map(|(i, c)| lots[*i].1.iter().map(move |(w, q)| (c.clone(), wc(*w), *q)))
+                .collect();
+            let r: Vec<_> =
+                reject_rows.iter().map(|(c, w, r, q)| (c.as_str(), w.as_str(), r.as_str(), *q)).collect();
+            let h: Vec<_> = history_rows.iter().map(|(c, w, q)| (c.as_str(), w.as_str(), *q)).collect();
+            agg.observe(&rejects(&r));
+            agg.observe(&history(&h));
+            agg.end_batch();
+        }
+        agg
+    }
+
+    proptest::proptest! {
+        /// A job split into any contiguous shards, each read in any id batches: the merge of the shards'
+        /// parts is exactly the aggregation of one run (groups, lots, rates, totals, the top-N cut).
+        #[test]
+        fn shards_merge_to_exactly_one_run_s_aggregation(
+            lots in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0u8..4, 0u8..3, 1i64..10), 0..3),
+                    proptest::collection::vec((0u8..4, 0i64..100), 0..3),
+                ),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..40, 0..4),
+            batch in 1usize..6,
+            shard_batch in 1usize..6,
+        ) {
+            let n = lots.len();
+            let whole = aggregate(&lots, 0..n, batch).finish();
+            let mut bounds: Vec<usize> = cuts.into_iter().map(|c| c.min(n)).collect();
+            bounds.extend([0, n]);
+            bounds.sort_unstable();
+            let mut merged = MsdAggregator::new();
+            for w in bounds.windows(2) {
+                merged.merge(&aggregate(&lots, w[0]..w[1], shard_batch).partial());
+            }
+            proptest::prop_assert_eq!(merged.finish(), whole);
+        }
+    }
+
     #[test]
     fn top_groups_ordering() {
         let mut agg = MsdAggregator::new();
