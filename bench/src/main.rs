@@ -26,7 +26,7 @@
 //!   the aggregation also reads `rejects`);
 //! - **codecs**: the chunk encodings compared on `--small` ids' records (ratio, writer CPU, reader speed);
 //! - **scale**: the `--ids` job split across `--workers` (1, 2, 4, 8) worker processes behind a latency
-//!   model of the network (a proxy: 1.5 ms round trips, 50 MB/s per connection) in front of PostgreSQL and
+//!   model of the network (a proxy: 2 ms round trips, 50 MB/s per connection, measured before the runs) in front of PostgreSQL and
 //!   the object store: wall time, speed-up, rows/s, peak RSS per worker (`scale.rs`);
 //! - **e2e**: submit to the last record at the client for `--ids` ids through the chunk URLs and through
 //!   the stream with Lambda's streaming limits modelled, and the AWS cost of the job, this design and the

@@ -95,10 +95,19 @@ pub fn print_table(r: &Map<String, Value>, a: &Args) {
         }
     }
     if a.runs(Part::Scale) {
-        let runs = r.get(&format!("scale_{}", a.ids), "runs");
+        let key = format!("scale_{}", a.ids);
+        let measured = &r.get(&key, "model")["measured"];
+        println!(
+            "| scale: the network model, measured (database query round trip; 20 MB answer) | direct {} ms, {} MB/s; through the model {} ms, {} MB/s |",
+            f(&measured["direct"]["query_round_trip_ms"]),
+            f(&measured["direct"]["bulk_mb_per_s"]),
+            f(&measured["proxied"]["query_round_trip_ms"]),
+            f(&measured["proxied"]["bulk_mb_per_s"]),
+        );
+        let runs = r.get(&key, "runs");
         for run in runs.as_array().into_iter().flatten() {
             println!(
-                "| scale, {} ids, {} workers (1.5 ms round trips, 50 MB/s a connection) | {} s, {}× one worker, {} rows/s, peak RSS per worker ≤ {} MiB (target {WORKER_PEAK_RSS_TARGET_MIB}) |",
+                "| scale, {} ids, {} workers (2 ms round trips, 50 MB/s a connection) | {} s, {}× one worker, {} rows/s, peak RSS per worker ≤ {} MiB (target {WORKER_PEAK_RSS_TARGET_MIB}) |",
                 a.ids,
                 run["workers"],
                 f(&run["seconds"]),

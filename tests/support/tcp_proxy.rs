@@ -79,10 +79,14 @@ async fn pump(
             tokio::time::sleep_until(due).await;
             while_stopped(&paused_until).await;
             if let Some(rate) = shape.bytes_per_second.filter(|r| *r > 0) {
-                // The link sends one piece after the other at `rate`.
-                free_at =
-                    free_at.max(Instant::now()) + Duration::from_secs_f64(data.len() as f64 / rate as f64);
-                tokio::time::sleep_until(free_at).await;
+                // The link sends one piece after the other at `rate`. It sleeps only once it is ahead by
+                // two timer ticks: tokio's timer rounds a sleep up to the next millisecond, so a sleep
+                // per small piece would cap the rate far below `rate`.
+                let now = Instant::now();
+                free_at = free_at.max(now) + Duration::from_secs_f64(data.len() as f64 / rate as f64);
+                if free_at > now + Duration::from_millis(2) {
+                    tokio::time::sleep_until(free_at).await;
+                }
             }
             if to.write_all(&data).await.is_err() {
                 break;

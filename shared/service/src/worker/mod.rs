@@ -277,7 +277,7 @@ async fn run_shard(
         let meta = lease.meta();
         let claimed = meta.started_at.unwrap_or(meta.created_at);
         JobEnd {
-            job_id: meta.job_id.to_string(),
+            job_id: meta.result_id().to_string(),
             shard: message.shard,
             attempt: meta.attempt,
             queue: meta.queue.as_str(),
