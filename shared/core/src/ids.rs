@@ -229,6 +229,39 @@ impl<'de> Deserialize<'de> for IdList {
     }
 }
 
+/// Reads only the ids at positions `.0` of a JSON array of container ids into an [`IdList`] (the others
+/// are checked and skipped, never kept), with the array's length: how a shard of a job reads its range
+/// of the job's input without holding every id.
+#[derive(Debug, Clone)]
+pub struct IdRange(pub std::ops::Range<usize>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for IdRange {
+    type Value = (IdList, usize);
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for IdRange {
+    type Value = (IdList, usize);
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of container ids")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut list = IdList::new();
+        let mut n = 0;
+        while let Some(id) = seq.next_element::<ContainerId>()? {
+            if self.0.contains(&n) {
+                list.push(&id);
+            }
+            n += 1;
+        }
+        list.text.shrink_to_fit();
+        list.ends.shrink_to_fit();
+        Ok((list, n))
+    }
+}
+
 #[cfg(test)]
 mod id_list_tests {
     use super::*;
@@ -242,5 +275,21 @@ mod id_list_tests {
         assert_eq!(batch, ["BB", "CCC"]);
         assert_eq!(list.slice(1..2).get(0), Some("BB"));
         assert!(serde_json::from_str::<IdList>(r#"["ok","not\u0007ok"]"#).is_err());
+    }
+
+    #[test]
+    fn a_range_of_the_ids_is_read_alone_with_the_array_s_length() {
+        use serde::de::DeserializeSeed;
+        let json = r#"["A","BB","CCC","D"]"#;
+        let read = |r: std::ops::Range<usize>| {
+            let (list, n) = IdRange(r).deserialize(&mut serde_json::Deserializer::from_str(json)).unwrap();
+            ((0..list.len()).map(|i| list.get(i).unwrap().to_owned()).collect::<Vec<_>>(), n)
+        };
+        assert_eq!(read(1..3), (vec!["BB".to_owned(), "CCC".to_owned()], 4));
+        assert_eq!(read(0..4).0.len(), 4);
+        assert_eq!(read(4..4), (vec![], 4));
+        let bad =
+            IdRange(0..1).deserialize(&mut serde_json::Deserializer::from_str(r#"["ok","not\u0007ok"]"#));
+        assert!(bad.is_err(), "ids outside the range are still checked");
     }
 }

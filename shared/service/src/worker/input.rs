@@ -1,6 +1,7 @@
 //! Step 2: read the shard's ids from the job's input (`jobs/{id}/input.json`).
 
-use trace_core::ids::IdList;
+use serde::de::DeserializeSeed;
+use trace_core::ids::{IdList, IdRange};
 use trace_core::job::JobMeta;
 use trace_core::layout;
 use trace_core::message::ShardMessage;
@@ -20,22 +21,49 @@ pub(super) async fn read_shard_ids(
         Err(StoreError::NotFound(k)) => return Err(ShardError::BadInput(format!("{k} is missing"))),
         Err(e) => return Err(e.into()),
     };
-    // Only the ids; the raw JSON is dropped at once.
-    #[derive(serde::Deserialize)]
-    struct InputIds {
-        container_ids: IdList,
-    }
-    let all = serde_json::from_slice::<InputIds>(&input)
-        .map_err(|e| ShardError::BadInput(format!("input.json: {e}")))?
-        .container_ids;
+    // Only this shard's ids are kept (the others are checked and skipped); the raw JSON is dropped at
+    // once. A shard of a million-id job holds its own range, not the million.
+    let (from, to) = (message.ids_from as usize, message.ids_to as usize);
+    let mut de = serde_json::Deserializer::from_slice(&input);
+    let found = InputIds(from..to)
+        .deserialize(&mut de)
+        .map_err(|e| ShardError::BadInput(format!("input.json: {e}")))?;
     drop(input);
     tracing::debug!("input read");
-    let (from, to) = (message.ids_from as usize, message.ids_to as usize);
-    if from > to || to > all.len() {
-        return Err(ShardError::BadInput(format!(
-            "shard ids {from}..{to} outside the {} input ids",
-            all.len()
-        )));
+    let Some((ids, total)) = found else {
+        return Err(ShardError::BadInput("input.json has no container_ids".to_owned()));
+    };
+    if from > to || to > total {
+        return Err(ShardError::BadInput(format!("shard ids {from}..{to} outside the {total} input ids")));
     }
-    Ok(if (from, to) == (0, all.len()) { all } else { all.slice(from..to) })
+    Ok(ids)
+}
+
+/// The `container_ids` of an input object, only the range `.0` kept ([`IdRange`]); the other fields
+/// skipped.
+struct InputIds(std::ops::Range<usize>);
+
+impl<'de> DeserializeSeed<'de> for InputIds {
+    type Value = Option<(IdList, usize)>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for InputIds {
+    type Value = Option<(IdList, usize)>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a job's input object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "container_ids" {
+                found = Some(map.next_value_seed(IdRange(self.0.clone()))?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
 }
