@@ -1051,3 +1051,60 @@ fn samconfig_builds_without_a_prompt_and_picks_the_architecture_once_for_build_a
     let bench = std::fs::read_to_string(format!("{REPO}/infra/bench.sh")).unwrap();
     assert!(bench.contains("cargo build --release"), "infra/bench.sh builds [profile.release]");
 }
+
+/// Whether `role` (a translated role resource) allows `action` on a resource of the results bucket that
+/// covers `object` (`jobs/{id}/…`: a resource naming it, or all of `jobs/*`).
+fn grants(role: &Value, action: &str, object: &str) -> bool {
+    let policies = role["Properties"]["Policies"].as_array().cloned().unwrap_or_default();
+    policies
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().cloned().unwrap_or_default())
+        .any(|s| {
+            let actions = match &s["Action"] {
+                Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                Value::String(a) => vec![a.clone()],
+                _ => vec![],
+            };
+            let resources = match &s["Resource"] {
+                Value::Array(r) => r.clone(),
+                other => vec![other.clone()],
+            };
+            s["Effect"] == "Allow"
+                && actions.iter().any(|a| a == action)
+                && resources.iter().any(|r| {
+                    let text = r.to_string();
+                    text.contains(&format!("/jobs/*/{object}\"")) || text.contains("/jobs/*\"")
+                })
+        })
+}
+
+/// Every function that records a job's outcome beside its input may write it (submit and the
+/// backfill when a job cannot be queued, status on cancel, the workers), and the backfill's reaper may
+/// read what the object store knows of a job (a missing object answering 404, not 403).
+#[test]
+fn every_function_that_records_an_outcome_may_write_it_and_the_reaper_may_read_it() {
+    let t = translated();
+    for role in [
+        "SubmitFunctionRole",
+        "BackfillFunctionRole",
+        "StatusFunctionRole",
+        "WorkerHeavyFunctionRole",
+        "WorkerLightFunctionRole",
+    ] {
+        assert!(
+            grants(&t["Resources"][role], "s3:PutObject", "outcome.json"),
+            "{role} cannot write outcome.json"
+        );
+    }
+    let backfill = &t["Resources"]["BackfillFunctionRole"];
+    for object in ["outcome.json", "input.json", "manifest.json"] {
+        assert!(grants(backfill, "s3:GetObject", object), "the reaper cannot read {object}");
+    }
+    assert!(backfill.to_string().contains("s3:ListBucket"), "the reaper's missing objects would be 403");
+    // The check finds a role without the grant.
+    let narrowed = changed(&t, |t| {
+        let text = t["Resources"]["SubmitFunctionRole"].to_string().replace("outcome.json", "other.json");
+        t["Resources"]["SubmitFunctionRole"] = serde_json::from_str(&text).unwrap();
+    });
+    assert!(!grants(&narrowed["Resources"]["SubmitFunctionRole"], "s3:PutObject", "outcome.json"));
+}
