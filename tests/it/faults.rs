@@ -295,13 +295,21 @@ fn rows_read(system: &System, job: &str) -> u64 {
     rows
 }
 
-/// Shard ids done, as status says.
-async fn ids_done(system: &System, job: &str) -> (String, u64) {
-    let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
-    (
-        s["status"].as_str().unwrap_or_default().to_owned(),
-        s["progress_detail"]["ids_done"].as_u64().unwrap_or(0),
-    )
+/// Waits until `job` is started with at least `point` ids done (as status says), within `within`;
+/// it must not finish before.
+pub(crate) async fn wait_ids_done(system: &System, job: &str, point: u64, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+        let (status, done) =
+            (s["status"].as_str().unwrap_or_default(), s["progress_detail"]["ids_done"].as_u64());
+        if status == "started" && done >= Some(point) {
+            return;
+        }
+        assert_ne!(status, "finished", "finished before {point} ids");
+        assert!(std::time::Instant::now() < deadline, "never reached {point} ids: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A job whose worker is killed (SIGKILL) three times at random points finishes, each takeover
@@ -345,16 +353,7 @@ async fn a_job_killed_three_times_resumes_from_its_checkpoints_byte_identical() 
     eprintln!("killing the worker at ids {points:?} of {total}");
     for point in &points {
         let worker = system.spawn_worker(queue, &[]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(900);
-        loop {
-            let (status, done) = ids_done(&system, &job).await;
-            if status == "started" && done >= *point {
-                break;
-            }
-            assert_ne!(status, "finished", "finished before the kill at {point}");
-            assert!(std::time::Instant::now() < deadline, "never reached {point}: {status} {done}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ids_done(&system, &job, *point, Duration::from_secs(900)).await;
         system.kill(worker);
     }
     system.spawn_worker(queue, &[]);
@@ -696,6 +695,40 @@ async fn redis_down_40_s_mid_run_and_back_empty() {
     redis_down_mid_run(Duration::from_secs(40)).await;
 }
 
+/// Submits `n` jobs of two ids each (`CID 2i-1`, `2i`) over `domains`, `in_flight` at once: the
+/// accepted ones (i, job id) and how many were refused with 503 and one of `refusals`; any other
+/// answer fails the test.
+async fn submit_pairs(
+    system: &System,
+    n: u64,
+    in_flight: usize,
+    domains: &[&str],
+    refusals: &[&str],
+) -> (Vec<(u64, String)>, usize) {
+    let answers: Vec<(u64, u16, Value)> = futures::stream::iter(1..=n)
+        .map(|i| async move {
+            // Two ids: above an async threshold of 1, a job.
+            let ids = [trace_dataset::container_id(2 * i - 1), trace_dataset::container_id(2 * i)];
+            let (code, answer) = system.submit(&json!({ "container_ids": ids, "domains": domains })).await;
+            (i, code, answer)
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for (i, code, body) in &answers {
+        match code {
+            202 => accepted.push((*i, body["job_id"].as_str().expect("job_id").to_owned())),
+            503 => {
+                assert!(refusals.contains(&body["code"].as_str().unwrap_or_default()), "{body}");
+                refused += 1;
+            }
+            _ => panic!("a submit answered {code}: {body}"),
+        }
+    }
+    (accepted, refused)
+}
+
 /// The S3/SQS emulator behind a fault proxy answering 503 to 30% of SendMessage calls and of chunk
 /// PUTs, and to the first three manifest PUTs, while 1,000 jobs are submitted at once (32 in flight):
 /// each submit answers 202 or a clear 503 (`SERVICE_UNAVAILABLE`, its job marked failed with
@@ -727,32 +760,8 @@ async fn a_thousand_submits_while_s3_and_sqs_answer_503_lose_no_job() {
     .await;
     system.spawn_worker("light", &[]);
     system.spawn_worker("light", &[]);
-    let answers: Vec<(u64, u16, Value)> = futures::stream::iter(1..=1_000u64)
-        .map(|i| {
-            let system = &system;
-            async move {
-                // Two ids: above the async threshold of 1, a job.
-                let ids = [trace_dataset::container_id(2 * i - 1), trace_dataset::container_id(2 * i)];
-                let body = json!({ "container_ids": ids, "domains": ["holds", "history"] });
-                let (code, answer) = system.submit(&body).await;
-                (i, code, answer)
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    let mut accepted = Vec::new();
-    let mut refused = 0;
-    for (i, code, body) in &answers {
-        match code {
-            202 => accepted.push((*i, body["job_id"].as_str().expect("job_id").to_owned())),
-            503 => {
-                assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{body}");
-                refused += 1;
-            }
-            _ => panic!("a submit answered {code}: {body}"),
-        }
-    }
+    let (accepted, refused) =
+        submit_pairs(&system, 1_000, 32, &["holds", "history"], &["SERVICE_UNAVAILABLE"]).await;
     eprintln!("{} accepted, {refused} refused; the proxy failed {} requests", accepted.len(), proxy.failed());
     assert!(proxy.failed() > 300, "the proxy injected {} faults", proxy.failed());
     for (_, job) in &accepted {
@@ -842,32 +851,9 @@ async fn redis_paused_during_submits_leaves_no_job_queued() {
             .await
             .expect("pause");
     });
-    let answers: Vec<(u64, u16, Value)> = futures::stream::iter(1..=200u64)
-        .map(|i| {
-            let system = &system;
-            async move {
-                let ids = [trace_dataset::container_id(2 * i - 1), trace_dataset::container_id(2 * i)];
-                let (code, answer) =
-                    system.submit(&json!({ "container_ids": ids, "domains": ["holds"] })).await;
-                (i, code, answer)
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let refusals = ["SERVICE_UNAVAILABLE", "RATE_LIMIT_UNAVAILABLE"];
+    let (accepted, refused) = submit_pairs(&system, 200, 16, &["holds"], &refusals).await;
     pause.await.expect("pause task");
-    let (mut accepted, mut refused) = (Vec::new(), 0);
-    for (i, code, body) in &answers {
-        match code {
-            202 => accepted.push((*i, body["job_id"].as_str().expect("job_id").to_owned())),
-            503 => {
-                let code = body["code"].as_str().unwrap_or_default();
-                assert!(matches!(code, "SERVICE_UNAVAILABLE" | "RATE_LIMIT_UNAVAILABLE"), "{body}");
-                refused += 1;
-            }
-            _ => panic!("a submit answered {code}: {body}"),
-        }
-    }
     eprintln!("{} accepted, {refused} refused while Redis was paused", accepted.len());
     assert!(refused > 0, "the pause refused no submit: it did not reach the submits");
     assert!(!accepted.is_empty(), "no submit accepted");
@@ -948,16 +934,7 @@ async fn a_worker_stopped_past_its_lease_wakes_as_a_zombie_and_changes_nothing()
     let zombie = system.spawn_worker("light", &[]);
     let ids = ids(30_000);
     let job = submit_five(&system, &ids).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let (status, done) = ids_done(&system, &job).await;
-        if status == "started" && done >= 6_000 {
-            break;
-        }
-        assert_ne!(status, "finished", "finished before the stop");
-        assert!(std::time::Instant::now() < deadline, "never reached 6,000 ids: {status} {done}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ids_done(&system, &job, 6_000, Duration::from_secs(300)).await;
     signal(zombie, "STOP");
     system.spawn_worker("light", &[]);
     let status = system.wait_terminal(&job, Duration::from_secs(300)).await;

@@ -10,7 +10,7 @@ use trace_core::Domain;
 use trace_integration::checks::{assert_matches_database, check_stream, env, ids};
 use trace_integration::system::{Options, System};
 
-use crate::faults::{assert_invariants, submit_five, FIVE};
+use crate::faults::{assert_invariants, submit_five, wait_ids_done, FIVE};
 use crate::functions_e2e::assert_aggregation_matches_sql;
 
 /// Every record of `domain` read as result pages of 5,000.
@@ -79,16 +79,9 @@ async fn a_sharded_job_with_a_killed_shard_streams_and_pages_the_lines_of_the_jo
     .await;
     let victim = system.spawn_worker("light", &[]);
     let job = submit_five(&system, &ids).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
-        assert_eq!(s["shards"], 4, "{s}");
-        if s["status"] == "started" && s["progress_detail"]["ids_done"].as_u64() >= Some(2_000) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the job did not start: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ids_done(&system, &job, 2_000, Duration::from_secs(300)).await;
+    let (_, s) = system.get_status(&format!("/api/trace/job/{job}")).await;
+    assert_eq!(s["shards"], 4, "{s}");
     system.kill(victim);
     system.spawn_worker("light", &[]);
     system.spawn_worker("light", &[]);

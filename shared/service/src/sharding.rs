@@ -24,6 +24,7 @@ use trace_core::ports::{CasOutcome, JobStoreError, StoreError};
 use trace_core::JobId;
 
 use crate::record::{self, Asker, RestoreError};
+use crate::worker::redrivable;
 use crate::App;
 
 /// The record of `message`'s shard: from the job store, else derived from the job's record (and
@@ -57,11 +58,6 @@ pub async fn shard_record(app: &App, message: &ShardMessage) -> Result<Option<Jo
         Err(JobStoreError::AlreadyExists(_)) => Ok(app.backends.jobs.get(&id).await?),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Whether a failed job's message runs it again (see `worker::settle::DEAD_LETTER_CODES`).
-pub(crate) fn redrivable(meta: &JobMeta) -> bool {
-    meta.error.as_ref().is_some_and(|e| crate::worker::DEAD_LETTER_CODES.contains(&e.code.as_str()))
 }
 
 /// A shard of job `job` was claimed: the job becomes `started` (a failed job is queued again first

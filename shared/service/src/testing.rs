@@ -31,6 +31,26 @@ pub(crate) fn flushed(app: &App) -> App {
     App::new((*app.config).clone(), backends)
 }
 
+/// The manifest of finished `job`, after checking that the stored chunks are exactly the ones it
+/// lists (sorted keys of both returned: (stored, listed)).
+pub(crate) async fn listed_and_stored(
+    app: &App,
+    job: &trace_core::JobId,
+) -> (trace_core::layout::Manifest, Vec<String>) {
+    use trace_core::layout;
+    let store = &app.backends.store;
+    let manifest: layout::Manifest =
+        serde_json::from_slice(&store.get(&layout::manifest_key(job)).await.unwrap()).unwrap();
+    let mut stored: Vec<String> =
+        store.list(&layout::result_prefix(job)).await.unwrap().into_iter().map(|o| o.key).collect();
+    let mut listed: Vec<String> =
+        manifest.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect();
+    stored.sort();
+    listed.sort();
+    assert_eq!(stored, listed, "the stored chunks are exactly the manifest's");
+    (manifest, listed)
+}
+
 /// A job store that is down: every call fails.
 pub(crate) struct DownJobStore;
 

@@ -58,7 +58,9 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
         let stale = |m: &JobMeta| lease_expired(m, app.config.worker_visibility, app.config.worker_heartbeat);
         match meta.status {
             JobStatus::Finished => return Ok(Claim::Duplicate(FINISHED)),
-            JobStatus::Failed if !redrivable(&meta) => return Ok(Claim::Duplicate("job already failed")),
+            JobStatus::Failed if !super::redrivable(&meta) => {
+                return Ok(Claim::Duplicate("job already failed"))
+            }
             JobStatus::Failed => {
                 let Ok(queued) = meta.requeued() else { return Ok(Claim::Duplicate("transition refused")) };
                 // The failure's record goes first: left behind, it would fail the job again.
@@ -87,12 +89,6 @@ pub(super) async fn claim(app: &App, message: &ShardMessage) -> Result<Claim, Re
         }
     }
     Ok(Claim::Busy)
-}
-
-/// Whether a failed job's message runs it again: it failed on its last delivery with a backend's
-/// error (the codes of `settle::retry_or_fail`), so its message went to the dead-letter queue.
-fn redrivable(meta: &JobMeta) -> bool {
-    crate::sharding::redrivable(meta)
 }
 
 /// Slack for the clocks of two machines: a lease counts as expired this long before its renewal is a

@@ -42,7 +42,7 @@ use trace_core::QueueKind;
 use tracing::Instrument;
 
 pub use lease::LeaseLost;
-pub use settle::{settle_message, Disposition, DEAD_LETTER_CODES};
+pub use settle::{redrivable, settle_message, Disposition};
 
 use crate::metrics::JobEnd;
 use crate::App;
@@ -463,24 +463,32 @@ mod tests {
         assert_eq!(outcome, trace_core::ports::CasOutcome::Applied);
     }
 
+    /// A job whose first worker (returned as its lease: the zombie) claimed it and stopped renewing
+    /// it; the next delivery took it over and finished it (attempt 2). The job, the delivery, its
+    /// message and the zombie's lease.
+    async fn taken_over(app: &App) -> (JobId, Delivery, ShardMessage, Arc<Lease>) {
+        let (job, delivery) = queued(app, 30).await;
+        let message = ShardMessage::parse(&delivery.body).unwrap();
+        let Ok(Claim::Run(claimed)) = lease::claim(app, &message).await else { panic!("claimed") };
+        let zombie = Lease::new(&claimed);
+        age_lease(app, &job, chrono::Duration::hours(1)).await;
+        let (_, shutdown) = watch::channel(false);
+        let disposition = handle_delivery(app, &app.backends.light, &delivery, shutdown, None).await;
+        assert_eq!(disposition, Disposition::Delete);
+        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
+        assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 2));
+        (job, delivery, message, zombie)
+    }
+
     /// A worker paused past its lease wakes up at its deadline after another took the job over and
     /// finished it: its clean-up must leave the finished result alone (it used to delete it first
     /// and then find the job no longer its own: `finished` with no result).
     #[tokio::test]
     async fn a_zombie_s_timeout_leaves_the_new_owner_s_finished_result_alone() {
         let app = app(&[]).await;
-        let (job, delivery) = queued(&app, 30).await;
-        let message = ShardMessage::parse(&delivery.body).unwrap();
-        let Ok(Claim::Run(claimed)) = lease::claim(&app, &message).await else { panic!("claimed") };
-        let zombie = Lease::new(&claimed);
         // It stops renewing; the lease expires; the next delivery takes over and finishes.
-        age_lease(&app, &job, chrono::Duration::hours(1)).await;
+        let (job, delivery, message, zombie) = taken_over(&app).await;
         let queue = app.backends.light.clone();
-        let (_, shutdown) = watch::channel(false);
-        let disposition = handle_delivery(&app, &queue, &delivery, shutdown, None).await;
-        assert_eq!(disposition, Disposition::Delete);
-        let meta = app.backends.jobs.get(&job).await.unwrap().unwrap();
-        assert_eq!((meta.status, meta.attempt), (JobStatus::Finished, 2));
         let manifest = app.backends.store.get(&layout::manifest_key(&job)).await.unwrap();
         // The zombie wakes up at its deadline.
         let settled = settle::record_outcome(
@@ -507,21 +515,11 @@ mod tests {
     #[tokio::test]
     async fn a_zombie_s_late_chunk_never_changes_the_result_and_is_swept() {
         let app = app(&[]).await;
-        let (job, delivery) = queued(&app, 30).await;
-        let message = ShardMessage::parse(&delivery.body).unwrap();
-        let Ok(Claim::Run(claimed)) = lease::claim(&app, &message).await else { panic!("claimed") };
-        let zombie = Lease::new(&claimed);
-        age_lease(&app, &job, chrono::Duration::hours(1)).await;
+        let (job, delivery, message, zombie) = taken_over(&app).await;
         let queue = app.backends.light.clone();
-        let (_, shutdown) = watch::channel(false);
-        assert_eq!(handle_delivery(&app, &queue, &delivery, shutdown, None).await, Disposition::Delete);
         let store = &app.backends.store;
         let manifest = store.get(&layout::manifest_key(&job)).await.unwrap();
-        let listed = |m: &layout::Manifest| -> Vec<String> {
-            m.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect()
-        };
-        let parsed: layout::Manifest = serde_json::from_slice(&manifest).unwrap();
-        let mut keys = listed(&parsed);
+        let (_, keys) = crate::testing::listed_and_stored(&app, &job).await;
         assert!(keys.iter().all(|k| layout::chunk_slot(k).is_some_and(|s| s.attempt == 2)), "{keys:?}");
         let served = store.get(&keys[0]).await.unwrap();
 
@@ -549,11 +547,7 @@ mod tests {
 
         assert_eq!(store.get(&layout::manifest_key(&job)).await.unwrap(), manifest);
         assert_eq!(store.get(&keys[0]).await.unwrap(), served);
-        let mut stored: Vec<String> =
-            store.list(&layout::result_prefix(&job)).await.unwrap().into_iter().map(|o| o.key).collect();
-        stored.sort();
-        keys.sort();
-        assert_eq!(stored, keys, "the stored chunks are exactly the manifest's");
+        assert_eq!(crate::testing::listed_and_stored(&app, &job).await.1, keys);
     }
 
     /// The finish's reply is lost after the job store applied it (a stall past the client's timeout):
@@ -882,23 +876,7 @@ mod tests {
     /// The manifest's chunks: (domain, (shard, chunk), records, bytes, CRC-32) — their places in the
     /// result, not the attempts that wrote them.
     async fn chunk_list(app: &App, job: &JobId) -> Vec<(Domain, (u32, u32), u64, u64, u32)> {
-        let manifest: layout::Manifest =
-            serde_json::from_slice(&app.backends.store.get(&layout::manifest_key(job)).await.unwrap())
-                .unwrap();
-        let mut stored: Vec<String> = app
-            .backends
-            .store
-            .list(&layout::result_prefix(job))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        stored.sort();
-        let mut listed: Vec<String> =
-            manifest.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect();
-        listed.sort();
-        assert_eq!(listed, stored, "the manifest lists exactly the stored chunks");
+        let (manifest, _) = crate::testing::listed_and_stored(app, job).await;
         manifest
             .domains
             .iter()

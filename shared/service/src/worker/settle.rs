@@ -158,7 +158,13 @@ async fn continue_run(
 /// The codes of a job failed on its last delivery, its message left for the dead-letter queue (or
 /// failed by the [`reaper`](crate::reaper) when its worker died on that delivery): a redrive of that
 /// message runs the job again.
-pub const DEAD_LETTER_CODES: [&str; 4] = ["SOURCE_ERROR", "STORE_ERROR", "JOB_STORE_ERROR", "JOB_ORPHANED"];
+const DEAD_LETTER_CODES: [&str; 4] = ["SOURCE_ERROR", "STORE_ERROR", "JOB_STORE_ERROR", "JOB_ORPHANED"];
+
+/// Whether a failed job's message runs it again: it failed with one of [`DEAD_LETTER_CODES`], so its
+/// message went to the dead-letter queue (from which it may be redriven).
+pub fn redrivable(meta: &JobMeta) -> bool {
+    meta.error.as_ref().is_some_and(|e| DEAD_LETTER_CODES.contains(&e.code.as_str()))
+}
 
 /// A transient failure: the job goes back to queued for a retry after [`backoff`], or, on the
 /// message's last allowed delivery, fails with `code`.

@@ -58,24 +58,9 @@ async fn result(app: &App, job: &JobId) -> (Vec<(String, Vec<u8>)>, Option<serde
     (out, manifest.aggregation)
 }
 
-/// The stored chunk keys are exactly the manifest's.
+/// The stored chunk keys are exactly the manifest's, and no checkpoint is left.
 async fn only_listed_chunks(app: &App, job: &JobId) {
-    let manifest: Manifest =
-        serde_json::from_slice(&app.backends.store.get(&layout::manifest_key(job)).await.unwrap()).unwrap();
-    let mut listed: Vec<String> =
-        manifest.domains.iter().flat_map(|d| d.chunks.iter().map(|c| c.key.clone())).collect();
-    let mut stored: Vec<String> = app
-        .backends
-        .store
-        .list(&layout::result_prefix(job))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    listed.sort();
-    stored.sort();
-    assert_eq!(stored, listed);
+    crate::testing::listed_and_stored(app, job).await;
     assert!(app.backends.store.list(&layout::checkpoint_prefix(job)).await.unwrap().is_empty());
 }
 

@@ -140,7 +140,7 @@ async fn job_finished(app: &App, message: &ShardMessage, manifest: &Manifest) ->
             return Ok(());
         };
         let mut meta = meta;
-        if meta.status == JobStatus::Failed && crate::sharding::redrivable(&meta) {
+        if meta.status == JobStatus::Failed && super::redrivable(&meta) {
             // Every shard is done after all (the failed one was redriven meanwhile): the result is
             // complete, so the failure no longer holds.
             let _ = app.backends.store.delete_prefix(&layout::outcome_key(&meta.job_id)).await;
