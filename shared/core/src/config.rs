@@ -77,6 +77,7 @@ pub const VARIABLES: &[Variable] = &[
     var("TRACE_JOB_TIMEOUT_SECONDS", "900", "A job running longer than this fails with JOB_TIMEOUT.", "worker"),
     var("TRACE_WORKER_VISIBILITY_SECONDS", "120", "Visibility timeout the worker keeps extending on the message in hand; also the length of its lease on the job: a job whose lease was last renewed longer ago (less a clock slack of at most 2 s) is taken over by the next delivery.", "worker"),
     var("TRACE_RETRY_WINDOW_SECONDS", "90", "How long a worker keeps retrying a failing backend (database, object store, Redis) within one delivery, with exponential back-off from 1 s to 15 s and jitter, each retry resuming from the last checkpoint; the window starts again when the run makes progress. Past it the message is given back (and on its last delivery the job fails with the backend's code).", "worker"),
+    var("TRACE_FOLLOW_SECONDS", "840", "Longest a followed stream (`GET …/stream?follow=true` of a queued or running job) stays open: then it ends with an `error` line `FOLLOW_TIME_LIMIT` and the caller follows again (the lines start over; `trace --follow` skips those it has). 840 s stays under Lambda's 900 s invocation and API Gateway's 15 minutes.", "stream"),
     var("TRACE_CHECKPOINT_SECONDS", "5", "How often a running job writes its checkpoint (the chunks stored so far and where each domain resumes) beside its input; a retry, takeover, shutdown or continuation resumes from the last one. Also written before a run stops early.", "worker"),
     var("TRACE_WORKER_HEARTBEAT_SECONDS", "20", "How often the worker renews its lease on the job (heartbeat_at, with its progress) and then extends the message's visibility.", "worker"),
     var("TRACE_CONNECT_TIMEOUT_SECONDS", "5", "Longest wait to open a connection to S3 or SQS, PostgreSQL or Redis (also for a database connection from the pool).", "all"),
@@ -282,6 +283,8 @@ pub struct Config {
     pub worker_heartbeat: Duration,
     /// `TRACE_CHECKPOINT_SECONDS`.
     pub checkpoint_every: Duration,
+    /// `TRACE_FOLLOW_SECONDS`.
+    pub follow_for: Duration,
     /// `TRACE_RETRY_WINDOW_SECONDS`.
     pub retry_window: Duration,
     /// `TRACE_MAX_RECEIVE_COUNT`.
@@ -370,6 +373,7 @@ impl std::fmt::Debug for Config {
             .field("worker_visibility", &self.worker_visibility)
             .field("worker_heartbeat", &self.worker_heartbeat)
             .field("checkpoint_every", &self.checkpoint_every)
+            .field("follow_for", &self.follow_for)
             .field("retry_window", &self.retry_window)
             .field("max_receive_count", &self.max_receive_count)
             .field("timeouts", &self.timeouts)
@@ -877,6 +881,7 @@ impl Config {
             worker_visibility: r.seconds("TRACE_WORKER_VISIBILITY_SECONDS")?,
             worker_heartbeat: r.seconds("TRACE_WORKER_HEARTBEAT_SECONDS")?,
             checkpoint_every: r.seconds("TRACE_CHECKPOINT_SECONDS")?,
+            follow_for: r.seconds("TRACE_FOLLOW_SECONDS")?,
             retry_window: r.seconds("TRACE_RETRY_WINDOW_SECONDS")?,
             timeouts: BackendTimeouts {
                 connect: r.seconds("TRACE_CONNECT_TIMEOUT_SECONDS")?,

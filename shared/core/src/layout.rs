@@ -6,6 +6,7 @@
 //!                                                           result chunks, one record per line
 //! jobs/{job_id}/checkpoint/{shard:04}.json                  a running shard's progress (`checkpoint`)
 //! jobs/{job_id}/shards/{shard:04}.json                      a finished shard's chunks (a job split into shards)
+//! jobs/{job_id}/counts/{shard:04}.json                      a shard's first-domain records, counted first (live tail)
 //! jobs/{job_id}/manifest.json                               written last: its presence = result complete
 //! ```
 //! Chunk keys sort in result order (shard, then chunk) so a job split into shards run by several
@@ -66,6 +67,30 @@ pub struct ShardDone {
     /// Its part of the MSD aggregation (mergeable sums), for the MSD profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<crate::aggregation::MsdPartial>,
+}
+
+/// The folder of a job's counts ([`ShardCount`]).
+pub fn counts_prefix(job: &JobId) -> String {
+    format!("jobs/{job}/counts/")
+}
+
+/// One shard's [`ShardCount`].
+pub fn count_key(job: &JobId, shard: u32) -> String {
+    format!("{}{shard:04}.json", counts_prefix(job))
+}
+
+/// The records a shard's first domain (in result order) will have, counted by the source before the
+/// shard's first read (written create-only by its first run). A followed stream's first
+/// `domain_start` carries the job's total for that domain, the sum over its shards, long before the
+/// records are all read; every later domain starts after the shards holding it have finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCount {
+    /// The shard.
+    pub shard: u32,
+    /// The domain counted.
+    pub domain: Domain,
+    /// Its records in the shard.
+    pub records: u64,
 }
 
 /// The manifest object.
@@ -198,6 +223,28 @@ impl ChunkEntry {
         }
         Ok(ndjson)
     }
+}
+
+/// A stored chunk's NDJSON without its entry (a running shard's chunk, not yet listed), checked as far
+/// as its encoding allows: a gzip member by its own CRC-32 and size, plain NDJSON by ending a line.
+/// None for an LZ4 block (it does not say its size) or anything that does not decode.
+pub fn decode_unlisted(key: &str, stored: bytes::Bytes) -> Option<bytes::Bytes> {
+    let ndjson = if key.ends_with(ChunkEncoding::Gzip.extension()) {
+        let tail = stored.len().checked_sub(4)?;
+        // A member's last 4 bytes: its content's size (mod 2^32; a chunk is far smaller).
+        let size = u32::from_le_bytes(stored[tail..].try_into().ok()?) as usize;
+        if size > 256 << 20 {
+            return None;
+        }
+        let mut out = vec![0; size];
+        let n = libdeflater::Decompressor::new().gzip_decompress(&stored, &mut out).ok()?;
+        (n == size).then(|| bytes::Bytes::from(out))?
+    } else if key.ends_with(ChunkEncoding::Plain.extension()) {
+        stored
+    } else {
+        return None;
+    };
+    ndjson.ends_with(b"\n").then_some(ndjson)
 }
 
 /// The chunks of one domain, in order.

@@ -284,6 +284,17 @@ pub trait RowCursor: Send {
 pub trait EventSource: Send + Sync {
     /// Opens a cursor over the rows of `domain` for `ids`, ordered by container then `seq`.
     async fn open(&self, domain: Domain, ids: &[ContainerId]) -> Result<Box<dyn RowCursor>, SourceError>;
+
+    /// How many rows [`open`](Self::open) would give for `domain` and `ids`. This default reads them
+    /// all; a source that can count without sending the rows (a database) should.
+    async fn count(&self, domain: Domain, ids: &[ContainerId]) -> Result<u64, SourceError> {
+        let mut cursor = self.open(domain, ids).await?;
+        let mut rows = 0;
+        while let Some(batch) = cursor.next_batch().await? {
+            rows += batch.len() as u64;
+        }
+        Ok(rows)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

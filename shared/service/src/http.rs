@@ -262,31 +262,57 @@ async fn list_handler(
 pub const STREAM_BYTES_HEADER: &str = "x-trace-stream-bytes";
 
 /// `GET /api/trace/job/{id}/stream`: the NDJSON stream, gzip when the caller accepts it and compression
-/// is on ([`results::stream`]), or 413 `RESULT_TOO_LARGE_FOR_STREAM` before the first byte.
+/// is on ([`results::stream`]), or 413 `RESULT_TOO_LARGE_FOR_STREAM` before the first byte; with
+/// `?follow=true`, a queued or running job's lines as they are stored ([`crate::follow`]).
 async fn stream_handler(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     // Every Accept-Encoding field counts, as one list.
     let accept: Vec<&str> =
         headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).collect();
-    let answer = results::stream(&app, &principal, &id, Some(&accept.join(","))).await?;
-    let mut response = (
-        [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")],
-        Body::from_stream(answer.body),
-    )
-        .into_response();
+    let accept = Some(accept.join(","));
+    let (bytes, gzip, body) = match q.follow.as_deref() {
+        None | Some("false") => {
+            let answer = results::stream(&app, &principal, &id, accept.as_deref()).await?;
+            (answer.bytes, answer.gzip, Body::from_stream(answer.body))
+        }
+        Some("true") => {
+            let answer = crate::follow::stream(&app, &principal, &id, accept.as_deref()).await?;
+            (answer.bytes, answer.gzip, Body::from_stream(answer.body))
+        }
+        Some(other) => {
+            return Err(TraceError::InvalidParameter {
+                name: "follow",
+                reason: format!("true or false, not {other:?}"),
+            }
+            .into())
+        }
+    };
+    let mut response =
+        ([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")], body)
+            .into_response();
     let headers = response.headers_mut();
-    headers.insert(STREAM_BYTES_HEADER, HeaderValue::from(answer.bytes));
+    if let Some(bytes) = bytes {
+        headers.insert(STREAM_BYTES_HEADER, HeaderValue::from(bytes));
+    }
     if app.config.stream_compression == trace_core::config::StreamCompression::Gzip {
         headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    if answer.gzip {
+    if gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     Ok(response)
+}
+
+/// Query of `GET /api/trace/job/{id}/stream`.
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    /// `true`: follow a queued or running job ([`crate::follow`]).
+    follow: Option<String>,
 }
 
 /// Query of `GET /api/trace/job/{id}/result`.

@@ -22,6 +22,7 @@ pub mod backfill;
 pub mod chunks;
 pub mod dlq;
 pub mod engine;
+pub mod follow;
 pub mod gzip_stream;
 pub mod http;
 pub mod inline;

@@ -107,13 +107,14 @@ async fn read_chunk(app: &App, entry: &ChunkEntry) -> Result<Bytes, ChunkError> 
     Ok(entry.decode(stored)?)
 }
 
-fn line(l: &StreamLine) -> Bytes {
+pub(crate) fn line(l: &StreamLine) -> Bytes {
     let mut out = Vec::with_capacity(128);
     l.write_to(&mut out);
     Bytes::from(out)
 }
 
-enum Step {
+/// Where the lines of a stream are (the followed stream goes on from where its live part stopped).
+pub(crate) enum Step {
     Meta,
     DomainStart(usize),
     /// Domain, chunk.
@@ -126,8 +127,9 @@ enum Step {
 
 /// The stream route's answer: its body, and what the handler tells in headers.
 pub struct StreamAnswer<S> {
-    /// Size of the plain NDJSON stream (`x-trace-stream-bytes`), exact, known before the first byte.
-    pub bytes: u64,
+    /// Size of the plain NDJSON stream (`x-trace-stream-bytes`), exact, known before the first byte
+    /// (not for a followed stream: its job is still running).
+    pub bytes: Option<u64>,
     /// Whether the body is gzip (`Content-Encoding: gzip`).
     pub gzip: bool,
     /// The body.
@@ -190,23 +192,19 @@ pub async fn stream(
             gzip_accepted,
         });
     };
-    let too_large = line(&StreamLine::Error {
-        code: "RESULT_TOO_LARGE_FOR_STREAM".to_owned(),
-        message: format!(
-            "the stream would pass its limit of {} bytes: read the result through GET /api/trace/job/{id}/chunks",
-            limit.unwrap_or(u64::MAX)
-        ),
-    });
-    let sender = Sender {
-        gzip: gzip.then(GzipPieces::default),
-        // The plain size is exact: only gzip, estimated, is watched.
-        limit: if gzip { limit } else { None },
-        sent: 0,
-        too_large,
-        job_id: manifest.job_id.to_string(),
-    };
-    let pieces = Box::pin(lines(app.clone(), manifest));
-    let body = stream::unfold((pieces, sender, false), |(mut pieces, mut sender, ended)| async move {
+    // The plain size is exact: only gzip, estimated, is watched.
+    let sender = Sender::new(app, &manifest.job_id.to_string(), gzip, if gzip { limit } else { None });
+    let pieces = lines_from(app.clone(), manifest, Step::Meta, None);
+    Ok(StreamAnswer { bytes: Some(plain), gzip, body: body(pieces, sender) })
+}
+
+/// The body of a stream: `pieces` (plain NDJSON) through `sender`.
+pub(crate) fn body(
+    pieces: impl Stream<Item = Bytes> + Send + 'static,
+    sender: Sender,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let pieces = Box::pin(pieces);
+    stream::unfold((pieces, sender, false), |(mut pieces, mut sender, ended)| async move {
         if ended {
             return None;
         }
@@ -223,13 +221,12 @@ pub async fn stream(
                 }
             }
         }
-    });
-    Ok(StreamAnswer { bytes: plain, gzip, body })
+    })
 }
 
-/// Encodes the stream's pieces and keeps its gzip bytes under the limit (a plain stream's size is exact
-/// and was checked before the first byte: its pieces go out as they are).
-struct Sender {
+/// Encodes the stream's pieces and keeps its bytes under the limit (a finished job's plain stream has
+/// an exact size, checked before the first byte: it is sent without one).
+pub(crate) struct Sender {
     gzip: Option<GzipPieces>,
     limit: Option<u64>,
     sent: u64,
@@ -239,15 +236,32 @@ struct Sender {
 }
 
 impl Sender {
+    /// A sender of `job`'s stream, gzip or not, ended before it passes `limit` bytes.
+    pub(crate) fn new(app: &App, job: &str, gzip: bool, limit: Option<u64>) -> Sender {
+        let too_large = line(&StreamLine::Error {
+            code: "RESULT_TOO_LARGE_FOR_STREAM".to_owned(),
+            message: format!(
+                "the stream would pass its limit of {} bytes: read the result through GET /api/trace/job/{job}/chunks",
+                app.config.stream_max_bytes.unwrap_or(u64::MAX)
+            ),
+        });
+        Sender { gzip: gzip.then(GzipPieces::default), limit, sent: 0, too_large, job_id: job.to_owned() }
+    }
+
     /// The bytes of one piece, and whether the stream ends with them: instead of a piece that would leave
     /// less than [`END_RESERVE`] under the limit, the `error` line and the end of the gzip member.
     fn send(&mut self, plain: Bytes) -> (Bytes, bool) {
+        let room = self.limit.map_or(u64::MAX, |limit| limit.saturating_sub(self.sent));
         let Some(gz) = &mut self.gzip else {
+            if (plain.len() as u64).saturating_add(END_RESERVE) > room {
+                tracing::warn!(job_id = %self.job_id, sent = self.sent, limit = self.limit, "stream stopped: its bytes would pass the limit");
+                self.sent += self.too_large.len() as u64;
+                return (self.too_large.clone(), true);
+            }
             self.sent += plain.len() as u64;
             return (plain, false);
         };
         let mut out = gz.compress(&plain);
-        let room = self.limit.map_or(u64::MAX, |limit| limit.saturating_sub(self.sent));
         let ended = (out.len() as u64).saturating_add(END_RESERVE) > room;
         if ended {
             tracing::warn!(job_id = %self.job_id, sent = self.sent, limit = self.limit, "stream stopped: its bytes would pass the limit");
@@ -271,13 +285,19 @@ impl Sender {
     }
 }
 
-/// The plain NDJSON of the stream, in pieces: one line, or the `records` lines one chunk completes
+/// The plain NDJSON of the stream from `step` on (`aligner` holding the records of the domain in
+/// progress not yet sent, if any), in pieces: one line, or the `records` lines one chunk completes
 /// (read when the previous piece has been taken). Lines hold `TRACE_STREAM_BATCH_SIZE` records
 /// wherever the chunks end ([`LineAligner`]): a job split into shards streams the very lines of the
 /// same job run whole.
-fn lines(app: App, manifest: Manifest) -> impl Stream<Item = Bytes> + Send + 'static {
-    let aligner = LineAligner::new(app.config.stream_batch_size as u64);
-    stream::unfold((Step::Meta, app, manifest, aligner), |(step, app, m, mut aligner)| async move {
+pub(crate) fn lines_from(
+    app: App,
+    manifest: Manifest,
+    step: Step,
+    aligner: Option<LineAligner>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let aligner = aligner.unwrap_or_else(|| LineAligner::new(app.config.stream_batch_size as u64));
+    stream::unfold((step, app, manifest, aligner), |(step, app, m, mut aligner)| async move {
         let (out, next) = match step {
             Step::Done => return None,
             Step::Meta => {
@@ -431,7 +451,7 @@ mod tests {
     async fn body(app: &App, id: &str, accept: Option<&str>) -> Result<(u64, bool, Vec<u8>), TraceError> {
         let answer = stream(app, &Principal::local(), id, accept).await?;
         let pieces: Vec<Bytes> = answer.body.map(|p| p.unwrap()).collect().await;
-        Ok((answer.bytes, answer.gzip, pieces.concat()))
+        Ok((answer.bytes.unwrap(), answer.gzip, pieces.concat()))
     }
 
     fn gunzip(data: &[u8]) -> Vec<u8> {

@@ -204,6 +204,16 @@ impl trace_core::ports::EventSource for SlowSource {
         let inner = self.inner.open(domain, ids).await?;
         Ok(Box::new(CountingCursor { inner, rows: self.rows.clone() }))
     }
+
+    /// A count reads no row.
+    async fn count(
+        &self,
+        domain: trace_core::Domain,
+        ids: &[trace_core::ContainerId],
+    ) -> Result<u64, trace_core::ports::SourceError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.count(domain, ids).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -252,6 +262,15 @@ impl trace_core::ports::EventSource for FlakySource {
             );
         }
         self.inner.open(domain, ids).await
+    }
+
+    /// Counts are not what fails here (a failed count only costs a follower its early total).
+    async fn count(
+        &self,
+        domain: trace_core::Domain,
+        ids: &[trace_core::ContainerId],
+    ) -> Result<u64, trace_core::ports::SourceError> {
+        self.inner.count(domain, ids).await
     }
 }
 

@@ -30,6 +30,26 @@ pub async fn run(s: &dyn ChunkStore) {
     assert_eq!(s.delete_prefix("jobs/race/").await.expect("delete"), 5);
     assert_eq!(s.delete_prefix("jobs/a/manifest.json").await.expect("delete"), 1);
 
+    // A listing taken while objects are written and deleted in its folder never fails: it sees each
+    // object or not (the live tail lists a running job's chunks).
+    let writes = async {
+        for i in 0..60 {
+            let key = format!("jobs/busy/{i:03}");
+            s.put(&key, Bytes::from(vec![b'x'; 4096])).await.expect("put");
+            if i % 3 == 0 {
+                s.delete_prefix(&key).await.expect("delete");
+            }
+        }
+    };
+    let lists = async {
+        for _ in 0..60 {
+            s.list("jobs/busy/").await.expect("a listing while objects come and go");
+        }
+    };
+    futures::join!(writes, lists);
+    assert_eq!(s.list("jobs/busy/").await.expect("list").len(), 40);
+    s.delete_prefix("jobs/busy/").await.expect("delete");
+
     // Binary and empty objects survive.
     let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     s.put("jobs/a/bin", Bytes::from(binary.clone())).await.expect("put binary");

@@ -91,6 +91,14 @@ pub fn select(domain: Domain) -> &'static str {
     DOMAINS.iter().find(|d| d.domain == domain).map(|d| d.select).unwrap_or_default()
 }
 
+/// How many rows the query of `domain` gives (over the same `$1::text[]`): the query without its
+/// last `ORDER BY` (the outer one: an inner one, as in a `DISTINCT ON`, stays), counted.
+pub fn count(domain: Domain) -> String {
+    let select = select(domain);
+    let unordered = select.rsplit_once(" ORDER BY ").map_or(select, |(query, _)| query);
+    format!("SELECT count(*)::int8 FROM ({unordered}) AS counted")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backfill (not a domain query): which containers changed in a time window.
 // ---------------------------------------------------------------------------------------------

@@ -50,6 +50,14 @@ impl EventSource for DatasetSource {
             gauge: self.gauge.clone(),
         }))
     }
+
+    async fn count(&self, domain: Domain, ids: &[ContainerId]) -> Result<u64, SourceError> {
+        let mut indexes: Vec<u64> =
+            ids.iter().filter_map(|id| dataset::parse_container_index(id.as_str())).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        Ok(indexes.into_iter().map(|i| u64::from(dataset::row_count(domain, i))).sum())
+    }
 }
 
 struct DatasetCursor {

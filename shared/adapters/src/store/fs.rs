@@ -68,7 +68,13 @@ impl FsStore {
                 Err(e) => return Err(io("read_dir", e)),
             };
             while let Some(entry) = entries.next_entry().await.map_err(|e| io("read_dir", e))? {
-                let meta = entry.metadata().await.map_err(|e| io("metadata", e))?;
+                let meta = match entry.metadata().await {
+                    Ok(meta) => meta,
+                    // Renamed or removed since the folder was read (a write landing, a delete): a
+                    // listing is of one moment, as S3's is.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io("metadata", e)),
+                };
                 let path = entry.path();
                 if meta.is_dir() {
                     stack.push(path);

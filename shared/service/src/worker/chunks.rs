@@ -222,20 +222,11 @@ impl<'a> ChunkWriter<'a> {
     }
 
     /// Reads `ids` of `message`'s domains into chunks; the MSD aggregator for the MSD profile.
-    pub(super) async fn write(&mut self, ids: IdList) -> Result<Option<MsdAggregator>, ShardError> {
+    pub(super) async fn write(&mut self, ids: Arc<IdList>) -> Result<Option<MsdAggregator>, ShardError> {
         let message = self.message;
         let (source, id_batch_size) = (self.app.backends.source.clone(), self.app.config.id_batch_size);
         let first = self.resumed_at.unwrap_or(0);
-        engine::read_from(
-            source,
-            Arc::new(ids),
-            message.profile,
-            &message.domains,
-            id_batch_size,
-            first,
-            self,
-        )
-        .await
+        engine::read_from(source, ids, message.profile, &message.domains, id_batch_size, first, self).await
     }
 
     /// Seals the open chunks, waits for every upload, and returns the domains in result order.

@@ -22,6 +22,7 @@
 
 mod checkpoint;
 mod chunks;
+mod count;
 mod input;
 mod lease;
 mod manifest;
@@ -356,8 +357,10 @@ async fn write_result(
     let mut chunks = ChunkWriter::new(app, lease, message, found, shutdown, deadline.continue_at);
     let mut manifest_size = None;
     let steps = async {
-        let ids = input::read_shard_ids(app, lease.meta(), message).await?;
-        let aggregation = chunks.write(ids).await?;
+        let ids = Arc::new(input::read_shard_ids(app, lease.meta(), message).await?);
+        let (_, aggregation) =
+            tokio::join!(count::first_domain(app, lease.meta(), message, ids.clone()), chunks.write(ids));
+        let aggregation = aggregation?;
         tracing::debug!("every row read");
         let domains = chunks.finish(&message.domains).await?;
         tracing::debug!("every chunk stored");
