@@ -417,17 +417,27 @@ impl Client {
     /// The job's NDJSON stream as typed lines, as they arrive; resumes from result pages when the
     /// connection breaks (see [`stream`]).
     pub fn stream(&self, job: &JobId) -> LineStream {
-        stream::open(self.clone(), *job, Box::new(|_: &Resume| {}))
+        stream::open(self.clone(), *job, false, Box::new(|_: &Resume| {}))
     }
 
     /// [`stream`](Self::stream), calling `on_resume` each time the stream is resumed.
     pub fn stream_with(&self, job: &JobId, on_resume: impl FnMut(&Resume) + Send + 'static) -> LineStream {
-        stream::open(self.clone(), *job, Box::new(on_resume))
+        stream::open(self.clone(), *job, false, Box::new(on_resume))
     }
 
-    /// Opens the raw stream (no retry beyond 429).
-    async fn open_stream(&self, job: &JobId) -> Result<Response, ClientError> {
-        let url = self.url(Part::Stream, &format!("/api/trace/job/{job}/stream"));
+    /// A queued or running job's lines as its records are stored (`GET …/stream?follow=true`), ending
+    /// with `complete` when the job finishes: the finished job's stream, line for line. A broken
+    /// connection, or the server's `FOLLOW_TIME_LIMIT`, opens it again and skips the lines already
+    /// delivered. The `meta` line comes with the next one (a job failing before its first domain
+    /// delivers none); a job that fails or is cancelled ends it with [`ClientError::StreamError`].
+    pub fn follow(&self, job: &JobId, on_resume: impl FnMut(&Resume) + Send + 'static) -> LineStream {
+        stream::open(self.clone(), *job, true, Box::new(on_resume))
+    }
+
+    /// Opens the raw stream, followed or not (no retry beyond 429).
+    async fn open_stream(&self, job: &JobId, follow: bool) -> Result<Response, ClientError> {
+        let query = if follow { "?follow=true" } else { "" };
+        let url = self.url(Part::Stream, &format!("/api/trace/job/{job}/stream{query}"));
         self.send(&url, None, |h| h.get(&url).header("accept", "application/x-ndjson")).await
     }
 }

@@ -126,10 +126,14 @@ enum Command {
         #[arg(long)]
         limit: Option<u32>,
     },
-    /// Stream a finished job's result (resumes an interrupted stream from result pages).
+    /// Stream a finished job's result (resumes an interrupted stream from result pages); with
+    /// --follow, a queued or running job's records as they are stored.
     Stream {
         /// The job id.
         job: String,
+        /// Follow a queued or running job: print its records while it runs (the stream route).
+        #[arg(long)]
+        follow: bool,
         #[command(flatten)]
         out: OutputArgs,
     },
@@ -147,7 +151,8 @@ struct SubmitArgs {
     /// Domains, comma separated (history,materials,rejects,holds,jobs); default all.
     #[arg(long, value_delimiter = ',')]
     domains: Vec<String>,
-    /// If the request becomes a job: wait for it with progress, then stream its result.
+    /// If the request becomes a job: print its records while it runs (the followed stream), with its
+    /// progress.
     #[arg(long)]
     follow: bool,
     #[command(flatten)]
@@ -513,8 +518,10 @@ enum Pieces {
     Chunks(PieceStream),
 }
 
-/// Waits for a job with progress, then streams it from its `stream_url` (which may be on another
-/// host).
+/// Follows a job from its `stream_url` (which may be on another host): its records are written as
+/// they are stored (the followed stream), while its status is polled for progress. Done when the
+/// stream is complete and the status says finished; a failed or cancelled job ends as `wait` does
+/// (exit code 2), one still waiting at `--timeout` with exit code 3.
 async fn follow(
     client: &Client,
     accepted: &Accepted,
@@ -524,12 +531,36 @@ async fn follow(
 ) -> Result<(), Failure> {
     let job = &accepted.job_id;
     let streamer = client.at_stream_url(&accepted.stream_url)?;
-    client.wait_with(job, wait.interval, wait.timeout, |info| progress.job(info)).await?;
-    let resumes = stream_job(&streamer, job, out, progress).await?;
-    progress.note(&format!(
+    let progress = std::cell::RefCell::new(progress);
+    let mut writer = Writer::new(out)?;
+    let write = async {
+        let mut lines = streamer.follow(job, |_: &Resume| {});
+        while let Some(line) = lines.next().await {
+            writer.line(&line?, &mut progress.borrow_mut())?;
+        }
+        writer.finish()?;
+        Ok::<_, Failure>(lines.resumes())
+    };
+    let poll = client.wait_with(job, wait.interval, wait.timeout, |info| progress.borrow_mut().job(info));
+    tokio::pin!(write, poll);
+    let mut written = None;
+    loop {
+        tokio::select! {
+            polled = &mut poll => {
+                polled?;
+                break;
+            }
+            w = &mut write, if written.is_none() => written = Some(w),
+        }
+    }
+    let resumes = match written {
+        Some(w) => w?,
+        None => write.await?,
+    };
+    progress.borrow_mut().note(&format!(
         "trace: job {job} streamed in {}{}",
-        progress.elapsed(),
-        if resumes > 0 { format!(" (resumed {resumes} times)") } else { String::new() }
+        progress.borrow().elapsed(),
+        if resumes > 0 { format!(" (followed again {resumes} times)") } else { String::new() }
     ));
     Ok(())
 }
@@ -635,7 +666,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Dlq { action: DlqAction::Redrive } => print_json(&client.dlq_redrive().await?),
         Command::Jobs { status, limit } => list_jobs(&client, status.as_deref(), limit).await,
-        Command::Stream { job, out } => {
+        Command::Stream { job, follow: true, out } => {
+            let job = job_id(&job)?;
+            let work = async {
+                let mut writer = Writer::new(&out)?;
+                let mut lines = client.follow(&job, |_: &Resume| {});
+                while let Some(line) = lines.next().await {
+                    writer.line(&line?, &mut progress)?;
+                }
+                writer.finish()
+            };
+            interruptible(&client, None, false, work).await
+        }
+        Command::Stream { job, out, .. } => {
             let job = job_id(&job)?;
             let work = async { stream_job(&client, &job, &out, &mut progress).await.map(|_| ()) };
             interruptible(&client, None, false, work).await

@@ -118,9 +118,24 @@ struct State {
     attempts: u32,
     resumes: Arc<AtomicU32>,
     on_resume: Box<dyn FnMut(&Resume) + Send>,
+    /// Following a running job (`?follow=true`): a break opens the followed stream again and skips the
+    /// lines already delivered (its lines are the same every time), instead of reading pages.
+    follow: bool,
+    /// Lines delivered from the live stream.
+    delivered: u64,
+    /// Lines of the stream opened again still to skip.
+    skip: u64,
+    /// A followed stream's `meta`, held until the next line: a job that fails before its first
+    /// domain starts prints nothing.
+    held: Option<StreamLine>,
 }
 
-pub(crate) fn open(client: Client, job: JobId, on_resume: Box<dyn FnMut(&Resume) + Send>) -> LineStream {
+pub(crate) fn open(
+    client: Client,
+    job: JobId,
+    follow: bool,
+    on_resume: Box<dyn FnMut(&Resume) + Send>,
+) -> LineStream {
     let resumes = Arc::new(AtomicU32::new(0));
     let state = State {
         client,
@@ -139,6 +154,10 @@ pub(crate) fn open(client: Client, job: JobId, on_resume: Box<dyn FnMut(&Resume)
         attempts: 0,
         resumes: resumes.clone(),
         on_resume,
+        follow,
+        delivered: 0,
+        skip: 0,
+        held: None,
     };
     let inner = futures::stream::unfold(state, |mut s| async move {
         let item = s.next().await?;
@@ -176,7 +195,7 @@ impl State {
 
     /// Opens the stream (again).
     async fn open_step(&mut self) -> Step {
-        match self.client.open_stream(&self.job).await {
+        match self.client.open_stream(&self.job, self.follow).await {
             Ok(response) => {
                 let body: Body = response.bytes_stream().boxed();
                 self.mode = Mode::Live(LineReader::new(body, self.client.config.max_line_bytes));
@@ -190,7 +209,12 @@ impl State {
     /// Reads the next live line; an interruption plans the resumption.
     async fn live_step(&mut self, mut reader: LineReader<Body>) -> Step {
         let reason = match reader.next_line().await {
-            Ok(Some(bytes)) => return self.live_line(reader, &bytes).map(Some),
+            Ok(Some(_)) if self.skip > 0 => {
+                self.skip -= 1;
+                self.mode = Mode::Live(reader);
+                return Ok(None);
+            }
+            Ok(Some(bytes)) => return self.live_line(reader, &bytes),
             Ok(None) => "the stream ended before its complete line".to_owned(),
             Err(ReadError::Truncated { bytes }) => {
                 format!("the stream ended inside line {} ({bytes} bytes)", reader.line_no() + 1)
@@ -208,20 +232,39 @@ impl State {
     }
 
     /// Parses and checks one live line; the stream goes on after it unless it is the last.
-    fn live_line(&mut self, reader: LineReader<Body>, bytes: &[u8]) -> Result<StreamLine, ClientError> {
+    fn live_line(&mut self, reader: LineReader<Body>, bytes: &[u8]) -> Step {
         let malformed = |reason: String| ClientError::MalformedLine {
             line_no: reader.line_no(),
             reason,
             snippet: snippet(bytes),
         };
         let line = serde_json::from_slice::<StreamLine>(bytes).map_err(|e| malformed(e.to_string()))?;
+        if let StreamLine::Error { code, .. } = &line {
+            if self.follow && code == "FOLLOW_TIME_LIMIT" {
+                // The server's time for one follow is up: follow again, past what was delivered.
+                self.skip = self.delivered;
+                self.mode = Mode::Open;
+                return Ok(None);
+            }
+        }
         self.observe(&line).map_err(malformed)?;
+        self.delivered += 1;
         match line {
             StreamLine::Error { code, message } => return Err(ClientError::StreamError { code, message }),
             StreamLine::Complete { .. } => {}
             _ => self.mode = Mode::Live(reader),
         }
-        Ok(line)
+        if self.follow {
+            if let StreamLine::Meta { .. } = line {
+                self.held = Some(line);
+                return Ok(None);
+            }
+            if let Some(meta) = self.held.take() {
+                self.pending.push_back(line);
+                return Ok(Some(meta));
+            }
+        }
+        Ok(Some(line))
     }
 
     /// Updates the position after a line (live or from pages); an error for a line that
@@ -274,6 +317,13 @@ impl State {
         self.attempts += 1;
         self.resumes.fetch_add(1, Ordering::Relaxed);
         let resume = match &self.domains {
+            _ if self.follow => {
+                // The followed stream again, past the lines already delivered.
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(self.attempts))).await;
+                self.skip = self.delivered;
+                self.mode = Mode::Open;
+                Resume { attempt: self.attempts, domain: None, offset: self.delivered, reason }
+            }
             None => {
                 // Nothing delivered yet: open the stream again, after a short pause.
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(self.attempts))).await;

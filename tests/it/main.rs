@@ -10,6 +10,7 @@ mod client;
 mod dashboard;
 mod docs;
 mod faults;
+mod follow;
 mod functions_e2e;
 mod jobs_contract;
 mod lambda_events;

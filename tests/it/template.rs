@@ -1108,3 +1108,24 @@ fn every_function_that_records_an_outcome_may_write_it_and_the_reaper_may_read_i
     });
     assert!(!grants(&narrowed["Resources"]["SubmitFunctionRole"], "s3:PutObject", "outcome.json"));
 }
+
+/// A followed stream (`?follow=true`) lives in StreamFunction: it reads and lists a running job's
+/// objects, and ends (`FOLLOW_TIME_LIMIT`) before the function's timeout cuts it; the workers may
+/// write the counts its first `domain_start` carries.
+#[test]
+fn a_followed_stream_may_list_a_running_job_and_ends_before_its_function_does() {
+    let t = translated();
+    let r = &t["Resources"];
+    let role = &r["StreamFunctionRole"];
+    assert!(grants(role, "s3:GetObject", "counts/*"), "the stream cannot read the counts");
+    assert!(role.to_string().contains("s3:ListBucket"), "the stream cannot list a running job's chunks");
+    let timeout = r["StreamFunction"]["Properties"]["Timeout"].as_u64().expect("timeout");
+    let follow = r["StreamFunction"]["Properties"]["Environment"]["Variables"]["TRACE_FOLLOW_SECONDS"]
+        .as_str()
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("TRACE_FOLLOW_SECONDS set for the stream function");
+    assert!(follow + 30 <= timeout, "a follow of {follow} s is cut by the function's {timeout} s");
+    for worker in ["WorkerHeavyFunctionRole", "WorkerLightFunctionRole"] {
+        assert!(grants(&r[worker], "s3:PutObject", "counts/*"), "{worker} cannot store a count");
+    }
+}

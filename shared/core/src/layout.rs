@@ -6,7 +6,7 @@
 //!                                                           result chunks, one record per line
 //! jobs/{job_id}/checkpoint/{shard:04}.json                  a running shard's progress (`checkpoint`)
 //! jobs/{job_id}/shards/{shard:04}.json                      a finished shard's chunks (a job split into shards)
-//! jobs/{job_id}/counts/{shard:04}.json                      a shard's first-domain records, counted first (live tail)
+//! jobs/{job_id}/count.json                                 the first domain's records, counted first (live tail)
 //! jobs/{job_id}/manifest.json                               written last: its presence = result complete
 //! ```
 //! Chunk keys sort in result order (shard, then chunk) so a job split into shards run by several
@@ -69,27 +69,20 @@ pub struct ShardDone {
     pub partial: Option<crate::aggregation::MsdPartial>,
 }
 
-/// The folder of a job's counts ([`ShardCount`]).
-pub fn counts_prefix(job: &JobId) -> String {
-    format!("jobs/{job}/counts/")
+/// The job's [`JobCount`].
+pub fn count_key(job: &JobId) -> String {
+    format!("jobs/{job}/count.json")
 }
 
-/// One shard's [`ShardCount`].
-pub fn count_key(job: &JobId, shard: u32) -> String {
-    format!("{}{shard:04}.json", counts_prefix(job))
-}
-
-/// The records a shard's first domain (in result order) will have, counted by the source before the
-/// shard's first read (written create-only by its first run). A followed stream's first
-/// `domain_start` carries the job's total for that domain, the sum over its shards, long before the
-/// records are all read; every later domain starts after the shards holding it have finished.
+/// The records the job's first domain (in result order) will have, counted by the source when the
+/// job's first shard starts (create-only). A followed stream's first `domain_start` carries it long
+/// before the records are all read; every later domain starts after the shards holding it have ended,
+/// when their records say its total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardCount {
-    /// The shard.
-    pub shard: u32,
+pub struct JobCount {
     /// The domain counted.
     pub domain: Domain,
-    /// Its records in the shard.
+    /// Its records, every shard.
     pub records: u64,
 }
 

@@ -66,15 +66,15 @@ impl Ids for IdList {
     }
 }
 
-/// How many rows `source` has of `domain` for `ids`, counted `id_batch_size` ids at a time (as they
-/// are read).
+/// How many rows `source` has of `domain` for `ids`, asked `step` ids at a time (the source may
+/// split them further).
 pub async fn count(
     source: &dyn EventSource,
     ids: &dyn Ids,
     domain: Domain,
-    id_batch_size: usize,
+    step: usize,
 ) -> Result<u64, SourceError> {
-    let (total, step) = (ids.count(), id_batch_size.max(1));
+    let (total, step) = (ids.count(), step.max(1));
     let mut rows = 0;
     for from in (0..total).step_by(step) {
         rows += source.count(domain, &ids.batch(from..(from + step).min(total))).await?;

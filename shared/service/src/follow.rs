@@ -18,8 +18,8 @@
 //!   job's manifest; from then on the listed entries are used, and the chunks already sent are
 //!   checked against them (records and CRC-32). A mismatch (the source changed between two attempts)
 //!   ends the stream with an `error` line `RESULT_CHANGED`: what was sent is not the result.
-//! - The first domain's `domain_start` carries its total: each shard counts it before reading
-//!   ([`ShardCount`], `worker::count`), or, without a count, its total is known when the shard ends.
+//! - The first domain's `domain_start` carries its total: the job's first shard counts it beside its
+//!   reading ([`JobCount`], `worker::count`); without a count, it is known when every shard has ended.
 //! - Once the manifest exists the rest is the finished stream's, from where the live part stopped
 //!   ([`results::lines_from`]), with the same [`LineAligner`]: the lines are the finished stream's,
 //!   line for line.
@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use trace_core::config::StreamCompression;
 use trace_core::job::JobMeta;
-use trace_core::layout::{self, ChunkEntry, Manifest, ShardCount, ShardDone};
+use trace_core::layout::{self, ChunkEntry, JobCount, Manifest, ShardDone};
 use trace_core::ndjson::{write_records_lines, LineAligner, StreamLine};
 use trace_core::ports::StoreError;
 use trace_core::{Domain, JobStatus, Principal, TraceError};
@@ -146,12 +146,12 @@ impl Follower {
         .await?;
         let Some(&first) = meta.domains.first() else { return self.rest(Step::DomainStart(0), None).await };
         let shards = meta.shards.max(1);
-        let mut counts = vec![None; shards as usize];
+        let mut ended = vec![None; shards as usize];
         let total = loop {
             if let Some(manifest) = self.manifest().await? {
                 return self.finish_from(manifest, Step::DomainStart(0), None).await;
             }
-            if let Some(total) = self.first_total(first, &mut counts).await? {
+            if let Some(total) = self.first_total(first, &mut ended).await? {
                 break total;
             }
             self.idle().await?;
@@ -244,30 +244,26 @@ impl Follower {
         Ok(())
     }
 
-    /// The job's total of its first domain, once every shard has counted it (or ended).
-    async fn first_total(&self, domain: Domain, counts: &mut [Option<u64>]) -> Following<Option<u64>> {
+    /// The job's total of its first domain: its count, or (without one) the shards' records once
+    /// every shard has ended.
+    async fn first_total(&self, domain: Domain, ended: &mut [Option<u64>]) -> Following<Option<u64>> {
         let job = self.meta.job_id;
-        let sharded = counts.len() > 1;
-        for (shard, count) in counts.iter_mut().enumerate() {
-            if count.is_some() {
-                continue;
+        if let Some(body) = self.get(&layout::count_key(&job)).await? {
+            match serde_json::from_slice::<JobCount>(&body) {
+                Ok(c) if c.domain == domain => return Ok(Some(c.records)),
+                _ => tracing::warn!(job_id = %job, "an unreadable count: waiting for the shards' end"),
             }
-            let shard = shard as u32;
-            if let Some(body) = self.get(&layout::count_key(&job, shard)).await? {
-                match serde_json::from_slice::<ShardCount>(&body) {
-                    Ok(c) if c.domain == domain && c.shard == shard => *count = Some(c.records),
-                    _ => {
-                        tracing::warn!(job_id = %job, shard, "an unreadable count: waiting for the shard's end")
+        }
+        if ended.len() > 1 {
+            for (shard, records) in ended.iter_mut().enumerate() {
+                if records.is_none() {
+                    if let Some(done) = self.shard_done(shard as u32).await? {
+                        *records = done.domains.first().map(|d| d.records);
                     }
                 }
             }
-            if count.is_none() && sharded {
-                if let Some(done) = self.shard_done(shard).await? {
-                    *count = done.domains.first().map(|d| d.records);
-                }
-            }
         }
-        Ok(counts.iter().copied().sum())
+        Ok(ended.iter().copied().sum())
     }
 
     /// One chunk of a running shard, any attempt's, checked by its own encoding; None while its slot

@@ -10,12 +10,14 @@ use trace_core::ports::StoreError;
 use super::ShardError;
 use crate::App;
 
-/// The ids of `message`'s shard, compactly (one buffer, not one allocation per id).
+/// The ids of `message`'s shard, compactly (one buffer, not one allocation per id); with `all`, every
+/// id of the job too.
 pub(super) async fn read_shard_ids(
     app: &App,
     meta: &JobMeta,
     message: &ShardMessage,
-) -> Result<IdList, ShardError> {
+    all: bool,
+) -> Result<(IdList, Option<IdList>), ShardError> {
     let input = match app.backends.store.get(&layout::input_key(&meta.result_id())).await {
         Ok(b) => b,
         Err(StoreError::NotFound(k)) => return Err(ShardError::BadInput(format!("{k} is missing"))),
@@ -24,10 +26,10 @@ pub(super) async fn read_shard_ids(
     // Only this shard's ids are kept (the others are checked and skipped); the raw JSON is dropped at
     // once. A shard of a million-id job holds its own range, not the million.
     let (from, to) = (message.ids_from as usize, message.ids_to as usize);
+    let kept = if all { 0..usize::MAX } else { from..to };
     let mut de = serde_json::Deserializer::from_slice(&input);
-    let found = InputIds(from..to)
-        .deserialize(&mut de)
-        .map_err(|e| ShardError::BadInput(format!("input.json: {e}")))?;
+    let found =
+        InputIds(kept).deserialize(&mut de).map_err(|e| ShardError::BadInput(format!("input.json: {e}")))?;
     drop(input);
     tracing::debug!("input read");
     let Some((ids, total)) = found else {
@@ -36,7 +38,10 @@ pub(super) async fn read_shard_ids(
     if from > to || to > total {
         return Err(ShardError::BadInput(format!("shard ids {from}..{to} outside the {total} input ids")));
     }
-    Ok(ids)
+    if all {
+        return Ok((ids.slice(from..to), Some(ids)));
+    }
+    Ok((ids, None))
 }
 
 /// The `container_ids` of an input object, only the range `.0` kept ([`IdRange`]); the other fields

@@ -357,9 +357,14 @@ async fn write_result(
     let mut chunks = ChunkWriter::new(app, lease, message, found, shutdown, deadline.continue_at);
     let mut manifest_size = None;
     let steps = async {
-        let ids = Arc::new(input::read_shard_ids(app, lease.meta(), message).await?);
-        let (_, aggregation) =
-            tokio::join!(count::first_domain(app, lease.meta(), message, ids.clone()), chunks.write(ids));
+        let counting = count::wanted(app, lease.meta(), message).await;
+        let (ids, all) = input::read_shard_ids(app, lease.meta(), message, counting).await?;
+        let count = async {
+            if let Some(all) = all {
+                count::first_domain(app, lease.meta(), message, all).await;
+            }
+        };
+        let (_, aggregation) = tokio::join!(count, chunks.write(Arc::new(ids)));
         let aggregation = aggregation?;
         tracing::debug!("every row read");
         let domains = chunks.finish(&message.domains).await?;
