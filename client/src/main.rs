@@ -533,33 +533,36 @@ async fn follow(
     let streamer = client.at_stream_url(&accepted.stream_url)?;
     let progress = std::cell::RefCell::new(progress);
     let mut writer = Writer::new(out)?;
-    let write = async {
-        let mut lines = streamer.follow(job, |_: &Resume| {});
-        while let Some(line) = lines.next().await {
-            writer.line(&line?, &mut progress.borrow_mut())?;
-        }
-        writer.finish()?;
-        Ok::<_, Failure>(lines.resumes())
-    };
-    let poll = client.wait_with(job, wait.interval, wait.timeout, |info| progress.borrow_mut().job(info));
-    tokio::pin!(write, poll);
-    let mut written = None;
-    loop {
-        tokio::select! {
-            polled = &mut poll => {
-                polled?;
-                break;
+    let resumes = {
+        let write = async {
+            let mut lines = streamer.follow(job, |_: &Resume| {});
+            while let Some(line) = lines.next().await {
+                writer.line(&line?, &mut progress.borrow_mut())?;
             }
-            w = &mut write, if written.is_none() => written = Some(w),
+            writer.finish()?;
+            Ok::<_, Failure>(lines.resumes())
+        };
+        let poll = client.wait_with(job, wait.interval, wait.timeout, |info| progress.borrow_mut().job(info));
+        tokio::pin!(write, poll);
+        let mut written = None;
+        loop {
+            tokio::select! {
+                polled = &mut poll => {
+                    polled?;
+                    break;
+                }
+                w = &mut write, if written.is_none() => written = Some(w),
+            }
         }
-    }
-    let resumes = match written {
-        Some(w) => w?,
-        None => write.await?,
+        match written {
+            Some(w) => w?,
+            None => write.await?,
+        }
     };
-    progress.borrow_mut().note(&format!(
-        "trace: job {job} streamed in {}{}",
-        progress.borrow().elapsed(),
+    let progress = progress.into_inner();
+    let elapsed = progress.elapsed();
+    progress.note(&format!(
+        "trace: job {job} streamed in {elapsed}{}",
         if resumes > 0 { format!(" (followed again {resumes} times)") } else { String::new() }
     ));
     Ok(())
