@@ -36,6 +36,8 @@ pub async fn assert_twin_rows(
         dataset::push_rows(domain, i, &mut rows);
         rows.rows().map(<[Value]>::to_vec).collect::<Vec<_>>()
     });
+    // A count says how many rows a read gives (checked below, with the twin's rows).
+    let counted = source.count(domain, ids).await.expect("count");
     let mut cursor = source.open(domain, ids).await.expect("open");
     let mut n = 0u64;
     while let Some(batch) = cursor.next_batch().await.expect("fetch") {
@@ -49,6 +51,7 @@ pub async fn assert_twin_rows(
     }
     assert!(cursor.next_batch().await.expect("fetch").is_none(), "cursor resumed after its end");
     assert!(expected.next().is_none(), "{domain}: row count: only {n} rows");
+    assert_eq!(counted, n, "{domain}: the source's count of the rows");
     n
 }
 
