@@ -89,8 +89,12 @@ impl Bench {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             tokio::time::sleep(Duration::from_millis(300)).await;
             let started = chrono::Utc::now();
+            let cpu_before = cpu_ticks();
             let job = self.enqueue(&app, n, Trace::QUERY_TOOL).await?;
             let (_, finished) = self.wait(&job).await?;
+            let cpu = cpu_ticks().zip(cpu_before).map(|((busy, all), (busy0, all0))| {
+                100.0 * (busy - busy0) as f64 / (all - all0).max(1) as f64
+            });
             let secs = (finished - started).as_seconds_f64();
             let peaks: Vec<f64> = procs.iter().map(|p| p.peak_rss_mib()).collect();
             drop(procs);
@@ -102,6 +106,10 @@ impl Bench {
                 "speed_up": speed_up, "rows_per_s": m.total_records as f64 / secs,
                 "max_peak_rss_mib": peaks.iter().copied().fold(0.0, f64::max),
                 "peak_rss_mib_per_worker": peaks,
+                // The whole machine's (every core's) busy share during the run: workers, PostgreSQL,
+                // the object store emulator and the proxies share it.
+                "machine_cpu_busy_percent": cpu,
+                "cores": std::thread::available_parallelism().map_or(0, usize::from),
             });
             eprintln!("scale {n} ids, {count} workers: {run}");
             runs.push(run);
@@ -111,4 +119,15 @@ impl Bench {
             "runs": runs,
         }))
     }
+}
+
+/// The machine's CPU time so far, in clock ticks: (busy, all), from `/proc/stat`'s `cpu` line (idle and
+/// I/O wait are not busy). None where there is no `/proc/stat`.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    let all: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((all - idle, all))
 }

@@ -534,6 +534,11 @@ mod tests {
             let early = followed.iter().filter(|(at, l)| *at < ended && kind(l) == "records").count();
             let lines: Vec<String> = followed.into_iter().map(|(_, l)| l).collect();
             same_lines(&lines, &finished(&app, &job).await, &format!("{shards} shard(s)"));
+            // The first domain's total came from the count the first shard stored.
+            let count = app.backends.store.get(&trace_core::layout::count_key(&job)).await.unwrap();
+            let count: trace_core::layout::JobCount = serde_json::from_slice(&count).unwrap();
+            let start: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+            assert_eq!((count.domain.as_str(), Some(count.records)), ("history", start["total"].as_u64()));
             assert_eq!(kind(lines.last().unwrap()), "complete");
             eprintln!("{shards} shard(s): {early} of the records lines sent before the job ended");
         }
