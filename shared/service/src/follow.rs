@@ -36,14 +36,12 @@ use bytes::Bytes;
 use futures::stream::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use trace_core::config::StreamCompression;
 use trace_core::job::JobMeta;
 use trace_core::layout::{self, ChunkEntry, JobCount, Manifest, ShardDone};
 use trace_core::ndjson::{write_records_lines, LineAligner, StreamLine};
 use trace_core::ports::StoreError;
 use trace_core::{Domain, JobStatus, Principal, TraceError};
 
-use crate::gzip_stream;
 use crate::results::{self, line, Sender, Step, StreamAnswer};
 use crate::status::{job_store_unavailable, parse_job_id};
 use crate::App;
@@ -78,8 +76,7 @@ pub async fn stream(
             body: answer.body.left_stream(),
         });
     };
-    let gzip = app.config.stream_compression == StreamCompression::Gzip
-        && gzip_stream::accepts_gzip(accept_encoding);
+    let gzip = results::gzip_wanted(app, accept_encoding);
     tracing::info!(job_id = id, status = %meta.status, shards = meta.shards, "following a running job");
     let (tx, rx) = mpsc::channel(AHEAD);
     let follower = Follower { app: app.clone(), meta, tx, until: Instant::now() + app.config.follow_for };
@@ -422,21 +419,14 @@ mod tests {
     use tokio::time::Instant;
     use trace_core::ndjson::StreamLine;
     use trace_core::ports::Delivery;
-    use trace_core::{JobId, Principal, QueueKind, TraceRequest};
+    use trace_core::{JobId, Principal};
 
     use crate::testing::{app, slow_source};
     use crate::App;
 
     /// A job of `ids` ids over history and holds, submitted to the light queue; its messages.
     async fn submitted(app: &App, ids: u64) -> (JobId, Vec<Delivery>) {
-        let ids: Vec<String> = (1..=ids).map(trace_dataset::container_id).collect();
-        let body = serde_json::json!({ "container_ids": ids, "domains": ["history", "holds"] });
-        let request = TraceRequest::parse(body.to_string().as_bytes(), usize::MAX).unwrap();
-        let accepted =
-            crate::submit::enqueue(app, &Principal::local(), &request, QueueKind::Light).await.unwrap();
-        let deliveries =
-            app.backends.light.receive(10, Duration::from_secs(1), Duration::from_secs(60)).await.unwrap();
-        (accepted.job_id, deliveries)
+        crate::testing::submitted(app, ids, &["history", "holds"], "query_tool").await
     }
 
     /// Runs each delivery in a task of its own; when the last has ended.

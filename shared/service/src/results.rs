@@ -149,6 +149,12 @@ pub fn plan(plain: u64, gzip_estimate: u64, gzip_accepted: bool, limit: Option<u
     }
 }
 
+/// Whether a stream goes out as gzip: compression is on (`TRACE_STREAM_COMPRESSION`) and the caller's
+/// `Accept-Encoding` accepts it.
+pub(crate) fn gzip_wanted(app: &App, accept_encoding: Option<&str>) -> bool {
+    app.config.stream_compression == StreamCompression::Gzip && gzip_stream::accepts_gzip(accept_encoding)
+}
+
 /// Bytes kept free under the limit while sending gzip, for the end: the `error` line of a stream that
 /// would pass the limit (about 250 bytes, compressed or stored) and the member's last block and trailer.
 const END_RESERVE: u64 = 1024;
@@ -172,8 +178,7 @@ pub async fn stream(
     let manifest = finished_manifest(app, principal, id).await?;
     let batch_size = app.config.stream_batch_size as u64;
     let plain = stream_size::plain_len(&manifest, batch_size);
-    let gzip_accepted = app.config.stream_compression == StreamCompression::Gzip
-        && gzip_stream::accepts_gzip(accept_encoding);
+    let gzip_accepted = gzip_wanted(app, accept_encoding);
     let limit = app.config.stream_max_bytes;
     let estimate = stream_size::gzip_estimate(&manifest, batch_size);
     let Some(gzip) = plan(plain, estimate, gzip_accepted, limit) else {

@@ -283,3 +283,26 @@ pub(crate) fn flaky_source(app: &App, failures: u32) -> App {
     });
     App::new((*app.config).clone(), backends)
 }
+
+/// A job of `ids` ids over `domains` (profile `profile`), submitted; its id and every message sent.
+pub(crate) async fn submitted(
+    app: &App,
+    ids: u64,
+    domains: &[&str],
+    profile: &str,
+) -> (trace_core::JobId, Vec<trace_core::ports::Delivery>) {
+    let ids: Vec<String> = (1..=ids).map(trace_dataset::container_id).collect();
+    let body = serde_json::json!({ "container_ids": ids, "domains": domains, "profile": profile });
+    let request = trace_core::TraceRequest::parse(body.to_string().as_bytes(), usize::MAX).unwrap();
+    let accepted =
+        crate::submit::enqueue(app, &trace_core::Principal::local(), &request, trace_core::QueueKind::Light)
+            .await
+            .unwrap();
+    let deliveries = app
+        .backends
+        .light
+        .receive(10, std::time::Duration::from_secs(1), std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    (accepted.job_id, deliveries)
+}

@@ -9,11 +9,11 @@ use trace_core::job::JobStatus;
 use trace_core::layout::{self, Manifest};
 use trace_core::message::ShardMessage;
 use trace_core::ports::Delivery;
-use trace_core::{JobId, Principal, QueueKind, TraceRequest};
+use trace_core::{JobId, Principal};
 
 use super::lease::{self, Claim};
 use super::{handle_delivery, Disposition};
-use crate::testing::app;
+use crate::testing::{app, submitted};
 use crate::App;
 
 const SMALL: [(&str, &str); 5] = [
@@ -23,18 +23,6 @@ const SMALL: [(&str, &str); 5] = [
     ("TRACE_MAX_SHARDS", "3"),
     ("TRACE_LIGHT_WORKER_CONCURRENCY", "4"),
 ];
-
-/// A job of `ids` ids over `domains` (profile `profile`), submitted; its id and every message sent.
-async fn submitted(app: &App, ids: u64, domains: &[&str], profile: &str) -> (JobId, Vec<Delivery>) {
-    let ids: Vec<String> = (1..=ids).map(trace_dataset::container_id).collect();
-    let body = serde_json::json!({ "container_ids": ids, "domains": domains, "profile": profile });
-    let request = TraceRequest::parse(body.to_string().as_bytes(), usize::MAX).unwrap();
-    let accepted =
-        crate::submit::enqueue(app, &Principal::local(), &request, QueueKind::Light).await.unwrap();
-    let deliveries =
-        app.backends.light.receive(10, Duration::from_secs(1), Duration::from_secs(60)).await.unwrap();
-    (accepted.job_id, deliveries)
-}
 
 async fn run(app: &App, delivery: &Delivery) -> Disposition {
     let (_, shutdown) = watch::channel(false);
