@@ -262,6 +262,79 @@ impl<'de> serde::de::Visitor<'de> for IdRange {
     }
 }
 
+/// Reads what [`IdRange`] reads, and also where the array's ids lie in the JSON `text` it is read from:
+/// the byte span of each run of `every` ids (the last run may be shorter). How the job's first shard
+/// reads every id of a job again, one span at a time with ranged reads, instead of holding them all: a
+/// span, wrapped in `[` `]`, is a JSON array of its ids ([`IdList::from_span`]).
+///
+/// Only for a deserializer that reads from `text` itself (`serde_json::Deserializer::from_slice`): the
+/// spans are found from where each id's text lies in memory.
+#[derive(Debug, Clone)]
+pub struct IdRangeSpans<'t> {
+    /// The ids kept.
+    pub keep: std::ops::Range<usize>,
+    /// Ids per span (at least 1).
+    pub every: usize,
+    /// The JSON text being read.
+    pub text: &'t [u8],
+}
+
+/// The ids kept, the array's length and the spans.
+pub type IdsWithSpans = (IdList, usize, Vec<std::ops::Range<u64>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for IdRangeSpans<'_> {
+    type Value = IdsWithSpans;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for IdRangeSpans<'_> {
+    type Value = IdsWithSpans;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of container ids")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let base = self.text.as_ptr() as usize;
+        let every = self.every.max(1);
+        let (mut list, mut spans, mut n) = (IdList::new(), Vec::new(), 0);
+        while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            let json = raw.get();
+            let start =
+                (json.as_ptr() as usize).checked_sub(base).filter(|s| s + json.len() <= self.text.len());
+            let Some(start) = start else {
+                return Err(A::Error::custom("container ids read from another text than the one given"));
+            };
+            let id: ContainerId = serde_json::from_str(json).map_err(A::Error::custom)?;
+            if self.keep.contains(&n) {
+                list.push(&id);
+            }
+            let end = (start + json.len()) as u64;
+            if n % every == 0 {
+                spans.push(start as u64..end);
+            } else if let Some(last) = spans.last_mut() {
+                last.end = end;
+            }
+            n += 1;
+        }
+        list.text.shrink_to_fit();
+        list.ends.shrink_to_fit();
+        Ok((list, n, spans))
+    }
+}
+
+impl IdList {
+    /// The ids of a span found by [`IdRangeSpans`] (its bytes: ids separated by commas).
+    pub fn from_span(bytes: &[u8]) -> Result<IdList, serde_json::Error> {
+        let mut array = Vec::with_capacity(bytes.len() + 2);
+        array.push(b'[');
+        array.extend_from_slice(bytes);
+        array.push(b']');
+        serde_json::from_slice(&array)
+    }
+}
+
 #[cfg(test)]
 mod id_list_tests {
     use super::*;
@@ -291,5 +364,40 @@ mod id_list_tests {
         let bad =
             IdRange(0..1).deserialize(&mut serde_json::Deserializer::from_str(r#"["ok","not\u0007ok"]"#));
         assert!(bad.is_err(), "ids outside the range are still checked");
+    }
+
+    #[test]
+    fn the_spans_of_the_ids_read_back_every_id_in_order() {
+        use serde::de::DeserializeSeed;
+        let text = br#"[ "A", "BB" ,"CCC",
+            "D","E" ]"#;
+        let (kept, n, spans) = IdRangeSpans { keep: 1..3, every: 2, text }
+            .deserialize(&mut serde_json::Deserializer::from_slice(text))
+            .unwrap();
+        assert_eq!((kept.len(), kept.get(0), kept.get(1), n), (2, Some("BB"), Some("CCC"), 5));
+        assert_eq!(spans.len(), 3);
+        let all: Vec<String> = spans
+            .iter()
+            .flat_map(|s| {
+                let list = IdList::from_span(&text[s.start as usize..s.end as usize]).unwrap();
+                (0..list.len()).map(|i| list.get(i).unwrap().to_owned()).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(all, ["A", "BB", "CCC", "D", "E"]);
+        let one = IdRangeSpans { keep: 0..0, every: 10, text }
+            .deserialize(&mut serde_json::Deserializer::from_slice(text))
+            .unwrap();
+        assert_eq!((one.1, one.2.len()), (5, 1));
+        let empty = IdRangeSpans { keep: 0..0, every: 10, text: b"[]" }
+            .deserialize(&mut serde_json::Deserializer::from_slice(b"[]"))
+            .unwrap();
+        assert_eq!((empty.1, empty.2.len()), (0, 0));
+        let bad_text = br#"["ok","not\u0007ok"]"#;
+        let bad = IdRangeSpans { keep: 0..0, every: 1, text: bad_text }
+            .deserialize(&mut serde_json::Deserializer::from_slice(bad_text));
+        assert!(bad.unwrap_err().to_string().contains("control"), "every id is checked");
+        let elsewhere = IdRangeSpans { keep: 0..0, every: 1, text: b"[]" }
+            .deserialize(&mut serde_json::Deserializer::from_slice(br#"["A"]"#));
+        assert!(elsewhere.unwrap_err().to_string().contains("another text"));
     }
 }

@@ -192,16 +192,30 @@ fn host_of(url: &str) -> String {
 ///
 /// The freshly loaded tables are vacuumed too, so the first reads do not pay for setting hint bits and
 /// no autovacuum of the load runs later in the background (both would skew a benchmark's timings).
+/// The load is not bound by the reads' `statement_timeout` (a million containers take minutes on a
+/// busy machine); the connection gets its timeout back before it returns to the pool.
 pub async fn seed(pool: &Pool, n: u32) -> Result<(), BackendError> {
     let conn = pool.get().await.map_err(|e| BackendError::new("postgres", "connect", e))?;
-    conn.batch_execute(catalog::SCHEMA_SQL).await.map_err(|e| BackendError::new("postgres", "schema", e))?;
-    conn.execute("SELECT trace_seed($1)", &[&(n as i32)])
+    conn.batch_execute("SET statement_timeout = 0")
         .await
-        .map_err(|e| BackendError::new("postgres", "seed", e))?;
-    conn.batch_execute("VACUUM (FREEZE, ANALYZE) history, materials, rejects, holds, jobs")
+        .map_err(|e| BackendError::new("postgres", "settings", e))?;
+    let loaded = async {
+        conn.batch_execute(catalog::SCHEMA_SQL)
+            .await
+            .map_err(|e| BackendError::new("postgres", "schema", e))?;
+        conn.execute("SELECT trace_seed($1)", &[&(n as i32)])
+            .await
+            .map_err(|e| BackendError::new("postgres", "seed", e))?;
+        conn.batch_execute("VACUUM (FREEZE, ANALYZE) history, materials, rejects, holds, jobs")
+            .await
+            .map_err(|e| BackendError::new("postgres", "vacuum", e))
+    }
+    .await;
+    let reset = conn
+        .batch_execute("RESET statement_timeout")
         .await
-        .map_err(|e| BackendError::new("postgres", "vacuum", e))?;
-    Ok(())
+        .map_err(|e| BackendError::new("postgres", "settings", e));
+    loaded.and(reset)
 }
 
 /// Ids per `count(*)`: a count sends no row back, so its batches can be far larger than a read's.

@@ -357,11 +357,11 @@ async fn write_result(
     let mut chunks = ChunkWriter::new(app, lease, message, found, shutdown, deadline.continue_at);
     let mut manifest_size = None;
     let steps = async {
-        let counting = count::wanted(app, lease.meta(), message).await;
-        let (ids, all) = input::read_shard_ids(app, lease.meta(), message, counting).await?;
+        let counting = count::wanted(app, lease.meta(), message).await.then_some(count::SPAN);
+        let (ids, spans) = input::read_shard_ids(app, lease.meta(), message, counting).await?;
         let count = async {
-            if let Some(all) = all {
-                count::first_domain(app, lease.meta(), message, all).await;
+            if let Some(spans) = spans {
+                count::first_domain(app, lease.meta(), message, spans).await;
             }
         };
         let (_, aggregation) = tokio::join!(count, chunks.write(Arc::new(ids)));
