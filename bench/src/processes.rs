@@ -57,8 +57,9 @@ pub fn stack_processes() -> Vec<(&'static str, String)> {
     out
 }
 
-/// CPU seconds used so far by process `pid` (or `self`).
-fn cpu_seconds(pid: &str) -> Option<f64> {
+/// CPU seconds used so far by process `pid` (or `self`); with `reaped`, also by its children that
+/// ended and were waited for (PostgreSQL's backends of closed connections, counted by the postmaster).
+fn cpu_seconds(pid: &str, reaped: bool) -> Option<f64> {
     static TICK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let tick = *TICK.get_or_init(|| {
         Command::new("getconf")
@@ -71,25 +72,29 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let mut ticks = field(11)? + field(12)?;
+    if reaped {
+        ticks += field(13)? + field(14)?;
+    }
     Some(ticks / tick)
 }
 
-/// CPU seconds used so far by groups of processes: the stack's PostgreSQL, emulator and Redis, this
-/// process, and the given child pids.
+/// CPU seconds used so far by groups of processes: the stack's PostgreSQL (its ended backends
+/// included), emulator and Redis, this process, and the given child pids (summed per name).
 pub fn cpu_snapshot(children: &[(&'static str, u32)]) -> BTreeMap<&'static str, f64> {
     let mut out = BTreeMap::new();
     for (group, pid) in stack_processes() {
-        if let Some(secs) = cpu_seconds(&pid) {
+        if let Some(secs) = cpu_seconds(&pid, group == "postgres") {
             *out.entry(group).or_insert(0.0) += secs;
         }
     }
-    if let Some(secs) = cpu_seconds("self") {
+    if let Some(secs) = cpu_seconds("self", false) {
         out.insert("bench", secs);
     }
     for (name, pid) in children {
-        if let Some(secs) = cpu_seconds(&pid.to_string()) {
-            out.insert(name, secs);
+        if let Some(secs) = cpu_seconds(&pid.to_string(), false) {
+            *out.entry(name).or_insert(0.0) += secs;
         }
     }
     out

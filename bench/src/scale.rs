@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use trace_integration::tcp_proxy::{Shape, TcpProxy};
 use trace_service::App;
 
+use crate::processes::{cpu_delta, cpu_snapshot};
 use crate::system::{Bench, Trace};
 
 /// The network of the model: 2 ms round trips (an RDS instance or S3 in the same region, from Lambda),
@@ -88,10 +89,13 @@ impl Bench {
                 .map(|_| self.spawn_worker_with(queue.clone(), &env))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             tokio::time::sleep(Duration::from_millis(300)).await;
+            let pids: Vec<_> = procs.iter().map(|p| ("workers", p.child.id())).collect();
             let started = chrono::Utc::now();
             let cpu_before = cpu_ticks();
+            let groups_before = cpu_snapshot(&pids);
             let job = self.enqueue(&app, n, Trace::QUERY_TOOL).await?;
             let (_, finished) = self.wait(&job).await?;
+            let groups = cpu_delta(&groups_before, &cpu_snapshot(&pids));
             let cpu = cpu_ticks().zip(cpu_before).map(|((busy, all), (busy0, all0))| {
                 100.0 * (busy - busy0) as f64 / (all - all0).max(1) as f64
             });
@@ -109,6 +113,9 @@ impl Bench {
                 // The whole machine's (every core's) busy share during the run: workers, PostgreSQL,
                 // the object store emulator and the proxies share it.
                 "machine_cpu_busy_percent": cpu,
+                // Where those cores went, CPU seconds per group ("bench": this process — the proxies
+                // of the network model, the submit and the polling).
+                "cpu_seconds": groups,
                 "cores": std::thread::available_parallelism().map_or(0, usize::from),
             });
             eprintln!("scale {n} ids, {count} workers: {run}");
