@@ -551,7 +551,20 @@ async fn follow(
                     polled?;
                     break;
                 }
-                w = &mut write, if written.is_none() => written = Some(w),
+                w = &mut write, if written.is_none() => {
+                    let failed = w.is_err();
+                    written = Some(w);
+                    if failed {
+                        // The stream ended early (RESULT_CHANGED, STORE_ERROR, a failed job's code)
+                        // while the job may run on: the job's own end, if the next poll tells it,
+                        // decides the exit code; else the stream's error now, not at the job's end.
+                        let grace = wait.interval + Duration::from_secs(2);
+                        if let Ok(polled) = tokio::time::timeout(grace, &mut poll).await {
+                            polled?;
+                        }
+                        break;
+                    }
+                }
             }
         }
         match written {

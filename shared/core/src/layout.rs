@@ -74,8 +74,8 @@ pub fn count_key(job: &JobId) -> String {
     format!("jobs/{job}/count.json")
 }
 
-/// The records the job's first domain (in result order) will have, counted by the source when the
-/// job's first shard starts (create-only). A followed stream's first `domain_start` carries it long
+/// The records the job's first domain (in result order) will have, counted by the source beside the
+/// reading of the job's first shard (again by a later attempt of it). A followed stream's first `domain_start` carries it long
 /// before the records are all read; every later domain starts after the shards holding it have ended,
 /// when their records say its total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

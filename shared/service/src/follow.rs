@@ -9,11 +9,14 @@
 //! by id batch: a later domain's first chunk follows the earlier domain's last only when the shard
 //! ends).
 //!
-//! - A running shard's chunks are found by listing their slot (`{domain}/{shard:04}-{chunk:06}-`). Any
-//!   attempt's chunk of a slot will do: a run resumed from a checkpoint, or started again from the
-//!   first id, builds the same chunks (`checkpoint`), so a zombie's or a dead attempt's chunk has the
-//!   bytes its successor's will have. Each is checked by its own encoding (gzip's CRC-32 and size);
-//!   LZ4 blocks do not say their size, so LZ4 chunks are sent once their shard is done.
+//! - A running shard's chunks are found by listing their slot (`{domain}/{shard:04}-{chunk:06}-`), the
+//!   newest attempt's first. Any attempt's chunk of a slot will do as long as the settings stay: a
+//!   run resumed from a checkpoint, or started again from the first id, builds the same chunks
+//!   (`checkpoint`), so a zombie's or a dead attempt's chunk has the bytes its successor's will have.
+//!   (A run under other chunk settings — a deploy between two attempts — starts over with other
+//!   chunks: the check below then ends the stream with `RESULT_CHANGED`.) Each is checked by its own
+//!   encoding (gzip's CRC-32 and size); LZ4 blocks do not say their size, so LZ4 chunks are sent once
+//!   their shard is done.
 //! - A shard's end is its record (`jobs/{id}/shards/{shard}.json`, a job split into shards) or the
 //!   job's manifest; from then on the listed entries are used, and the chunks already sent are
 //!   checked against them (records and CRC-32). A mismatch (the source changed between two attempts)
@@ -24,8 +27,11 @@
 //!   ([`results::lines_from`]), with the same [`LineAligner`]: the lines are the finished stream's,
 //!   line for line.
 //!
-//! The follower polls every [`POLL`] while nothing new is stored (one listing, and one job-store read
-//! to notice a job that failed or was cancelled: an `error` line with the job's code ends the stream),
+//! - The total sent is checked against the result's once known (`RESULT_CHANGED` if they differ).
+//!
+//! The follower polls every [`POLL`] while nothing new is stored (a listing, the manifest or shard
+//! record, and one job-store read to notice a job that failed or was cancelled: an `error` line with
+//! the job's code ends the stream),
 //! and gives up after `TRACE_FOLLOW_SECONDS` with an `error` line `FOLLOW_TIME_LIMIT` (a Lambda
 //! invocation lasts at most 15 minutes). Its size cannot be known before the first byte: it has no
 //! `x-trace-stream-bytes` header, and every byte counts against `TRACE_STREAM_MAX_BYTES`.
@@ -47,8 +53,9 @@ use crate::status::{job_store_unavailable, parse_job_id};
 use crate::App;
 
 /// Time between two looks for a new chunk while none is stored: well inside the 2 s a caller may
-/// wait for a stored chunk's records, for one listing and one job-store read each (about 4 object
-/// store requests a second, ~$0.01 for a 10-minute follow at S3's prices).
+/// wait for a stored chunk's records. A look is one listing, one manifest read, one job-store read,
+/// and, of a job split into shards, a read of the shard's record (before the count exists, of each
+/// shard's): about 8–12 object store requests a second, ~$0.02 for a 10-minute follow at S3's prices.
 pub const POLL: Duration = Duration::from_millis(250);
 
 /// How long a failing object store is asked again before a followed stream gives up.
@@ -67,7 +74,9 @@ pub async fn stream(
 ) -> Result<StreamAnswer<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>, TraceError> {
     let job_id = parse_job_id(id)?;
     let meta = app.backends.jobs.get(&job_id).await.map_err(job_store_unavailable)?;
-    let running = meta.filter(|m| matches!(m.status, JobStatus::Queued | JobStatus::Started));
+    // A job's own record, not one of its shards' (a shard's id is answered as without `follow`).
+    let running =
+        meta.filter(|m| matches!(m.status, JobStatus::Queued | JobStatus::Started) && m.parent.is_none());
     let Some(meta) = running.filter(|m| principal.may_see(&m.owner)) else {
         // Finished, ended otherwise, unknown or not the caller's: as without `follow`.
         return results::stream(app, principal, id, accept_encoding).await.map(|answer| StreamAnswer {
@@ -160,6 +169,8 @@ impl Follower {
         for shard in 0..shards {
             let mut sent: Sent = Vec::new();
             loop {
+                // A caller slower than the job keeps this loop busy: the time limit holds here too.
+                self.in_time()?;
                 if let Some(ndjson) = self.live_chunk(first, shard, sent.len() as u32).await? {
                     let records = ndjson.iter().filter(|b| **b == b'\n').count() as u64;
                     sent.push((records, crc32fast::hash(&ndjson)));
@@ -169,6 +180,7 @@ impl Follower {
                 if let Some(manifest) = self.manifest().await? {
                     let listed = manifest.domains.first().map_or(&[][..], |d| &d.chunks[..]);
                     check(&sent, listed.get(before..).unwrap_or_default())?;
+                    check_total(total, &manifest)?;
                     let at = Step::Chunk(0, before + sent.len());
                     return self.finish_from(manifest, at, Some(aligner)).await;
                 }
@@ -190,6 +202,7 @@ impl Follower {
         // Every shard has ended: the manifest follows.
         loop {
             if let Some(manifest) = self.manifest().await? {
+                check_total(total, &manifest)?;
                 return self.finish_from(manifest, Step::Chunk(0, before), Some(aligner)).await;
             }
             self.idle().await?;
@@ -268,7 +281,9 @@ impl Follower {
     async fn live_chunk(&self, domain: Domain, shard: u32, chunk: u32) -> Following<Option<Bytes>> {
         let slot = format!("{}{shard:04}-{chunk:06}-", layout::domain_prefix(&self.meta.job_id, domain));
         let listed = self.list(&slot).await?;
-        for object in listed {
+        // The newest attempt first (keys end `-a{attempt:03}`): the run that will most likely end the
+        // shard.
+        for object in listed.into_iter().rev() {
             // Swept meanwhile (a stray of a dead attempt): the next look finds another.
             let Some(stored) = self.get(&object.key).await? else { continue };
             match layout::decode_unlisted(&object.key, stored) {
@@ -344,9 +359,8 @@ impl Follower {
         Ok(())
     }
 
-    /// Waits for the next look, unless the job ended otherwise, the follow's time is up, or the caller
-    /// has gone.
-    async fn idle(&self) -> Following<()> {
+    /// Whether the caller is still there and the follow's time is not up.
+    fn in_time(&self) -> Following<()> {
         if self.tx.is_closed() {
             return Err(Stop::Gone);
         }
@@ -360,6 +374,13 @@ impl Follower {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Waits for the next look, unless the job ended otherwise, the follow's time is up, or the caller
+    /// has gone.
+    async fn idle(&self) -> Following<()> {
+        self.in_time()?;
         match self.app.backends.jobs.get(&self.meta.job_id).await {
             Ok(Some(meta)) => ended(&meta)?,
             // Lost or unreachable job store: the object store still tells when the result is complete.
@@ -370,6 +391,19 @@ impl Follower {
         }
         tokio::time::sleep(POLL).await;
         Ok(())
+    }
+}
+
+/// The first domain's total sent in its `domain_start` (the job's count) is the result's: else the
+/// source changed after the count (or a retry left an old count), and the lines differ from the
+/// finished stream's.
+fn check_total(total: u64, manifest: &Manifest) -> Following<()> {
+    match manifest.domains.first() {
+        Some(d) if d.records == total => Ok(()),
+        _ => Err(stop(
+            "RESULT_CHANGED",
+            format!("the job's first domain has other records than the total announced ({total}): its source changed while it ran; read it again now that it has finished"),
+        )),
     }
 }
 
@@ -532,6 +566,52 @@ mod tests {
             assert_eq!(kind(lines.last().unwrap()), "complete");
             eprintln!("{shards} shard(s): {early} of the records lines sent before the job ended");
         }
+    }
+
+    /// A total announced from a count that the records do not match (the source changed after the
+    /// count, or an old count was left) ends the followed stream with `RESULT_CHANGED` instead of
+    /// `complete`: its lines would not be the finished stream's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_count_the_records_do_not_match_ends_the_followed_stream_with_result_changed() {
+        let app = app(&[("TRACE_CHUNK_RECORDS", "500"), ("TRACE_DB_ID_BATCH_SIZE", "20")]).await;
+        let (app, _) = slow_source(&app, Duration::from_millis(5));
+        let (job, deliveries) = submitted(&app, 200).await;
+        let wrong = trace_core::layout::JobCount { domain: trace_core::Domain::History, records: 1 };
+        let key = trace_core::layout::count_key(&job);
+        app.backends.store.put(&key, serde_json::to_vec(&wrong).unwrap().into()).await.unwrap();
+        let follower = {
+            let app = app.clone();
+            tokio::spawn(async move { follow(&app, &job).await })
+        };
+        run_all(&app, deliveries).await.unwrap();
+        let lines: Vec<String> = follower.await.unwrap().into_iter().map(|(_, l)| l).collect();
+        let start: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(start["total"], 1, "the stored count was announced");
+        let Ok(StreamLine::Error { code, .. }) = serde_json::from_str(lines.last().unwrap()) else {
+            panic!("{:?}", lines.last())
+        };
+        assert_eq!(code, "RESULT_CHANGED");
+        assert_eq!(kind(finished(&app, &job).await.last().unwrap()), "complete");
+    }
+
+    /// A running shard's own record is not followed (it has no result of its own): answered at once
+    /// as without `follow`.
+    #[tokio::test]
+    async fn a_shard_s_own_id_is_answered_as_without_follow() {
+        let app = app(&[("TRACE_SHARD_MIN_IDS", "100"), ("TRACE_MAX_SHARDS", "3")]).await;
+        let (job, deliveries) = submitted(&app, 300).await;
+        let message = trace_core::message::ShardMessage::parse(&deliveries[0].body).unwrap();
+        assert!(crate::worker::claimed_for_test(&app, &message).await);
+        let shard = message.lease_id();
+        assert_ne!(shard, job);
+        let followed = tokio::time::timeout(
+            Duration::from_secs(5),
+            super::stream(&app, &Principal::local(), &shard.to_string(), None),
+        )
+        .await
+        .expect("answered at once");
+        let without = crate::results::stream(&app, &Principal::local(), &shard.to_string(), None).await;
+        assert_eq!(followed.err().map(|e| e.code()), without.err().map(|e| e.code()));
     }
 
     /// A cancelled job's followed stream ends with an `error` line `JOB_CANCELLED`; a job never run

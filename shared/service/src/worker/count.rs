@@ -1,7 +1,9 @@
 //! Step 2's second part: the job's first shard counts the job's first domain (every shard's ids)
 //! beside its reading, so that a followed stream ([`crate::follow`]) can open that domain with its
-//! total while the job runs, whichever shards run when. The count is stored once (create-only,
-//! [`JobCount`]); a later run of the shard finds it and does not count again.
+//! total while the job runs, whichever shards run when. The count ([`JobCount`]) is stored by the
+//! shard's first attempt; a continuation finds it and does not count again, a later attempt (a
+//! takeover, a retry hours later) counts again and replaces it. A follower checks the total it sent
+//! against the result's records and ends with `RESULT_CHANGED` if they differ (the source changed).
 //!
 //! One `count(*)` per [`COUNT_STEP`] ids, no row leaving the database: history's 15,000 ids take
 //! 57 ms (an index-only scan), 114,000 ids about half a second. The job's ids are not held while it
@@ -10,7 +12,10 @@
 //! reads them again one span at a time (a ranged read of ~1.5 MB). A count that fails is logged and
 //! left out: the job goes on, and a follower learns the total when the shards end.
 
+use std::future::Future;
 use std::ops::Range;
+use std::pin::pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use trace_core::domain::Domain;
@@ -29,10 +34,14 @@ const COUNT_STEP: usize = 10_000;
 /// Ids read again per ranged read of the input while counting.
 pub(super) const SPAN: usize = 100_000;
 
-/// Whether this run should count: the job's first shard, when no count is stored.
+/// Whether this run should count: the job's first shard, when no count is stored or this is a later
+/// attempt of it.
 pub(super) async fn wanted(app: &App, meta: &JobMeta, message: &ShardMessage) -> bool {
     if message.shard != 0 || message.domains.is_empty() {
         return false;
+    }
+    if meta.attempt > 1 {
+        return true;
     }
     match app.backends.store.get(&layout::count_key(&meta.result_id())).await {
         Ok(_) => false,
@@ -56,9 +65,32 @@ pub(super) async fn first_domain(app: &App, meta: &JobMeta, message: &ShardMessa
         }
     };
     let body = serde_json::to_vec(&JobCount { domain, records }).unwrap_or_default();
-    match app.backends.store.put_new(&layout::count_key(&meta.result_id()), Bytes::from(body)).await {
+    match app.backends.store.put(&layout::count_key(&meta.result_id()), Bytes::from(body)).await {
         Ok(_) => tracing::debug!(%domain, records, "first domain counted"),
         Err(e) => tracing::warn!(error = %e, "could not store the job's count"),
+    }
+}
+
+/// How long a shard's end waits for its count once its reading is done.
+const COUNT_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the shard's reading (`write`) with the `count` beside it: the reading's outcome, once the
+/// count has ended too — unless the reading failed, or the count takes more than [`COUNT_GRACE`]
+/// longer (a slow database): then the count is left out (a follower takes the total from the shards'
+/// records) rather than hold up the shard's end.
+pub(super) async fn beside<T, E>(
+    count: impl Future<Output = ()>,
+    write: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let (mut count, mut write) = (pin!(count), pin!(write));
+    tokio::select! {
+        () = &mut count => write.await,
+        written = &mut write => {
+            if written.is_ok() && tokio::time::timeout(COUNT_GRACE, count).await.is_err() {
+                tracing::warn!(grace_s = COUNT_GRACE.as_secs(), "the count outlasted the reading: left out");
+            }
+            written
+        }
     }
 }
 
@@ -69,6 +101,8 @@ enum CountError {
     Store(#[from] StoreError),
     #[error("a span of the input is not a list of ids: {0}")]
     Span(#[from] serde_json::Error),
+    #[error("a span of the input holds no id (the input changed?)")]
+    EmptySpan,
     #[error(transparent)]
     Source(#[from] SourceError),
 }
@@ -79,6 +113,9 @@ async fn count(app: &App, meta: &JobMeta, domain: Domain, spans: Vec<Range<u64>>
     let mut records = 0;
     for span in spans {
         let ids = IdList::from_span(&app.backends.store.get_range(&key, span).await?)?;
+        if ids.is_empty() {
+            return Err(CountError::EmptySpan);
+        }
         records += engine::count(source.as_ref(), &ids, domain, COUNT_STEP).await?;
     }
     Ok(records)
@@ -119,5 +156,32 @@ mod tests {
         }
         let (_, none) = super::super::input::read_shard_ids(&app, &meta, &message, None).await.unwrap();
         assert!(none.is_none());
+    }
+
+    /// The shard's end waits for its count, but no more than the grace once its reading is done, and
+    /// not at all after a failed reading.
+    #[tokio::test(start_paused = true)]
+    async fn the_shard_s_end_waits_for_its_count_only_so_long() {
+        let started = tokio::time::Instant::now();
+        let slow_count = tokio::time::sleep(Duration::from_secs(3));
+        let read: Result<u8, ()> = beside(slow_count, async { Ok(7) }).await;
+        assert_eq!((read, started.elapsed().as_secs()), (Ok(7), 3), "a count within the grace is awaited");
+
+        let started = tokio::time::Instant::now();
+        let stuck_count = std::future::pending::<()>();
+        let read: Result<u8, ()> = beside(stuck_count, async { Ok(7) }).await;
+        assert_eq!((read, started.elapsed()), (Ok(7), COUNT_GRACE), "a stuck count is left after the grace");
+
+        let started = tokio::time::Instant::now();
+        let read: Result<u8, &str> = beside(std::future::pending::<()>(), async { Err("failed") }).await;
+        assert_eq!((read, started.elapsed().as_secs()), (Err("failed"), 0), "a failed reading ends at once");
+
+        let started = tokio::time::Instant::now();
+        let reading = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, ()>(1)
+        };
+        let read = beside(async {}, reading).await;
+        assert_eq!((read, started.elapsed().as_secs()), (Ok(1), 30), "a quick count waits for the reading");
     }
 }

@@ -364,8 +364,7 @@ async fn write_result(
                 count::first_domain(app, lease.meta(), message, spans).await;
             }
         };
-        let (_, aggregation) = tokio::join!(count, chunks.write(Arc::new(ids)));
-        let aggregation = aggregation?;
+        let aggregation = count::beside(count, chunks.write(Arc::new(ids))).await?;
         tracing::debug!("every row read");
         let domains = chunks.finish(&message.domains).await?;
         tracing::debug!("every chunk stored");
@@ -430,6 +429,13 @@ pub(super) fn retry_delays(app: &App) -> backon::ExponentialBackoff {
 /// Whether waiting `delay` and running again still leaves the invocation (if any) its margin.
 fn fits(delay: Duration, invocation_ends: Option<Instant>) -> bool {
     invocation_ends.is_none_or(|end| Instant::now() + delay + DEADLINE_MARGIN < end)
+}
+
+/// Claims `message`'s job or shard as a worker starting it would (for tests elsewhere in the crate):
+/// whether it was claimed to run.
+#[cfg(test)]
+pub(crate) async fn claimed_for_test(app: &App, message: &ShardMessage) -> bool {
+    matches!(lease::claim(app, message).await, Ok(lease::Claim::Run(_)))
 }
 
 #[cfg(test)]

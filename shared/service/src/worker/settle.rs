@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use trace_core::domain::Domain;
 use trace_core::job::{JobError, JobMeta, JobStatus};
 use trace_core::layout;
 use trace_core::message::ShardMessage;
@@ -75,12 +76,12 @@ pub(super) async fn record_outcome(
         // Drop the duplicate: the job is another worker's now.
         ShardError::LeaseLost(LeaseLost::TakenOver) => {
             tracing::warn!("job taken over by another worker: stopping");
-            remove_own_strays(app, job_id, lease.meta().attempt).await;
+            remove_own_strays(app, job_id, message.shard, lease.meta().attempt).await;
             Settled::new(Disposition::Delete, Outcome::TakenOver, None)
         }
         ShardError::LeaseLost(LeaseLost::Cancelled) => {
             tracing::info!("job cancelled: partial result removed");
-            remove_result(app, job_id).await;
+            remove_result(app, job_id, None).await;
             Settled::new(Disposition::Delete, Outcome::Cancelled, None)
         }
         // Continue in a new invocation: released, and a new message (a fresh receive count) sent.
@@ -99,7 +100,10 @@ pub(super) async fn record_outcome(
             let failure = Some(job_error(CODE, e.to_string()));
             match transition(app, &lease.current(), JobStatus::Failed, failure).await {
                 Recorded::Applied => {
-                    remove_result(app, job_id).await;
+                    // Of a job split into shards, only this shard's part: its siblings' finished
+                    // parts stay for the retry, which runs this shard alone.
+                    let shard = (message.shards > 1).then_some(message.shard);
+                    remove_result(app, job_id, shard).await;
                     Settled::new(Disposition::Delete, Outcome::Failed, Some(CODE))
                 }
                 Recorded::Changed => Settled::new(Disposition::Delete, Outcome::TakenOver, None),
@@ -257,11 +261,11 @@ async fn transition(app: &App, meta: &JobMeta, to: JobStatus, error: Option<JobE
     }
 }
 
-/// A run that lost its job has stopped writing: the chunks of its own `attempt` that the job's
+/// A run that lost its job has stopped writing: the chunks of its own `shard` and `attempt` that the job's
 /// complete result does not list are removed (a zombie's late writes). Without a manifest yet, the
 /// new owner's manifest write sweeps them instead. Never touches a listed chunk or another attempt's;
 /// a failure is logged, not returned (strays are never served, and expire with the job).
-async fn remove_own_strays(app: &App, job: &JobId, attempt: u32) {
+async fn remove_own_strays(app: &App, job: &JobId, shard: u32, attempt: u32) {
     let store = &app.backends.store;
     let manifest: layout::Manifest = match store.get(&layout::manifest_key(job)).await {
         Ok(body) => match serde_json::from_slice(&body) {
@@ -278,7 +282,7 @@ async fn remove_own_strays(app: &App, job: &JobId, attempt: u32) {
         Err(e) => return tracing::warn!(error = %e, "could not list the result: strays left"),
     };
     for object in stored {
-        let ours = layout::chunk_slot(&object.key).is_some_and(|s| s.attempt == attempt);
+        let ours = layout::chunk_slot(&object.key).is_some_and(|s| s.shard == shard && s.attempt == attempt);
         if ours && !listed.contains(object.key.as_str()) {
             tracing::info!(key = object.key, "removing a chunk this run stored after it lost the job");
             if let Err(e) = store.delete_prefix(&object.key).await {
@@ -288,16 +292,23 @@ async fn remove_own_strays(app: &App, job: &JobId, attempt: u32) {
     }
 }
 
-/// Removes what the run wrote (chunks and manifest); a failure is logged, not returned.
-async fn remove_result(app: &App, job: &JobId) {
-    if let Err(e) = app.backends.store.delete_prefix(&layout::result_prefix(job)).await {
-        tracing::warn!(error = %e, "could not remove a partial result");
-    }
-    if let Err(e) = app.backends.store.delete_prefix(&layout::manifest_key(job)).await {
-        tracing::warn!(error = %e, "could not remove a manifest");
-    }
-    if let Err(e) = app.backends.store.delete_prefix(&layout::checkpoint_prefix(job)).await {
-        tracing::warn!(error = %e, "could not remove a checkpoint");
+/// Removes what the job's runs wrote (chunks, manifest, checkpoints) — with `shard`, only that
+/// shard's chunks and checkpoint (a job split into shards keeps its other shards' parts). A failure is
+/// logged, not returned.
+async fn remove_result(app: &App, job: &JobId, shard: Option<u32>) {
+    let store = &app.backends.store;
+    let prefixes = match shard {
+        None => vec![layout::result_prefix(job), layout::manifest_key(job), layout::checkpoint_prefix(job)],
+        Some(shard) => Domain::ALL
+            .iter()
+            .map(|&d| format!("{}{shard:04}-", layout::domain_prefix(job, d)))
+            .chain([layout::checkpoint_key(job, shard)])
+            .collect(),
+    };
+    for prefix in prefixes {
+        if let Err(e) = store.delete_prefix(&prefix).await {
+            tracing::warn!(prefix, error = %e, "could not remove a partial result");
+        }
     }
 }
 

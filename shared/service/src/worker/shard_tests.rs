@@ -189,6 +189,48 @@ async fn a_failed_shard_fails_its_job_and_a_retry_runs_it_alone() {
     only_listed_chunks(&base, &job).await;
 }
 
+/// A shard that runs out of time fails its job and removes only its own part (its chunks and
+/// checkpoint): its siblings' finished parts stay, and the retry, which runs that shard alone, gives
+/// the whole run's result.
+#[tokio::test]
+async fn a_shard_that_times_out_removes_only_its_own_part() {
+    let domains = ["history", "holds"];
+    let base = app(&SMALL).await;
+    let (job, mut deliveries) = submitted(&base, 300, &domains, "query_tool").await;
+    deliveries.sort_by_key(shard_of);
+    for d in &deliveries[1..] {
+        assert_eq!(run(&base, d).await, Disposition::Delete);
+    }
+    let siblings = base.backends.store.list(&layout::result_prefix(&job)).await.unwrap();
+    assert!(!siblings.is_empty());
+    // Shard 0 left a chunk of an earlier attempt behind, then its run meets the job timeout.
+    let slot = layout::ChunkSlot { shard: 0, chunk: 0, attempt: 1 };
+    let own =
+        layout::chunk_key(&job, trace_core::Domain::History, slot, trace_core::encoding::ChunkEncoding::Gzip);
+    base.backends.store.put(&own, bytes::Bytes::from_static(b"partial")).await.unwrap();
+    let mut config = (*base.config).clone();
+    config.job_timeout = Duration::ZERO;
+    let timed = App { config: std::sync::Arc::new(config), ..base.clone() };
+    assert_eq!(run(&timed, &deliveries[0]).await, Disposition::Delete);
+    let meta = base.backends.jobs.get(&job).await.unwrap().unwrap();
+    assert_eq!(
+        (meta.status, meta.error.map(|e| e.code)),
+        (JobStatus::Failed, Some("JOB_TIMEOUT".to_owned()))
+    );
+    let left = base.backends.store.list(&layout::result_prefix(&job)).await.unwrap();
+    let keys =
+        |objects: &[trace_core::ports::ObjectInfo]| objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&left), keys(&siblings), "the siblings' chunks stay, shard 0's are gone");
+    crate::status::retry(&base, &Principal::local(), &job.to_string()).await.unwrap();
+    let again =
+        base.backends.light.receive(10, Duration::from_secs(1), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again.iter().map(shard_of).collect::<Vec<_>>(), [0]);
+    assert_eq!(run(&base, &again[0]).await, Disposition::Delete);
+    assert_eq!(base.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Finished);
+    assert_eq!(result(&base, &job).await, whole(300, &domains, "query_tool").await);
+    only_listed_chunks(&base, &job).await;
+}
+
 /// A cancel of a job split into shards stops each running shard at its next heartbeat, and a shard
 /// whose message comes after the cancel does not run.
 #[tokio::test]
