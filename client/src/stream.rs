@@ -125,6 +125,11 @@ struct State {
     delivered: u64,
     /// Lines of the stream opened again still to skip.
     skip: u64,
+    /// CRC-32 of the lines delivered from the live stream, and of the lines skipped since it was
+    /// opened again: once the skipping ends they must be equal (the same lines), else the result
+    /// changed under the follow and the stream ends with `RESULT_CHANGED`.
+    delivered_crc: crc32fast::Hasher,
+    skipped_crc: crc32fast::Hasher,
     /// A followed stream's `meta`, held until the next line: a job that fails before its first
     /// domain starts prints nothing.
     held: Option<StreamLine>,
@@ -157,6 +162,8 @@ pub(crate) fn open(
         follow,
         delivered: 0,
         skip: 0,
+        delivered_crc: crc32fast::Hasher::new(),
+        skipped_crc: crc32fast::Hasher::new(),
         held: None,
     };
     let inner = futures::stream::unfold(state, |mut s| async move {
@@ -165,6 +172,16 @@ pub(crate) fn open(
     })
     .boxed();
     LineStream { inner, resumes }
+}
+
+/// Whether a line is an `error` line (read without parsing its other fields).
+fn is_error_line(line: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Kind>(line).is_ok_and(|k| k.kind == "error")
 }
 
 fn snippet(line: &[u8]) -> String {
@@ -209,8 +226,24 @@ impl State {
     /// Reads the next live line; an interruption plans the resumption.
     async fn live_step(&mut self, mut reader: LineReader<Body>) -> Step {
         let reason = match reader.next_line().await {
-            Ok(Some(_)) if self.skip > 0 => {
+            // An `error` line where delivered lines were (a follow time limit at once, a failure):
+            // handled as any live line.
+            Ok(Some(bytes)) if self.skip > 0 && !is_error_line(&bytes) => {
+                self.skipped_crc.update(&bytes);
                 self.skip -= 1;
+                if self.skip == 0 {
+                    let skipped = std::mem::take(&mut self.skipped_crc).finalize();
+                    if skipped != self.delivered_crc.clone().finalize() {
+                        self.mode = Mode::Done;
+                        return Err(ClientError::StreamError {
+                            code: "RESULT_CHANGED".to_owned(),
+                            message: format!(
+                                "job {}: the followed stream, opened again, differs from the {} lines already delivered; read it again when it has finished",
+                                self.job, self.delivered
+                            ),
+                        });
+                    }
+                }
                 self.mode = Mode::Live(reader);
                 return Ok(None);
             }
@@ -243,12 +276,18 @@ impl State {
             if self.follow && code == "FOLLOW_TIME_LIMIT" {
                 // The server's time for one follow is up: follow again, past what was delivered.
                 self.skip = self.delivered;
+                self.skipped_crc = crc32fast::Hasher::new();
                 self.mode = Mode::Open;
                 return Ok(None);
             }
         }
         self.observe(&line).map_err(malformed)?;
         self.delivered += 1;
+        self.delivered_crc.update(bytes);
+        if self.follow {
+            // A line past the break: the next break counts from its first resumption again.
+            self.attempts = 0;
+        }
         match line {
             StreamLine::Error { code, message } => return Err(ClientError::StreamError { code, message }),
             StreamLine::Complete { .. } => {}
@@ -321,6 +360,7 @@ impl State {
                 // The followed stream again, past the lines already delivered.
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(self.attempts))).await;
                 self.skip = self.delivered;
+                self.skipped_crc = crc32fast::Hasher::new();
                 self.mode = Mode::Open;
                 Resume { attempt: self.attempts, domain: None, offset: self.delivered, reason }
             }

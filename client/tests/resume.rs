@@ -38,6 +38,8 @@ struct Fake {
     cut: Mutex<Cut>,
     /// Replaces the whole stream body when set.
     raw: Mutex<Option<String>>,
+    /// Replaces the stream body of every request after the first when set.
+    raw_later: Mutex<Option<String>>,
     stream_requests: AtomicUsize,
     page_requests: AtomicUsize,
     /// 429 answers still to give on status.
@@ -83,8 +85,9 @@ impl Fake {
 }
 
 async fn stream(State(fake): State<Arc<Fake>>, Path(_id): Path<String>) -> Response {
-    fake.stream_requests.fetch_add(1, Ordering::SeqCst);
-    let body = match fake.raw.lock().unwrap().clone() {
+    let earlier = fake.stream_requests.fetch_add(1, Ordering::SeqCst);
+    let later = if earlier > 0 { fake.raw_later.lock().unwrap().clone() } else { None };
+    let body = match later.or_else(|| fake.raw.lock().unwrap().clone()) {
         Some(raw) => raw.into_bytes(),
         None => fake.body(),
     };
@@ -186,6 +189,7 @@ fn fake() -> Arc<Fake> {
         chunk: 5,
         cut: Mutex::new(Cut::None),
         raw: Mutex::new(None),
+        raw_later: Mutex::new(None),
         stream_requests: AtomicUsize::new(0),
         page_requests: AtomicUsize::new(0),
         limited: AtomicUsize::new(0),
@@ -311,4 +315,49 @@ async fn a_429_is_retried_after_retry_after_then_reported() {
     let err = client(&base, |c| c.rate_limit_retries = 1).status(&job).await.unwrap_err();
     assert!(matches!(err, ClientError::RateLimited { retry_after } if retry_after == Duration::from_secs(1)));
     assert_eq!(fake.status_requests.load(Ordering::SeqCst), 5);
+}
+
+/// A followed stream (`Client::follow`) cut anywhere is opened again and the lines already delivered
+/// skipped: exactly the whole sequence. Opened again with other lines where some were delivered (the
+/// result changed under the follow), it ends with `RESULT_CHANGED` instead of splicing two results.
+#[tokio::test]
+async fn a_followed_stream_opened_again_skips_what_it_delivered_and_notices_a_changed_result() {
+    let fake = fake();
+    let base = serve(fake.clone()).await;
+    let client = client(&base, |_| {});
+    let expected = fake.lines();
+    let follow = |client: &Client| {
+        let mut stream = client.follow(&fake.job, |_| {});
+        async move {
+            let mut out = Vec::new();
+            while let Some(item) = stream.next().await {
+                out.push(item);
+            }
+            (out, stream.resumes())
+        }
+    };
+    let body = String::from_utf8(fake.body()).unwrap();
+    let ends: Vec<usize> = body.match_indices('\n').map(|(at, _)| at + 1).collect();
+    for &n in ends.iter().take(ends.len() - 1).chain([ends[2] + 7].iter()) {
+        *fake.cut.lock().unwrap() = Cut::End(n);
+        let (got, resumes) = follow(&client).await;
+        let got: Vec<StreamLine> =
+            got.into_iter().map(|r| r.unwrap_or_else(|e| panic!("cut at {n}: {e}"))).collect();
+        assert_eq!((got, resumes), (expected.clone(), 1), "cut at {n}");
+    }
+    // History's first record changes between the two openings; the first three lines (meta,
+    // domain_start, the records line holding it) were delivered.
+    let changed = body.replacen("\"text\":\"r0, ", "\"text\":\"R0, ", 1);
+    assert_ne!(changed, body);
+    fake.stream_requests.store(0, Ordering::SeqCst);
+    *fake.raw_later.lock().unwrap() = Some(changed);
+    *fake.cut.lock().unwrap() = Cut::End(ends[2]);
+    let (got, _) = follow(&client).await;
+    let delivered: Vec<&StreamLine> = got.iter().map_while(|r| r.as_ref().ok()).collect();
+    assert_eq!(delivered, expected.iter().take(3).collect::<Vec<_>>());
+    match got.last() {
+        Some(Err(ClientError::StreamError { code, .. })) => assert_eq!(code, "RESULT_CHANGED"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(got.len(), 4);
 }
