@@ -226,7 +226,8 @@ pub fn decode_unlisted(key: &str, stored: bytes::Bytes) -> Option<bytes::Bytes> 
         let tail = stored.len().checked_sub(4)?;
         // A member's last 4 bytes: its content's size (mod 2^32; a chunk is far smaller).
         let size = u32::from_le_bytes(stored[tail..].try_into().ok()?) as usize;
-        if size > 256 << 20 {
+        // Deflate expands at most 1,032-fold: a larger claim is a damaged trailer, not a chunk.
+        if size > 256 << 20 || size > stored.len().saturating_mul(1032) {
             return None;
         }
         let mut out = vec![0; size];
@@ -469,6 +470,31 @@ mod tests {
 
     fn slot(shard: u32, chunk: u32, attempt: u32) -> ChunkSlot {
         ChunkSlot { shard, chunk, attempt }
+    }
+
+    /// A running shard's chunk is taken only when its own encoding vouches for it whole.
+    #[test]
+    fn an_unlisted_chunk_is_taken_only_whole() {
+        let ndjson = b"{\"a\":1}\n{\"a\":2}\n".repeat(50);
+        let gz = bytes::Bytes::from(gzip(&ndjson));
+        let key = |e: ChunkEncoding| format!("jobs/x/result/history/0000-000000-a001{}", e.extension());
+        let g = ChunkEncoding::Gzip;
+        assert_eq!(decode_unlisted(&key(g), gz.clone()).as_deref(), Some(&ndjson[..]));
+        assert_eq!(decode_unlisted(&key(g), gz.slice(..gz.len() - 1)), None, "cut short");
+        let mut lying = gz.to_vec();
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&(200u32 << 20).to_le_bytes());
+        assert_eq!(
+            decode_unlisted(&key(g), lying.into()),
+            None,
+            "a trailer claiming 200 MiB of a small member"
+        );
+        assert_eq!(
+            decode_unlisted(&key(P), bytes::Bytes::from_static(b"{}\n")).as_deref(),
+            Some(&b"{}\n"[..])
+        );
+        assert_eq!(decode_unlisted(&key(P), bytes::Bytes::from_static(b"{}\n{")), None, "a torn line");
+        assert_eq!(decode_unlisted(&key(ChunkEncoding::Lz4), gz), None, "LZ4 waits for the shard's end");
     }
 
     #[test]

@@ -29,13 +29,15 @@
 //!
 //! - The total sent is checked against the result's once known (`RESULT_CHANGED` if they differ).
 //!
-//! The follower polls every [`POLL`] while nothing new is stored (a listing, the manifest or shard
+//! The follower polls every [`POLL`] while nothing new is stored, every [`QUIET_POLL`] once nothing
+//! has been sent for [`QUIET_AFTER`] (each look: a listing, the manifest or shard
 //! record, and one job-store read to notice a job that failed or was cancelled: an `error` line with
 //! the job's code ends the stream),
 //! and gives up after `TRACE_FOLLOW_SECONDS` with an `error` line `FOLLOW_TIME_LIMIT` (a Lambda
 //! invocation lasts at most 15 minutes). Its size cannot be known before the first byte: it has no
 //! `x-trace-stream-bytes` header, and every byte counts against `TRACE_STREAM_MAX_BYTES`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,11 +54,28 @@ use crate::results::{self, line, Sender, Step, StreamAnswer};
 use crate::status::{job_store_unavailable, parse_job_id};
 use crate::App;
 
-/// Time between two looks for a new chunk while none is stored: well inside the 2 s a caller may
-/// wait for a stored chunk's records. A look is one listing, one manifest read, one job-store read,
-/// and, of a job split into shards, a read of the shard's record (before the count exists, of each
-/// shard's): about 8–12 object store requests a second, ~$0.02 for a 10-minute follow at S3's prices.
+/// Time between two looks for a new chunk while none is stored, as long as lines keep coming: well
+/// inside the 2 s a caller may wait for a stored chunk's records. A look is one listing, one manifest
+/// read, one job-store read, and, of a job split into shards, a read of the shard's record (before
+/// the count exists, of each shard's): about 8–12 object store requests a second.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// After this long with nothing sent (a job waiting in its queue, a slow domain), the looks slow down
+/// to [`QUIET_POLL`]: a quiet 10-minute follow then costs ~2,400 requests instead of ~7,200.
+const QUIET_AFTER: Duration = Duration::from_secs(10);
+
+/// Time between two looks after [`QUIET_AFTER`] with nothing sent; a chunk stored then still reaches
+/// the caller within about a second.
+const QUIET_POLL: Duration = Duration::from_secs(1);
+
+/// The wait before the next look, `quiet` after the last line sent.
+fn poll_after(quiet: Duration) -> Duration {
+    if quiet < QUIET_AFTER {
+        POLL
+    } else {
+        QUIET_POLL
+    }
+}
 
 /// How long a failing object store is asked again before a followed stream gives up.
 const STORE_PATIENCE: Duration = Duration::from_secs(10);
@@ -88,7 +107,15 @@ pub async fn stream(
     let gzip = results::gzip_wanted(app, accept_encoding);
     tracing::info!(job_id = id, status = %meta.status, shards = meta.shards, "following a running job");
     let (tx, rx) = mpsc::channel(AHEAD);
-    let follower = Follower { app: app.clone(), meta, tx, until: Instant::now() + app.config.follow_for };
+    let now = Instant::now();
+    let follower = Follower {
+        app: app.clone(),
+        meta,
+        tx,
+        until: now + app.config.follow_for,
+        started: now,
+        last_sent_ms: AtomicU64::new(0),
+    };
     tokio::spawn(follower.run());
     let pieces = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
     let sender = Sender::new(app, id, gzip, app.config.stream_max_bytes);
@@ -116,6 +143,10 @@ struct Follower {
     meta: JobMeta,
     tx: mpsc::Sender<Bytes>,
     until: Instant,
+    /// When it started, and when it last sent a line (ms after `started`): the looks slow down after
+    /// a quiet while.
+    started: Instant,
+    last_sent_ms: AtomicU64,
 }
 
 /// The chunks of the first domain sent so far for the shard in progress: each one's records and CRC-32.
@@ -137,7 +168,9 @@ impl Follower {
         if piece.is_empty() {
             return Ok(());
         }
-        self.tx.send(piece).await.map_err(|_| Stop::Gone)
+        self.tx.send(piece).await.map_err(|_| Stop::Gone)?;
+        self.last_sent_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn lines(&self) -> Following<()> {
@@ -389,7 +422,8 @@ impl Follower {
                 tracing::warn!(job_id = %self.meta.job_id, error = %e, "job store unavailable while following")
             }
         }
-        tokio::time::sleep(POLL).await;
+        let last_sent = Duration::from_millis(self.last_sent_ms.load(Ordering::Relaxed));
+        tokio::time::sleep(poll_after(self.started.elapsed().saturating_sub(last_sent))).await;
         Ok(())
     }
 }
@@ -612,6 +646,18 @@ mod tests {
         .expect("answered at once");
         let without = crate::results::stream(&app, &Principal::local(), &shard.to_string(), None).await;
         assert_eq!(followed.err().map(|e| e.code()), without.err().map(|e| e.code()));
+    }
+
+    /// The looks slow down after a quiet while, and only then.
+    #[test]
+    fn the_looks_slow_down_after_a_quiet_while() {
+        assert_eq!(super::poll_after(Duration::ZERO), super::POLL);
+        assert_eq!(super::poll_after(super::QUIET_AFTER - Duration::from_millis(1)), super::POLL);
+        assert_eq!(super::poll_after(super::QUIET_AFTER), super::QUIET_POLL);
+        assert!(
+            super::QUIET_POLL + super::POLL < Duration::from_secs(2),
+            "a chunk still reaches the caller within 2 s"
+        );
     }
 
     /// A cancelled job's followed stream ends with an `error` line `JOB_CANCELLED`; a job never run
