@@ -673,8 +673,17 @@ async fn a_poll_timeout_exits_3_and_ctrl_c_cancels_only_on_request() {
     let (_, status) = system.get_status(&format!("/api/trace/job/{job}")).await;
     assert_eq!(status["status"], "cancelled", "{status}");
 
-    // Without the flag the job goes on.
+    // A stream that cannot be followed (no stream URL given: the submit host has no such route) is
+    // reported after the next status poll, not when the job ends (it would wait here for ever).
     let mut a = vec!["--url".to_owned(), system.submit.clone(), "--status-url".to_owned(), system_status];
+    a.extend(args(&["submit", &file, "--follow", "--interval", "1s"]));
+    let run = trace(a, None, None).await;
+    assert!(run.stderr.contains("404") && run.stderr.contains("no such route"), "{}", run.stderr);
+    assert!(run.took < Duration::from_secs(30), "{:?}", run.took);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+
+    // Without the flag the job goes on.
+    let mut a = urls(&system);
     a.extend(args(&["submit", &file, "--follow", "--interval", "1s"]));
     let (code, job2) = tokio::task::spawn_blocking(move || {
         let (mut child, rx) = spawn_trace(a);
