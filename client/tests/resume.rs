@@ -206,7 +206,11 @@ fn client(base: &str, configure: impl FnOnce(&mut ClientConfig)) -> Client {
 }
 
 async fn collect(client: &Client, job: &JobId) -> (Vec<Result<StreamLine, ClientError>>, u32) {
-    let mut stream = client.stream(job);
+    drain(client.stream(job)).await
+}
+
+/// Every item of `stream`, and how often it resumed.
+async fn drain(mut stream: trace_client::LineStream) -> (Vec<Result<StreamLine, ClientError>>, u32) {
     let mut out = Vec::new();
     while let Some(item) = stream.next().await {
         out.push(item);
@@ -326,16 +330,7 @@ async fn a_followed_stream_opened_again_skips_what_it_delivered_and_notices_a_ch
     let base = serve(fake.clone()).await;
     let client = client(&base, |_| {});
     let expected = fake.lines();
-    let follow = |client: &Client| {
-        let mut stream = client.follow(&fake.job, |_| {});
-        async move {
-            let mut out = Vec::new();
-            while let Some(item) = stream.next().await {
-                out.push(item);
-            }
-            (out, stream.resumes())
-        }
-    };
+    let follow = |client: &Client| drain(client.follow(&fake.job, |_| {}));
     let body = String::from_utf8(fake.body()).unwrap();
     let ends: Vec<usize> = body.match_indices('\n').map(|(at, _)| at + 1).collect();
     for &n in ends.iter().take(ends.len() - 1).chain([ends[2] + 7].iter()) {

@@ -147,6 +147,18 @@ async fn a_shard_whose_worker_died_is_taken_over_alone() {
     only_listed_chunks(&app, &job).await;
 }
 
+/// After a retry of a 300-id job: the queue holds shard 0's message only, and running it finishes
+/// the job with the whole run's result and only listed chunks.
+async fn retried_shard_0_finishes_as_the_whole_run(app: &App, job: &JobId, domains: &[&str]) {
+    let again =
+        app.backends.light.receive(10, Duration::from_secs(1), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again.iter().map(shard_of).collect::<Vec<_>>(), [0]);
+    assert_eq!(run(app, &again[0]).await, Disposition::Delete);
+    assert_eq!(app.backends.jobs.get(job).await.unwrap().unwrap().status, JobStatus::Finished);
+    assert_eq!(result(app, job).await, whole(300, domains, "query_tool").await);
+    only_listed_chunks(app, job).await;
+}
+
 /// A shard that fails for good fails its job; its siblings finish; the owner's retry re-runs only
 /// the failed shard and the job finishes with the whole run's result. A cancel stops every shard.
 #[tokio::test]
@@ -180,13 +192,7 @@ async fn a_failed_shard_fails_its_job_and_a_retry_runs_it_alone() {
     // The retry sends shard 0's message only.
     let retried = crate::status::retry(&base, &Principal::local(), &job.to_string()).await.unwrap();
     assert_eq!(retried.status, JobStatus::Queued);
-    let again =
-        base.backends.light.receive(10, Duration::from_secs(1), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(again.iter().map(shard_of).collect::<Vec<_>>(), [0]);
-    assert_eq!(run(&base, &again[0]).await, Disposition::Delete);
-    assert_eq!(base.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Finished);
-    assert_eq!(result(&base, &job).await, whole(300, &domains, "query_tool").await);
-    only_listed_chunks(&base, &job).await;
+    retried_shard_0_finishes_as_the_whole_run(&base, &job, &domains).await;
 }
 
 /// A shard that runs out of time fails its job and removes only its own part (its chunks and
@@ -222,13 +228,7 @@ async fn a_shard_that_times_out_removes_only_its_own_part() {
         |objects: &[trace_core::ports::ObjectInfo]| objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
     assert_eq!(keys(&left), keys(&siblings), "the siblings' chunks stay, shard 0's are gone");
     crate::status::retry(&base, &Principal::local(), &job.to_string()).await.unwrap();
-    let again =
-        base.backends.light.receive(10, Duration::from_secs(1), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(again.iter().map(shard_of).collect::<Vec<_>>(), [0]);
-    assert_eq!(run(&base, &again[0]).await, Disposition::Delete);
-    assert_eq!(base.backends.jobs.get(&job).await.unwrap().unwrap().status, JobStatus::Finished);
-    assert_eq!(result(&base, &job).await, whole(300, &domains, "query_tool").await);
-    only_listed_chunks(&base, &job).await;
+    retried_shard_0_finishes_as_the_whole_run(&base, &job, &domains).await;
 }
 
 /// A cancel of a job split into shards stops each running shard at its next heartbeat, and a shard
